@@ -1,0 +1,186 @@
+"""The job state machine: pure functions from (job, event, time) to the next job.
+
+No clock, no I/O, no store: every status change in jobkit goes through here, and the
+manager is the only caller. An event that is illegal in the job's status raises
+:class:`InvalidState` with a message that says what to do instead.
+
+=============  =======  ==========  =========  ============  ===============  =============  ===========
+from / event   start    cancel      finish ok  finish error  observed cancel  interrupted    lease lost
+=============  =======  ==========  =========  ============  ===============  =============  ===========
+pending        running  cancelled   -          -             -                -              -
+running        -        cancelling  completed  failed        cancelled        pending        failed/pending
+cancelling     -        (same)      completed  failed        cancelled        cancelled      cancelled
+terminal       -        error       -          -             -                -              -
+=============  =======  ==========  =========  ============  ===============  =============  ===========
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from ._errors import InvalidState
+from ._policies import Retention
+from ._records import ACTIVE, Job, JobStatus, replace_job
+
+__all__ = [
+    "WORKER_LOST",
+    "cancel",
+    "check_deletable",
+    "complete",
+    "fail",
+    "interrupt",
+    "lose_lease",
+    "mark_deleted",
+    "observe_cancel",
+    "report_progress",
+    "set_priority",
+    "start",
+    "store_result",
+]
+
+WORKER_LOST = "worker lost"
+
+_P = JobStatus.PENDING
+_R = JobStatus.RUNNING
+_C = JobStatus.CANCELLING
+
+
+def _finish(job: Job, status: JobStatus, now: datetime, retention: Retention, **changes: Any) -> Job:
+    keep = job.ttl if job.ttl is not None else retention.for_status(status)
+    return replace_job(
+        job,
+        status=status,
+        finished_at=now,
+        expires_at=None if keep is None else now + keep,
+        version=job.version + 1,
+        **changes,
+    )
+
+
+def _require_active(job: Job, doing: str) -> None:
+    if job.status not in ACTIVE:
+        raise InvalidState(f"Cannot {doing} a {job.status.value} job: it is not running.")
+
+
+def start(job: Job, now: datetime) -> Job:
+    """A worker takes a pending job: ``pending -> running``; counts an attempt."""
+    if job.status is not _P:
+        raise InvalidState(f"Cannot start a {job.status.value} job: only pending jobs are started.")
+    return replace_job(
+        job,
+        status=_R,
+        started_at=now,
+        attempts=job.attempts + 1,
+        progress=None,
+        progress_message=None,
+        version=job.version + 1,
+    )
+
+
+def cancel(job: Job, now: datetime, retention: Retention, reason: str | None = None) -> Job:
+    """Ask for cancellation.
+
+    A pending job is cancelled at once; a running one becomes ``cancelling`` (the handler
+    stops at its next checkpoint); a cancelling one is returned unchanged (idempotent).
+    """
+    if job.status is _P:
+        return _finish(job, JobStatus.CANCELLED, now, retention, cancel_reason=reason)
+    if job.status is _R:
+        return replace_job(job, status=_C, cancel_reason=reason, version=job.version + 1)
+    if job.status is _C:
+        return job
+    raise InvalidState(
+        f"Cannot cancel a {job.status.value} job: it has already finished. "
+        "Delete it instead if you want it gone."
+    )
+
+
+def complete(job: Job, now: datetime, retention: Retention, result: Any = None) -> Job:
+    """The handler returned: ``running|cancelling -> completed`` (the work happened)."""
+    _require_active(job, "complete")
+    return _finish(job, JobStatus.COMPLETED, now, retention, result=result, progress=1.0)
+
+
+def fail(job: Job, now: datetime, retention: Retention, error: str) -> Job:
+    """The handler raised or timed out: ``running|cancelling -> failed``; a partial result is kept."""
+    _require_active(job, "fail")
+    return _finish(job, JobStatus.FAILED, now, retention, error=error)
+
+
+def observe_cancel(job: Job, now: datetime, retention: Retention) -> Job:
+    """The handler stopped because of a cancel: ``running|cancelling -> cancelled``."""
+    _require_active(job, "cancel")
+    return _finish(job, JobStatus.CANCELLED, now, retention)
+
+
+def interrupt(job: Job, now: datetime, retention: Retention) -> Job:
+    """The manager shut down under the job.
+
+    A running job goes back to ``pending`` (nobody asked to cancel it); a cancelling
+    one ends ``cancelled``.
+    """
+    _require_active(job, "interrupt")
+    if job.status is _C:
+        return _finish(job, JobStatus.CANCELLED, now, retention)
+    return replace_job(job, status=_P, progress=None, progress_message=None, version=job.version + 1)
+
+
+def lose_lease(job: Job, now: datetime, retention: Retention) -> Job:
+    """The worker running the job disappeared (its lease expired).
+
+    A running job goes back to ``pending`` while ``attempts < max_attempts``, else it
+    fails with ``"worker lost"``; a cancelling one ends ``cancelled``.
+    """
+    _require_active(job, "recover")
+    if job.status is _C:
+        return _finish(job, JobStatus.CANCELLED, now, retention)
+    if job.attempts < job.max_attempts:
+        return replace_job(job, status=_P, progress=None, progress_message=None, version=job.version + 1)
+    return _finish(job, JobStatus.FAILED, now, retention, error=WORKER_LOST)
+
+
+def set_priority(job: Job, priority: int) -> Job:
+    """Change the priority of a pending job."""
+    if job.status is not _P:
+        raise InvalidState(f"Cannot change priority of a {job.status.value} job.")
+    if priority == job.priority:
+        return job
+    return replace_job(job, priority=priority, version=job.version + 1)
+
+
+def report_progress(job: Job, fraction: float | None, message: str | None) -> Job:
+    """Record progress of a running job."""
+    _require_active(job, "report progress of")
+    return replace_job(job, progress=fraction, progress_message=message, version=job.version + 1)
+
+
+def store_result(job: Job, result: Any) -> Job:
+    """Record a (partial) result of a running job; kept however the job ends."""
+    _require_active(job, "store a result for")
+    return replace_job(job, result=result, version=job.version + 1)
+
+
+_DELETE_MESSAGES = {
+    JobStatus.RUNNING: "Cannot delete running job. Use cancel instead.",
+    JobStatus.CANCELLING: "Cannot delete job while cancellation is in progress.",
+    JobStatus.PENDING: "Cannot delete pending job. Use cancel instead.",
+}
+
+
+def check_deletable(job: Job, deletable: Collection[JobStatus]) -> None:
+    """Raise :class:`InvalidState` unless the delete policy allows deleting ``job`` now."""
+    if job.status in deletable and job.status not in ACTIVE:
+        return
+    message = _DELETE_MESSAGES.get(job.status)
+    if message is None:
+        message = f"Cannot delete {job.status.value} job: the delete policy does not allow it."
+    raise InvalidState(message)
+
+
+def mark_deleted(job: Job, now: datetime) -> Job:
+    """Soft-delete a finished job: set ``deleted_at``; it no longer expires (purging is separate)."""
+    if not job.is_terminal:
+        raise InvalidState(f"Cannot delete {job.status.value} job. Use cancel instead.")
+    return replace_job(job, deleted_at=now, expires_at=None, version=job.version + 1)

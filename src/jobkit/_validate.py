@@ -1,0 +1,173 @@
+"""Input checks shared by the manager and the integrations. Each raises InvalidInput."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._errors import InvalidInput
+from ._records import JobStatus
+
+__all__ = [
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
+    "artifact_key",
+    "check_job_id",
+    "check_kind",
+    "check_labels",
+    "check_limit",
+    "check_max_attempts",
+    "check_priority",
+    "check_statuses",
+    "decode_cursor",
+    "encode_cursor",
+    "json_value",
+]
+
+MIN_PRIORITY = -1_000_000
+MAX_PRIORITY = 1_000_000
+MAX_KIND_LENGTH = 200
+MAX_NAME_LENGTH = 1024
+
+_dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+def json_value(value: Any, what: str = "payload") -> Any:
+    """A private JSON copy of ``value``; InvalidInput when it is not plain JSON.
+
+    Plain JSON means ``None``, bool, int, finite float, str, and lists, tuples and
+    dicts with string keys of those. The copy keeps later changes by the caller out.
+    """
+    if value is None or value.__class__ in (str, int, bool):
+        return value
+    try:
+        text = _dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"The {what} must be JSON-serialisable: {exc}.") from None
+    if value.__class__ is float:
+        return value
+    _check_keys(value, what)
+    return _loads(text)
+
+
+def _check_keys(value: Any, what: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"The {what} has a non-string key {key!r}: JSON keys are strings.")
+            _check_keys(item, what)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_keys(item, what)
+
+
+def check_kind(kind: object) -> str:
+    if not isinstance(kind, str) or not kind.strip():
+        raise InvalidInput(f"The job kind must be a non-empty string, got {kind!r}.")
+    if len(kind) > MAX_KIND_LENGTH:
+        raise InvalidInput(f"The job kind is longer than {MAX_KIND_LENGTH} characters.")
+    return kind
+
+
+def check_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
+        raise InvalidInput(f"A job id must be a non-empty string, got {job_id!r}.")
+    return job_id
+
+
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidInput(f"The priority must be an integer, got {type(priority).__name__}.")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidInput(f"The priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}.")
+    return priority
+
+
+def check_max_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise InvalidInput(f"max_attempts must be an integer from 1 to 1000, got {value!r}.")
+    return value
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise InvalidInput(f"The limit must be an integer from 1 to 1000, got {limit!r}.")
+    return limit
+
+
+def check_labels(labels: object) -> Mapping[str, str] | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, Mapping):
+        raise InvalidInput("Labels must be a mapping of strings to strings.")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise InvalidInput(f"Labels must map non-empty strings to strings, got {key!r}: {value!r}.")
+        if len(key) > 200 or len(value) > 1000:
+            raise InvalidInput(f"The label {key[:50]!r} is too long.")
+    return labels
+
+
+def check_statuses(status: object) -> frozenset[JobStatus] | None:
+    if status is None:
+        return None
+    values: Iterable[object] = (status,) if isinstance(status, str) else status  # type: ignore[assignment]
+    try:
+        found = frozenset(JobStatus(v) for v in values)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        allowed = ", ".join(s.value for s in JobStatus)
+        raise InvalidInput(f"Unknown status {status!r}; use one or several of: {allowed}.") from None
+    return found or None
+
+
+def artifact_key(job_id: str, name: object) -> str:
+    """The blob key of artifact ``name`` of ``job_id``; InvalidInput for unsafe names."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"An artifact name must be a non-empty string, got {name!r}.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"An artifact name must be at most {MAX_NAME_LENGTH} characters.")
+    if "\x00" in name:
+        raise InvalidInput("An artifact name cannot contain NUL characters.")
+    if "\\" in name:
+        raise InvalidInput(f"An artifact name cannot contain backslashes: {name!r}; use '/'.")
+    if name.startswith("/"):
+        raise InvalidInput(f"An artifact name must be relative, got the absolute path {name!r}.")
+    for segment in name.split("/"):
+        if not segment:
+            raise InvalidInput(f"An artifact name cannot have empty segments: {name!r}.")
+        if segment in (".", ".."):
+            raise InvalidInput(f"An artifact name cannot contain {segment!r} segments: {name!r}.")
+    return f"{artifact_prefix(job_id)}{name}"
+
+
+def artifact_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+_CURSOR_TAG = "j1."
+
+
+def encode_cursor(seq: int) -> str:
+    raw = f"{_CURSOR_TAG}{seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: object) -> int | None:
+    if cursor is None:
+        return None
+    bad = InvalidInput("Malformed cursor: pass the next_cursor of a previous page unchanged.")
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= 64:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if not raw.startswith(_CURSOR_TAG) or not raw[len(_CURSOR_TAG) :].isdigit():
+        raise bad
+    if encode_cursor(int(raw[len(_CURSOR_TAG) :])) != cursor:
+        raise bad
+    return int(raw[len(_CURSOR_TAG) :])

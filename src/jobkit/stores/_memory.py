@@ -1,0 +1,254 @@
+"""MemoryStore: everything in dicts and heaps, for tests, scripts and single processes."""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from .._errors import JobkitError
+from .._machine import start
+from .._records import ACTIVE, AuditRecord, Job, JobStatus
+
+__all__ = ["MemoryStore"]
+
+_PENDING = JobStatus.PENDING
+
+
+class _SeqIndex:
+    """An append-only list of sequence numbers with lazy removal, for newest-first scans."""
+
+    __slots__ = ("dead", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.dead = 0
+
+
+class MemoryStore:
+    """A :class:`~jobkit.abc.JobStore` in process memory. Nothing survives the process.
+
+    Claiming, expiry and listing use indexes, so their cost does not grow with the
+    number of finished jobs kept.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._seq_of: dict[str, int] = {}
+        self._id_at: dict[int, str] = {}
+        self._next_seq = 1
+        self._all = _SeqIndex()
+        self._by_tenant: dict[str | None, _SeqIndex] = {}
+        # Claim order: (-priority, seq, id); entries are checked against _pending on pop.
+        self._claim_heap: list[tuple[int, int, str]] = []
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._expiry_heap: list[tuple[datetime, int, str]] = []
+        self._deleted_heap: list[tuple[datetime, int, str]] = []
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        self._audit: deque[AuditRecord] = deque()
+        self._purges: dict[str, None] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(jobs={len(self._jobs)})"
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def insert(self, job: Job) -> None:
+        if job.id in self._jobs:
+            raise JobkitError(f"A job with id {job.id!r} already exists.")
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self._jobs[job.id] = job
+        self._seq_of[job.id] = seq
+        self._id_at[seq] = job.id
+        self._all.seqs.append(seq)
+        index = self._by_tenant.get(job.tenant)
+        if index is None:
+            index = self._by_tenant[job.tenant] = _SeqIndex()
+        index.seqs.append(seq)
+        self._index(None, job, seq)
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def replace(self, job: Job, *, expected_version: int) -> bool:
+        old = self._jobs.get(job.id)
+        if old is None or old.version != expected_version:
+            return False
+        self._jobs[job.id] = job
+        self._index(old, job, self._seq_of[job.id])
+        return True
+
+    async def remove(self, job_id: str, *, expected_version: int) -> bool:
+        old = self._jobs.get(job_id)
+        if old is None or old.version != expected_version:
+            return False
+        del self._jobs[job_id]
+        seq = self._seq_of.pop(job_id)
+        del self._id_at[seq]
+        self._pending.pop(job_id, None)
+        self._leases.pop(job_id, None)
+        self._all.dead += 1
+        index = self._by_tenant[old.tenant]
+        index.dead += 1
+        self._compact(self._all)
+        self._compact(index)
+        return True
+
+    def _index(self, old: Job | None, job: Job, seq: int) -> None:
+        if job.status is _PENDING:
+            key = (-job.priority, seq)
+            if self._pending.get(job.id) != key:
+                self._pending[job.id] = key
+                heapq.heappush(self._claim_heap, (key[0], seq, job.id))
+        elif old is not None and old.status is _PENDING:
+            self._pending.pop(job.id, None)
+        if job.status not in ACTIVE:
+            self._leases.pop(job.id, None)
+        if job.expires_at is not None and (old is None or old.expires_at != job.expires_at):
+            heapq.heappush(self._expiry_heap, (job.expires_at, seq, job.id))
+        if job.deleted_at is not None and (old is None or old.deleted_at != job.deleted_at):
+            heapq.heappush(self._deleted_heap, (job.deleted_at, seq, job.id))
+
+    def _compact(self, index: _SeqIndex) -> None:
+        if index.dead > 64 and index.dead * 2 > len(index.seqs):
+            alive = self._id_at
+            index.seqs = [s for s in index.seqs if s in alive]
+            index.dead = 0
+
+    async def claim(self, *, now: datetime, worker_id: str, lease_until: datetime) -> Job | None:
+        heap = self._claim_heap
+        pending = self._pending
+        while heap:
+            neg_priority, seq, job_id = heapq.heappop(heap)
+            if pending.get(job_id) != (neg_priority, seq):
+                continue  # stale entry: claimed, deleted or re-prioritised since
+            del pending[job_id]
+            job = start(self._jobs[job_id], now)
+            self._jobs[job_id] = job
+            self._leases[job_id] = (worker_id, lease_until)
+            return job
+        return None
+
+    async def list_jobs(
+        self,
+        *,
+        tenant: str | None,
+        statuses: Collection[JobStatus] | None,
+        kind: str | None,
+        include_deleted: bool,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[Job], int | None]:
+        if tenant is None:
+            seqs = self._all.seqs
+        else:
+            index = self._by_tenant.get(tenant)
+            if index is None:
+                return [], None
+            seqs = index.seqs
+        # Newest first: walk the sequence list backwards from the cursor.
+        end = len(seqs) if before is None else bisect_left(seqs, before)
+        id_at = self._id_at
+        jobs = self._jobs
+        found: list[Job] = []
+        for i in range(end - 1, -1, -1):
+            job_id = id_at.get(seqs[i])
+            if job_id is None:
+                continue
+            job = jobs[job_id]
+            if statuses is not None and job.status not in statuses:
+                continue
+            if kind is not None and job.kind != kind:
+                continue
+            if job.deleted_at is not None and not include_deleted:
+                continue
+            if len(found) == limit:
+                return found, self._seq_of[found[-1].id]
+            found.append(job)
+        return found, None
+
+    async def position(self, job_id: str) -> int | None:
+        key = self._pending.get(job_id)
+        if key is None:
+            return None
+        return 1 + sum(1 for other in self._pending.values() if other < key)
+
+    async def expired(self, now: datetime, limit: int) -> list[Job]:
+        return self._due(self._expiry_heap, now, limit, "expires_at")
+
+    async def soft_deleted_before(self, cutoff: datetime, limit: int) -> list[Job]:
+        return self._due(self._deleted_heap, cutoff, limit, "deleted_at")
+
+    def _due(
+        self, heap: list[tuple[datetime, int, str]], cutoff: datetime, limit: int, field: str
+    ) -> list[Job]:
+        # Stale entries (job gone or its time changed) are dropped as they surface; valid
+        # ones stay in the heap until the job changes, so a failed delete is retried.
+        found: list[Job] = []
+        keep: list[tuple[datetime, int, str]] = []
+        while heap and heap[0][0] <= cutoff and len(found) < limit:
+            entry = heapq.heappop(heap)
+            job = self._jobs.get(entry[2])
+            if job is None or getattr(job, field) != entry[0]:
+                continue
+            found.append(job)
+            keep.append(entry)
+        for entry in keep:
+            heapq.heappush(heap, entry)
+        return found
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], lease_until: datetime) -> None:
+        leases = self._leases
+        for job_id in job_ids:
+            held = leases.get(job_id)
+            if held is not None and held[0] == worker_id:
+                leases[job_id] = (worker_id, lease_until)
+
+    async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
+        found = [self._jobs[job_id] for job_id, (_, until) in self._leases.items() if until < now]
+        return found[:limit]
+
+    # -- audit and purge queue -------------------------------------------------------
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        self._audit.append(record)
+
+    async def list_audit(self, *, job_id: str | None, tenant: str | None, limit: int) -> list[AuditRecord]:
+        found: list[AuditRecord] = []
+        for record in reversed(self._audit):
+            if job_id is not None and record.job_id != job_id:
+                continue
+            if tenant is not None and record.tenant != tenant:
+                continue
+            found.append(record)
+            if len(found) == limit:
+                break
+        return found
+
+    async def remove_audit_before(self, cutoff: datetime) -> int:
+        audit = self._audit
+        removed = 0
+        while audit and audit[0].at < cutoff:
+            audit.popleft()
+            removed += 1
+        return removed
+
+    async def add_purge(self, prefix: str) -> None:
+        self._purges[prefix] = None
+
+    async def pending_purges(self, limit: int) -> list[str]:
+        return list(self._purges)[:limit]
+
+    async def remove_purge(self, prefix: str) -> None:
+        self._purges.pop(prefix, None)
