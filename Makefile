@@ -1,0 +1,38 @@
+# `make test` and `make demo` do all their own set-up, starting from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install lint test demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check src tests examples bench
+	$(VENV)/bin/ruff format --check src tests examples bench
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected nothing: that is a broken suite here, not a pass.
+test: lint
+	@$(PY) -m pytest -n 2 -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+demo: install
+	$(PY) examples/quickstart.py
+
+bench: install
+	$(PY) bench/throughput.py
+	$(PY) bench/cancel_latency.py
+	$(PY) bench/sweep_scaling.py
+	$(PY) bench/memory.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
