@@ -750,7 +750,8 @@ class JobManager:
         action: AuditAction,
         *,
         deletable: frozenset[JobStatus],
-    ) -> bool:
+    ) -> int:
+        """Delete ``job`` under the policy; return how many artifacts were deleted."""
         policy = self._delete_policy
         prefix = artifact_prefix(job.id)
         while True:
@@ -788,7 +789,7 @@ class JobManager:
             details["artifacts_deferred"] = True
         await self._audit(action, actor_id, final, details)
         self._notify_finished(job.id)
-        return deferred
+        return deleted
 
     async def _delete_artifacts(self, prefix: str) -> tuple[int, bool]:
         """Delete a job's artifacts; on failure defer them to the sweeper or raise."""
@@ -975,12 +976,14 @@ class JobManager:
             progressed = False
             for job in batch:
                 try:
-                    if not await self._expire_one(job):
-                        continue
+                    count = await self._expire_one(job)
                 except (JobNotFound, InvalidState):
                     continue  # deleted or changed meanwhile
+                if count is None:
+                    continue
                 progressed = True
                 expired += 1
+                artifacts += count
             if not progressed:
                 break
         artifacts += await self._retry_purges()
@@ -1020,16 +1023,15 @@ class JobManager:
             log.info("swept", **attrs.asdict(report))
         return report
 
-    async def _expire_one(self, job: Job) -> bool:
-        """Delete an expired job through the policy. False when it could not be done now."""
+    async def _expire_one(self, job: Job) -> int | None:
+        """Delete an expired job through the policy; the artifacts deleted, None if not now."""
         if not job.is_terminal or job.deleted_at is not None:
-            return False
+            return None
         try:
             # Expiry ignores `deletable`: every finished job expires.
-            await self._delete(job, SWEEPER, AuditAction.EXPIRE, deletable=TERMINAL)
+            return await self._delete(job, SWEEPER, AuditAction.EXPIRE, deletable=TERMINAL)
         except BackendError:
-            return False  # on_artifact_error="fail": keep it, retry next sweep
-        return True
+            return None  # on_artifact_error="fail": keep it, retry next sweep
 
     async def _purge_one(self, job: Job) -> int | None:
         prefix = artifact_prefix(job.id)
