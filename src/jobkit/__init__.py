@@ -5,8 +5,6 @@ finished job with every artifact it wrote (or soft-delete it for audit), sweep e
 jobs, boost priorities, keep tenants apart, and know who did what.
 """
 
-from __future__ import annotations
-
 from ._blocking import BlockingJobManager as BlockingJobManager
 from ._context import JobContext as JobContext
 from ._context import SyncJobContext as SyncJobContext
