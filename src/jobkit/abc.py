@@ -135,6 +135,12 @@ class BlobStore(Protocol):
     async def list(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix``, sorted."""
 
+    async def list_page(self, prefix: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Up to ``limit`` keys starting with ``prefix`` and sorting after ``after``, sorted.
+
+        Page through a large prefix by passing the last key of a page as ``after``.
+        """
+
     async def delete(self, key: str) -> bool:
         """Delete one blob; False when there was none."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 
 __all__ = ["MemoryBlobStore"]
 
@@ -42,6 +42,12 @@ class MemoryBlobStore:
     async def list(self, prefix: str) -> list[str]:
         start, end = self._range(prefix)
         return self._keys[start:end]
+
+    async def list_page(self, prefix: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        start, end = self._range(prefix)
+        if after is not None:
+            start = max(start, bisect_right(self._keys, after))
+        return self._keys[start : min(end, start + limit)]
 
     async def delete(self, key: str) -> bool:
         if self._data.pop(key, None) is None:
