@@ -20,7 +20,7 @@ from jobkit import (
     JobStatus,
     SyncJobContext,
 )
-from jobkit.stores import MemoryStore
+from jobkit.stores import MemoryStore, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

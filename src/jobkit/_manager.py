@@ -442,8 +442,8 @@ class JobManager:
                 log.exception("could not record job outcome; retrying", job_id=job.id)
                 await anyio.sleep(self._poll)
                 continue
-            if fresh is None or fresh.status not in ACTIVE:
-                return  # recovered elsewhere: nothing of ours to write
+            if fresh is None or fresh.status not in ACTIVE or fresh.attempts != job.attempts:
+                return  # recovered (and maybe claimed again) elsewhere: not ours to write
             job = fresh
         else:  # pragma: no cover - would need 100 concurrent writers
             log.error("gave up recording job outcome", job_id=job.id)
@@ -483,17 +483,27 @@ class JobManager:
             run.scope.cancel()
 
     async def _heartbeat_forever(self) -> None:
-        interval = self._lease.total_seconds() / 3
+        """Renew our leases, and learn of cancels written by other processes."""
+        interval = min(self._poll, self._lease.total_seconds() / 3)
         while True:
             await anyio.sleep(interval)
             if not self._running:
                 continue
             try:
-                await self._store.renew_leases(
+                held = await self._store.renew_leases(
                     self._worker_id, list(self._running), self._clock() + self._lease
                 )
             except Exception:
                 log.exception("lease renewal failed; retrying")
+                continue
+            for job in held:
+                run = self._running.get(job.id)
+                if run is None or job.attempts != run.job.attempts:
+                    continue
+                if job.version > run.job.version:
+                    run.job = job
+                if job.status is JobStatus.CANCELLING:
+                    self._stop(run, job.cancel_reason, CancelSource.USER)
 
     # -- writes from handlers ----------------------------------------------------------
 
@@ -507,8 +517,8 @@ class JobManager:
                 run.job = new
                 return new
             fresh = await self._store.get(job.id)
-            if fresh is None or fresh.status not in ACTIVE:
-                raise JobCancelled("The job is no longer running here.", None)
+            if fresh is None or fresh.status not in ACTIVE or fresh.attempts != job.attempts:
+                raise JobCancelled("The job is no longer running here (its lease was lost).", None)
             run.job = job = fresh
 
     async def _report_progress(self, run: _Run, fraction: float | None, message: str | None) -> None:

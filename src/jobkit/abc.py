@@ -7,6 +7,7 @@ its own, except :meth:`JobStore.claim`, which applies exactly what
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -88,8 +89,12 @@ class JobStore(Protocol):
     async def soft_deleted_before(self, cutoff: datetime, limit: int) -> list[Job]:
         """Up to ``limit`` soft-deleted jobs with ``deleted_at <= cutoff``, earliest first."""
 
-    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], lease_until: datetime) -> None:
-        """Extend the lease of the running jobs ``worker_id`` holds."""
+    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], lease_until: datetime) -> list[Job]:
+        """Extend the lease of those running jobs that ``worker_id`` still holds; return them.
+
+        A job missing from the result is no longer this worker's (it was recovered); a
+        returned job in ``cancelling`` was cancelled, possibly by another process.
+        """
 
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         """Up to ``limit`` running or cancelling jobs whose lease ended before ``now``."""
@@ -135,7 +140,9 @@ class BlobStore(Protocol):
     async def list(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix``, sorted."""
 
-    async def list_page(self, prefix: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+    async def list_page(
+        self, prefix: str, *, after: str | None = None, limit: int = 1000
+    ) -> builtins.list[str]:
         """Up to ``limit`` keys starting with ``prefix`` and sorting after ``after``, sorted.
 
         Page through a large prefix by passing the last key of a page as ``after``.

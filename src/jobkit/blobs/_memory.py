@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from bisect import bisect_left, bisect_right, insort
 
 __all__ = ["MemoryBlobStore"]
@@ -43,7 +44,9 @@ class MemoryBlobStore:
         start, end = self._range(prefix)
         return self._keys[start:end]
 
-    async def list_page(self, prefix: str, *, after: str | None = None, limit: int = 1000) -> list[str]:
+    async def list_page(
+        self, prefix: str, *, after: str | None = None, limit: int = 1000
+    ) -> builtins.list[str]:
         start, end = self._range(prefix)
         if after is not None:
             start = max(start, bisect_right(self._keys, after))

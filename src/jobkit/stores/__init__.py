@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from ._memory import MemoryStore as MemoryStore
+from ._sqlite import SQLiteStore as SQLiteStore
 from ._url import open_store as open_store
 
-__all__ = ["MemoryStore", "open_store"]
+__all__ = ["MemoryStore", "SQLiteStore", "open_store"]

@@ -208,12 +208,15 @@ class MemoryStore:
 
     # -- leases ----------------------------------------------------------------------
 
-    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], lease_until: datetime) -> None:
+    async def renew_leases(self, worker_id: str, job_ids: Sequence[str], lease_until: datetime) -> list[Job]:
         leases = self._leases
+        held_jobs: list[Job] = []
         for job_id in job_ids:
             held = leases.get(job_id)
             if held is not None and held[0] == worker_id:
                 leases[job_id] = (worker_id, lease_until)
+                held_jobs.append(self._jobs[job_id])
+        return held_jobs
 
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         found = [self._jobs[job_id] for job_id, (_, until) in self._leases.items() if until < now]
