@@ -1,0 +1,331 @@
+"""The JobStore conformance suite: every store, ours or yours, must pass it.
+
+Subclass :class:`JobStoreSuite` in your tests and provide a ``store`` fixture that
+yields an opened store, empty at the start of each test::
+
+    import pytest
+    from jobkit.testing import JobStoreSuite
+
+    class TestMyStore(JobStoreSuite):
+        @pytest.fixture
+        async def store(self, tmp_path):
+            store = MyStore(tmp_path / "jobs")
+            await store.open()
+            yield store
+            await store.close()
+
+The tests are async and run through anyio's pytest plugin, on whatever ``anyio_backend``
+your test session provides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+
+from .. import _machine as machine
+from .._errors import JobkitError
+from .._policies import Retention
+from .._records import AuditAction, AuditRecord, Job, JobStatus
+from ..abc import JobStore
+
+__all__ = ["JobStoreSuite"]
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def make_job(**changes: Any) -> Job:
+    """A pending job with sensible defaults; ``changes`` override any field."""
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "kind": "work",
+        "status": JobStatus.PENDING,
+        "payload": {"n": 1, "nested": [1, 2.5, None, True, "x"]},
+        "created_at": T0,
+    }
+    fields.update(changes)
+    return Job(**fields)
+
+
+def finished(
+    job: Job, at: datetime, *, status: JobStatus = JobStatus.COMPLETED, keep: float | None = None
+) -> Job:
+    """``job`` as a finished job at ``at`` that expires ``keep`` seconds later."""
+    return attrs.evolve(
+        job,
+        status=status,
+        started_at=at,
+        finished_at=at,
+        attempts=1,
+        expires_at=None if keep is None else at + timedelta(seconds=keep),
+        version=job.version + 1,
+    )
+
+
+class JobStoreSuite:
+    """The contract of :class:`jobkit.abc.JobStore`. Subclass it and provide a ``store`` fixture."""
+
+    pytestmark = pytest.mark.anyio
+
+    # -- records -----------------------------------------------------------------------
+
+    async def test_insert_then_get_round_trips_every_field(self, store: JobStore) -> None:
+        """A stored job comes back equal, field by field (datetimes, JSON, labels, durations)."""
+        job = make_job(
+            tenant="acme",
+            priority=-7,
+            progress=0.25,
+            progress_message="quarter",
+            result={"partial": [1, 2]},
+            error=None,
+            cancel_reason="why",
+            started_at=T0 + timedelta(microseconds=1),
+            deleted_at=None,
+            version=3,
+            attempts=2,
+            max_attempts=5,
+            ttl=timedelta(seconds=90, microseconds=5),
+            timeout=timedelta(hours=1),
+            labels={"team": "a", "ünï": "çødé"},
+        )
+        await store.insert(job)
+        assert await store.get(job.id) == job
+
+    async def test_get_missing_is_none(self, store: JobStore) -> None:
+        """Getting an unknown id returns None."""
+        assert await store.get("nope") is None
+
+    async def test_duplicate_insert_is_refused(self, store: JobStore) -> None:
+        """Inserting an id twice raises JobkitError and keeps the first job."""
+        job = make_job()
+        await store.insert(job)
+        with pytest.raises(JobkitError):
+            await store.insert(attrs.evolve(job, kind="other"))
+        assert await store.get(job.id) == job
+
+    async def test_replace_is_compare_and_swap(self, store: JobStore) -> None:
+        """A write with the stored version applies; a stale one is refused and changes nothing."""
+        job = make_job()
+        await store.insert(job)
+        newer = attrs.evolve(job, priority=5, version=2)
+        assert await store.replace(newer, expected_version=1) is True
+        stale = attrs.evolve(job, priority=9, version=2)
+        assert await store.replace(stale, expected_version=1) is False
+        assert await store.get(job.id) == newer
+        assert await store.replace(make_job(version=2), expected_version=1) is False
+
+    async def test_remove_is_compare_and_swap(self, store: JobStore) -> None:
+        """remove() needs the stored version; a stale remove keeps the job."""
+        job = make_job(version=4)
+        await store.insert(job)
+        assert await store.remove(job.id, expected_version=3) is False
+        assert await store.get(job.id) == job
+        assert await store.remove(job.id, expected_version=4) is True
+        assert await store.get(job.id) is None
+        assert await store.remove(job.id, expected_version=4) is False
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def test_claim_takes_highest_priority_then_oldest(self, store: JobStore) -> None:
+        """Claim order is priority (high first), then insertion order."""
+        names = [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)]
+        ids = {}
+        for name, priority in names:
+            job = make_job(priority=priority, payload=name)
+            ids[job.id] = name
+            await store.insert(job)
+        order = []
+        while (job := await store.claim(now=T0, worker_id="w", lease_until=T0)) is not None:
+            order.append(job.payload)
+        assert order == ["b", "d", "a", "c", "e"]
+
+    async def test_claim_starts_the_job_like_the_machine(self, store: JobStore) -> None:
+        """A claimed job is exactly what the state machine's start() makes of it."""
+        job = make_job()
+        await store.insert(job)
+        now = T0 + timedelta(seconds=3)
+        claimed = await store.claim(now=now, worker_id="w", lease_until=now + timedelta(seconds=30))
+        assert claimed == machine.start(job, now)
+        assert await store.get(job.id) == claimed
+        assert await store.claim(now=now, worker_id="w", lease_until=now) is None
+
+    async def test_claim_skips_non_pending_and_follows_priority_changes(self, store: JobStore) -> None:
+        """Only pending jobs are claimed; a priority change through replace() reorders."""
+        first, second = make_job(), make_job()
+        done = finished(make_job(), T0)
+        for job in (first, second, done):
+            await store.insert(job)
+        boosted = attrs.evolve(second, priority=10, version=2)
+        assert await store.replace(boosted, expected_version=1)
+        claimed = await store.claim(now=T0, worker_id="w", lease_until=T0)
+        assert claimed is not None
+        assert claimed.id == second.id
+        claimed = await store.claim(now=T0, worker_id="w", lease_until=T0)
+        assert claimed is not None
+        assert claimed.id == first.id
+        assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None
+
+    async def test_concurrent_claimers_get_each_job_exactly_once(self, store: JobStore) -> None:
+        """N concurrent claimers: every job is claimed once, none twice, none left."""
+        ids = set()
+        for i in range(200):
+            job = make_job(priority=i % 3)
+            ids.add(job.id)
+            await store.insert(job)
+        claimed: list[str] = []
+
+        async def claimer(worker: int) -> None:
+            while (job := await store.claim(now=T0, worker_id=f"w{worker}", lease_until=T0)) is not None:
+                claimed.append(job.id)
+
+        async with anyio.create_task_group() as tg:
+            for worker in range(16):
+                tg.start_soon(claimer, worker)
+        assert sorted(claimed) == sorted(ids)
+
+    async def test_position_counts_jobs_ahead(self, store: JobStore) -> None:
+        """position() is 1 + pending jobs claimed before it; None when not pending."""
+        jobs = [make_job(priority=p) for p in (0, 0, 3, -2)]
+        for job in jobs:
+            await store.insert(job)
+        assert [await store.position(j.id) for j in jobs] == [2, 3, 1, 4]
+        await store.claim(now=T0, worker_id="w", lease_until=T0)
+        assert [await store.position(j.id) for j in jobs] == [1, 2, None, 3]
+        assert await store.position("missing") is None
+
+    # -- listing -----------------------------------------------------------------------
+
+    async def test_list_newest_first_with_filters(self, store: JobStore) -> None:
+        """Listing is newest first and filters by tenant, statuses, kind and deletion."""
+        a = make_job(tenant="acme", kind="x")
+        b = make_job(tenant="globex", kind="y")
+        c = finished(make_job(tenant="acme", kind="y"), T0)
+        d = attrs.evolve(finished(make_job(tenant="acme", kind="x"), T0), deleted_at=T0)
+        for job in (a, b, c, d):
+            await store.insert(job)
+
+        async def ids(**kwargs: Any) -> list[str]:
+            options: dict[str, Any] = {
+                "tenant": None, "statuses": None, "kind": None, "include_deleted": False,
+                "before": None, "limit": 100,
+            }  # fmt: skip
+            options.update(kwargs)
+            jobs, next_before = await store.list_jobs(**options)
+            assert next_before is None
+            return [job.id for job in jobs]
+
+        assert await ids() == [c.id, b.id, a.id]
+        assert await ids(include_deleted=True) == [d.id, c.id, b.id, a.id]
+        assert await ids(tenant="acme") == [c.id, a.id]
+        assert await ids(statuses={JobStatus.PENDING}) == [b.id, a.id]
+        assert await ids(statuses={JobStatus.PENDING, JobStatus.COMPLETED}, kind="y") == [c.id, b.id]
+        assert await ids(tenant="nobody") == []
+
+    async def test_list_pages_are_stable_while_jobs_are_added(self, store: JobStore) -> None:
+        """Paging with `before` never repeats or skips a job, even with inserts between pages."""
+        existing = [make_job() for _ in range(25)]
+        for job in existing:
+            await store.insert(job)
+        seen: list[str] = []
+        before: int | None = None
+        while True:
+            jobs, before = await store.list_jobs(
+                tenant=None, statuses=None, kind=None, include_deleted=False, before=before, limit=7
+            )
+            seen.extend(job.id for job in jobs)
+            await store.insert(make_job())  # a newer job must not show up in later pages
+            if before is None:
+                break
+        assert seen == [job.id for job in reversed(existing)]
+
+    # -- expiry, deletion and leases ------------------------------------------------------
+
+    async def test_expired_returns_only_due_jobs_earliest_first(self, store: JobStore) -> None:
+        """expired(now) lists jobs with expires_at <= now, by expiry, up to the limit."""
+        late = finished(make_job(), T0, keep=300)
+        soon = finished(make_job(), T0, keep=10)
+        never = finished(make_job(), T0)
+        mid = finished(make_job(), T0, keep=100)
+        for job in (late, soon, never, mid, make_job()):
+            await store.insert(job)
+        now = T0 + timedelta(seconds=200)
+        assert [j.id for j in await store.expired(now, 10)] == [soon.id, mid.id]
+        assert [j.id for j in await store.expired(now, 1)] == [soon.id]
+        assert await store.remove(soon.id, expected_version=soon.version)
+        assert [j.id for j in await store.expired(now, 10)] == [mid.id]
+        cleared = attrs.evolve(mid, expires_at=None, deleted_at=now, version=mid.version + 1)
+        assert await store.replace(cleared, expected_version=mid.version)
+        assert await store.expired(now, 10) == []
+
+    async def test_soft_deleted_before(self, store: JobStore) -> None:
+        """soft_deleted_before(cutoff) lists soft-deleted jobs with deleted_at <= cutoff."""
+        old = attrs.evolve(finished(make_job(), T0), deleted_at=T0)
+        new = attrs.evolve(finished(make_job(), T0), deleted_at=T0 + timedelta(days=2))
+        for job in (old, new, finished(make_job(), T0)):
+            await store.insert(job)
+        assert [j.id for j in await store.soft_deleted_before(T0 + timedelta(days=1), 10)] == [old.id]
+
+    async def test_leases_renew_expire_and_clear(self, store: JobStore) -> None:
+        """A claim leases the job; renewals extend it; expiry lists it; finishing clears it."""
+        one, two = make_job(), make_job()
+        await store.insert(one)
+        await store.insert(two)
+        lease = T0 + timedelta(seconds=30)
+        first = await store.claim(now=T0, worker_id="w1", lease_until=lease)
+        second = await store.claim(now=T0, worker_id="w2", lease_until=lease)
+        assert first is not None
+        assert second is not None
+        held = await store.renew_leases("w1", [first.id, second.id], T0 + timedelta(seconds=90))
+        assert [j.id for j in held] == [first.id]
+        at_60 = T0 + timedelta(seconds=60)
+        assert [j.id for j in await store.expired_leases(at_60, 10)] == [second.id]
+        done = machine.complete(first, T0, Retention(), "ok")
+        assert await store.replace(done, expected_version=first.version)
+        assert await store.renew_leases("w1", [first.id], T0 + timedelta(seconds=500)) == []
+        assert [j.id for j in await store.expired_leases(T0 + timedelta(seconds=400), 10)] == [second.id]
+
+    async def test_cancelling_jobs_keep_their_lease(self, store: JobStore) -> None:
+        """A cancelling job is still leased to its worker and is returned by renew_leases."""
+        await store.insert(make_job())
+        job = await store.claim(now=T0, worker_id="w", lease_until=T0 + timedelta(seconds=30))
+        assert job is not None
+        cancelling = machine.cancel(job, T0, Retention(), "stop")
+        assert await store.replace(cancelling, expected_version=job.version)
+        [held] = await store.renew_leases("w", [job.id], T0 + timedelta(seconds=60))
+        assert held.status is JobStatus.CANCELLING
+        assert [j.id for j in await store.expired_leases(T0 + timedelta(seconds=61), 10)] == [job.id]
+
+    # -- audit and purge queue ----------------------------------------------------------
+
+    async def test_audit_records_newest_first_with_filters_and_retention(self, store: JobStore) -> None:
+        """Audit records list newest first, filter by job and tenant, and are removed by age."""
+        records = [
+            AuditRecord(
+                id=uuid.uuid4().hex, at=T0 + timedelta(days=i), action=AuditAction.DELETE,
+                actor_id=f"u{i}", tenant="acme" if i % 2 else "globex", job_id=f"job{i % 3}",
+                details={"artifacts_deleted": i, "nested": {"ok": True}},
+            )
+            for i in range(6)
+        ]  # fmt: skip
+        for record in records:
+            await store.add_audit(record)
+        assert await store.list_audit(job_id=None, tenant=None, limit=100) == records[::-1]
+        assert await store.list_audit(job_id="job1", tenant=None, limit=100) == [records[4], records[1]]
+        assert await store.list_audit(job_id=None, tenant="acme", limit=2) == [records[5], records[3]]
+        assert await store.remove_audit_before(T0 + timedelta(days=2)) == 2
+        assert await store.list_audit(job_id=None, tenant=None, limit=100) == records[:1:-1]
+
+    async def test_purge_queue(self, store: JobStore) -> None:
+        """Queued prefixes come back oldest first, once each, until removed."""
+        for prefix in ("jobs/a/", "jobs/b/", "jobs/a/", "jobs/c/"):
+            await store.add_purge(prefix)
+        assert await store.pending_purges(10) == ["jobs/a/", "jobs/b/", "jobs/c/"]
+        assert await store.pending_purges(2) == ["jobs/a/", "jobs/b/"]
+        await store.remove_purge("jobs/b/")
+        await store.remove_purge("jobs/unknown/")
+        assert await store.pending_purges(10) == ["jobs/a/", "jobs/c/"]
