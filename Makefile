@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint test demo bench clean
+.PHONY: install browser lint test demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,19 +14,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The console is tested in Debian's Chromium (never a downloaded browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing Debian chromium for the console tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/ruff format --check src tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict tests/typing
 
 # pytest exits 5 when it collected nothing: that is a broken suite here, not a pass.
-test: lint
+test: lint browser
 	@$(PY) -m pytest -n 2 -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
 
 demo: install
-	$(PY) examples/quickstart.py
+	$(VENV)/bin/jobkit demo
 
 bench: install
 	$(PY) bench/throughput.py

@@ -82,10 +82,6 @@ class DeletePolicy:
         return self.artifacts == "delete"
 
 
-def _retention_field() -> Any:
-    return attrs.field(default=_WEEK, converter=to_duration)
-
-
 @attrs.frozen(kw_only=True)
 class Retention:
     """How long a finished job is kept, per terminal status (``None`` = forever).
@@ -93,9 +89,9 @@ class Retention:
     A job's own ``ttl`` overrides it.
     """
 
-    completed: timedelta | None = _retention_field()
-    failed: timedelta | None = _retention_field()
-    cancelled: timedelta | None = _retention_field()
+    completed: timedelta | None = attrs.field(default=_WEEK, converter=to_duration)
+    failed: timedelta | None = attrs.field(default=_WEEK, converter=to_duration)
+    cancelled: timedelta | None = attrs.field(default=_WEEK, converter=to_duration)
 
     def for_status(self, status: JobStatus) -> timedelta | None:
         """The retention of a job that ended with ``status``."""
