@@ -140,8 +140,8 @@ class JobStoreSuite:
             ids[job.id] = name
             await store.insert(job)
         order = []
-        while (job := await store.claim(now=T0, worker_id="w", lease_until=T0)) is not None:
-            order.append(job.payload)
+        while (claimed := await store.claim(now=T0, worker_id="w", lease_until=T0)) is not None:
+            order.append(claimed.payload)
         assert order == ["b", "d", "a", "c", "e"]
 
     async def test_claim_starts_the_job_like_the_machine(self, store: JobStore) -> None:
