@@ -134,6 +134,8 @@ class TestIndexes:
             plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
             assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (name, plan)
             assert "SCAN jobs" not in plan.replace("USING INDEX", ""), (name, plan)
+            if name in ("claim", "tenant", "expiry"):
+                assert "TEMP B-TREE" not in plan, (name, plan)
         conn.close()
 
 

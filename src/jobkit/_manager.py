@@ -113,6 +113,16 @@ def _seconds(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+class _Waiter:
+    """One caller of :meth:`JobManager.wait`; ``job`` is set when the job finished here."""
+
+    __slots__ = ("event", "job")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.job: Job | None = None
+
+
 class _Run:
     """Bookkeeping for one job running in this manager."""
 
@@ -213,7 +223,7 @@ class JobManager:
         self._hub = EventHub(self._clock)
         self._running: dict[str, _Run] = {}
         self._idle: list[anyio.Event] = []
-        self._waiters: dict[str, list[anyio.Event]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._workers_done: anyio.Event | None = None
@@ -292,8 +302,8 @@ class JobManager:
             self._hub.close()
             self._state = _State.CLOSED
             for waiters in self._waiters.values():
-                for event in waiters:
-                    event.set()
+                for waiter in waiters:
+                    waiter.event.set()
             stack, self._stack = self._stack, None
             await stack.__aexit__(*exc_info)  # type: ignore[arg-type]
 
@@ -453,7 +463,7 @@ class JobManager:
         if new.status is JobStatus.PENDING:
             self._wake_worker()
         else:
-            self._notify_finished(new.id)
+            self._notify_finished(new.id, new)
 
     def _watch(self, run: _Run, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         assert self._tg is not None
@@ -571,9 +581,11 @@ class JobManager:
             **dict(details),
         )
 
-    def _notify_finished(self, job_id: str) -> None:
-        for event in self._waiters.pop(job_id, ()):
-            event.set()
+    def _notify_finished(self, job_id: str, job: Job | None = None) -> None:
+        """Wake the waiters of a job that finished (``job``) or was deleted (None)."""
+        for waiter in self._waiters.pop(job_id, ()):
+            waiter.job = job
+            waiter.event.set()
 
     # -- access control ----------------------------------------------------------------
 
@@ -735,7 +747,7 @@ class JobManager:
             {"from_status": job.status.value, "to_status": new.status.value, "reason": reason},
         )
         if new.is_terminal:
-            self._notify_finished(job_id)
+            self._notify_finished(job_id, new)
         return new
 
     async def delete(self, job_id: str, *, actor: Actor | None = None) -> None:
@@ -907,27 +919,27 @@ class JobManager:
         """
         self._check_open()
         limit = to_duration(timeout)
-        job = await self._load(job_id, actor)
-        if job.is_terminal:
-            return job
         with anyio.fail_after(None if limit is None else limit.total_seconds()):
             while True:
-                event = anyio.Event()
-                self._waiters.setdefault(job_id, []).append(event)
-                job = await self._load(job_id, actor)
-                if job.is_terminal:
-                    self._discard_waiter(job_id, event)
-                    return job
-                if self._state is not _State.RUNNING:
+                # Registered before reading, so a finish while we read still wakes us.
+                waiter = _Waiter()
+                self._waiters.setdefault(job_id, []).append(waiter)
+                try:
+                    job = await self._load(job_id, actor)
+                    if job.is_terminal:
+                        return job
                     self._check_open()
-                with anyio.move_on_after(self._poll):
-                    await event.wait()
-                self._discard_waiter(job_id, event)
+                    with anyio.move_on_after(self._poll):  # another process may finish it
+                        await waiter.event.wait()
+                    if waiter.job is not None:
+                        return waiter.job
+                finally:
+                    self._discard_waiter(job_id, waiter)
 
-    def _discard_waiter(self, job_id: str, event: anyio.Event) -> None:
+    def _discard_waiter(self, job_id: str, waiter: _Waiter) -> None:
         waiters = self._waiters.get(job_id)
-        if waiters is not None and event in waiters:
-            waiters.remove(event)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
             if not waiters:
                 del self._waiters[job_id]
 
@@ -1087,7 +1099,7 @@ class JobManager:
         if new.status is JobStatus.PENDING:
             self._wake_worker()
         else:
-            self._notify_finished(new.id)
+            self._notify_finished(new.id, new)
         return True
 
     async def _sweep_forever(self, interval: float) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "JobStatus",
     "Page",
     "SweepReport",
+    "build_job",
     "replace_job",
     "to_duration",
 ]
@@ -188,6 +189,18 @@ def replace_job(job: Job, **changes: Any) -> Job:
     new = _new(Job)
     for name in _JOB_FIELDS:
         _set(new, name, changes[name] if name in changes else getattr(job, name))
+    return new
+
+
+def build_job(values: tuple[Any, ...]) -> Job:
+    """A :class:`Job` from its field values in declaration order, already normalised.
+
+    For stores reading their own rows: skips converters, so values must be exactly the
+    types the fields hold (``JobStatus``, aware datetimes, a read-only labels mapping).
+    """
+    new = _new(Job)
+    for name, value in zip(_JOB_FIELDS, values, strict=True):
+        _set(new, name, value)
     return new
 
 

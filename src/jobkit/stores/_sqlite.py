@@ -13,13 +13,15 @@ import os
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from .._errors import BackendError, JobkitError
-from .._records import AuditAction, AuditRecord, Job, JobStatus
+from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus, build_job
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -34,6 +36,8 @@ _COLUMNS = (
     "expires_at", "deleted_at", "version", "attempts", "max_attempts", "ttl", "timeout",
     "labels",
 )  # fmt: skip
+if tuple(field.name for field in attrs.fields(Job)) != _COLUMNS:  # pragma: no cover
+    raise ImportError("jobkit.stores._sqlite: _COLUMNS must list Job's fields in order")
 _SELECT = ", ".join(_COLUMNS)
 _ACTIVE = ("running", "cancelling")
 
@@ -67,7 +71,7 @@ MIGRATIONS: tuple[str, ...] = (
         lease_owner TEXT,
         lease_until INTEGER
     );
-    CREATE INDEX jobs_claim ON jobs (priority DESC, seq) WHERE status = 'pending';
+    CREATE INDEX jobs_claim ON jobs (status, priority DESC, seq);
     CREATE INDEX jobs_tenant ON jobs (tenant, seq);
     CREATE INDEX jobs_status ON jobs (status, seq);
     CREATE INDEX jobs_kind ON jobs (kind, seq);
@@ -130,23 +134,23 @@ def _row(job: Job) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_STATUS = {status.value: status for status in JobStatus}
+
+
 def _job(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0], kind=row[1], status=JobStatus(row[2]), payload=_loads(row[3]), tenant=row[4],
-        priority=row[5], progress=row[6], progress_message=row[7], result=_loads(row[8]),
-        error=row[9], cancel_reason=row[10], created_at=_time(row[11]),  # type: ignore[arg-type]
-        started_at=_time(row[12]), finished_at=_time(row[13]), expires_at=_time(row[14]),
-        deleted_at=_time(row[15]), version=row[16], attempts=row[17], max_attempts=row[18],
-        ttl=_duration(row[19]), timeout=_duration(row[20]),
-        labels=_loads(row[21]) if row[21] else None,
-    )  # fmt: skip
+    return build_job((
+        row[0], row[1], _STATUS[row[2]], _loads(row[3]), row[4], row[5], row[6], row[7],
+        _loads(row[8]), row[9], row[10], _time(row[11]), _time(row[12]), _time(row[13]),
+        _time(row[14]), _time(row[15]), row[16], row[17], row[18], _duration(row[19]),
+        _duration(row[20]), MappingProxyType(_loads(row[21])) if row[21] else EMPTY_MAPPING,
+    ))  # fmt: skip
 
 
 class _Op:
     __slots__ = ("args", "done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn = fn
+        self.fn = fn  # an operation of more than one statement is marked `fn.multi = True`
         self.args = args
         self.result: Any = None
         self.error: BaseException | None = None
@@ -239,27 +243,38 @@ class SQLiteStore:
         if self._conn is None:
             raise JobkitError(f"{self!r} is not open: the JobManager opens it in `async with`.")
         op = _Op(fn, args)
-        # Shielded: once queued, an operation runs to its end and its caller sees the
-        # outcome; cancellation is delivered afterwards.
-        with anyio.CancelScope(shield=True):
-            self._queue.append(op)
-            if self._draining:
-                op.done = anyio.Event()
+        self._queue.append(op)
+        if self._draining:
+            op.done = anyio.Event()
+            try:
                 await op.done.wait()
-            else:
-                self._draining = True
-                try:
-                    while self._queue:
-                        batch, self._queue = self._queue, []
-                        await anyio.to_thread.run_sync(self._run_batch, batch)
-                        for other in batch:
-                            if other.done is not None:
-                                other.done.set()
-                finally:
-                    self._draining = False
+            except anyio.get_cancelled_exc_class():
+                if op in self._queue:  # not started: withdraw it
+                    self._queue.remove(op)
+                else:  # running now: let it finish so the caller's view stays true
+                    with anyio.CancelScope(shield=True):
+                        await op.done.wait()
+                raise
+        else:
+            await self._drain()
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[no-any-return]
+
+    async def _drain(self) -> None:
+        """Run queued operations, batch after batch, until the queue is empty."""
+        self._draining = True
+        try:
+            # Shielded: the waiters of a batch must hear its outcome even if we are cancelled.
+            with anyio.CancelScope(shield=True):
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    await anyio.to_thread.run_sync(self._run_batch, batch)
+                    for op in batch:
+                        if op.done is not None:
+                            op.done.set()
+        finally:
+            self._draining = False
 
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
@@ -498,6 +513,10 @@ def _renew(conn: sqlite3.Connection, worker_id: str, job_ids: tuple[str, ...], l
         ).fetchall()
         found.extend(_job(row) for row in rows)
     return found
+
+
+_position.multi = True  # type: ignore[attr-defined]
+_renew.multi = True  # type: ignore[attr-defined]
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
