@@ -199,7 +199,7 @@ class TestArtifactErrors:
 
 class TestSoftDelete:
     async def test_soft_delete_hides_job_but_keeps_it_for_admins(self) -> None:
-        """Soft delete sets deleted_at; the job is JobNotFound everywhere unless include_deleted by host/admin."""
+        """Soft delete sets deleted_at; the job is JobNotFound unless include_deleted by host or admin."""
         jobs = manager(delete_policy=DeletePolicy(mode="soft"))
         user = Actor("u1", tenant="acme")
         admin = Actor("root", tenant="acme", roles={"admin"})
@@ -217,8 +217,11 @@ class TestSoftDelete:
             assert kept.expires_at is None
             host_view = await jobs.list(include_deleted=True)
             assert [j.id for j in host_view] == [job_id]
-            # artifacts are kept by default in soft mode (readable by nobody through the API)
-            assert len(await jobs._blobs.list(f"jobs/{job_id}/")) == 2
+            # artifacts are kept by default in soft mode, readable by the host and admins
+            assert len(await jobs.artifacts(job_id, actor=admin, include_deleted=True)) == 2
+            assert await jobs.read_artifact(job_id, "output/transcript.txt", include_deleted=True) == b"hello"
+            with pytest.raises(PermissionDenied, match="admins only"):
+                await jobs.artifacts(job_id, actor=user, include_deleted=True)
 
     async def test_soft_delete_can_delete_artifacts(self) -> None:
         """artifacts='delete' removes the blobs even in soft mode."""

@@ -176,14 +176,22 @@ class BlockingJobManager:
         """See :meth:`JobManager.delete`."""
         self._call(self.manager.delete, job_id, actor=actor)
 
-    def artifacts(self, job_id: str, *, actor: Actor | None = None) -> builtins.list[str]:
+    def artifacts(
+        self, job_id: str, *, actor: Actor | None = None, include_deleted: bool = False
+    ) -> builtins.list[str]:
         """See :meth:`JobManager.artifacts`."""
-        names: builtins.list[str] = self._call(self.manager.artifacts, job_id, actor=actor)
+        names: builtins.list[str] = self._call(
+            self.manager.artifacts, job_id, actor=actor, include_deleted=include_deleted
+        )
         return names
 
-    def read_artifact(self, job_id: str, name: str, *, actor: Actor | None = None) -> bytes:
+    def read_artifact(
+        self, job_id: str, name: str, *, actor: Actor | None = None, include_deleted: bool = False
+    ) -> bytes:
         """See :meth:`JobManager.read_artifact`."""
-        data: bytes = self._call(self.manager.read_artifact, job_id, name, actor=actor)
+        data: bytes = self._call(
+            self.manager.read_artifact, job_id, name, actor=actor, include_deleted=include_deleted
+        )
         return data
 
     def delete_artifact(self, job_id: str, name: str, *, actor: Actor | None = None) -> None:

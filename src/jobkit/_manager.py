@@ -88,6 +88,18 @@ _EVENT_FOR_STATUS = {
 }
 
 
+_ACTION_PHRASES = {
+    Action.SUBMIT: "submit jobs",
+    Action.READ: "read this job",
+    Action.CANCEL: "cancel jobs",
+    Action.DELETE: "delete jobs",
+    Action.DELETE_ARTIFACT: "delete artifacts",
+    Action.SET_PRIORITY: "change job priorities (admins only)",
+    Action.READ_DELETED: "read deleted jobs (admins only)",
+    Action.READ_AUDIT: "read the audit trail (admins only)",
+}
+
+
 class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -593,8 +605,7 @@ class JobManager:
         if actor is None:
             return
         if not self._authorizer.allows(actor, action, job):
-            what = action.value.replace("_", " ")
-            raise PermissionDenied(f"Actor {actor.id!r} is not allowed to {what}.")
+            raise PermissionDenied(f"Actor {actor.id!r} is not allowed to {_ACTION_PHRASES[action]}.")
 
     async def _load(self, job_id: str, actor: Actor | None, *, include_deleted: bool = False) -> Job:
         check_job_id(job_id)
@@ -827,21 +838,25 @@ class JobManager:
             await self._store.add_purge(prefix)
             return 0, True
 
-    async def artifacts(self, job_id: str, *, actor: Actor | None = None) -> builtins.list[str]:
-        """The names of the job's artifacts, sorted."""
+    async def artifacts(
+        self, job_id: str, *, actor: Actor | None = None, include_deleted: bool = False
+    ) -> builtins.list[str]:
+        """The names of the job's artifacts, sorted (of a soft-deleted job with ``include_deleted``)."""
         self._check_open()
-        job = await self._load(job_id, actor)
+        job = await self._load(job_id, actor, include_deleted=include_deleted)
         self._authorize(actor, Action.READ, job)
         prefix = artifact_prefix(job.id)
         return [key[len(prefix) :] for key in await self._blobs.list(prefix)]
 
-    async def read_artifact(self, job_id: str, name: str, *, actor: Actor | None = None) -> bytes:
-        """The bytes of one artifact.
+    async def read_artifact(
+        self, job_id: str, name: str, *, actor: Actor | None = None, include_deleted: bool = False
+    ) -> bytes:
+        """The bytes of one artifact (of a soft-deleted job with ``include_deleted``).
 
         :raises ArtifactNotFound: the job has no artifact of that name.
         """
         self._check_open()
-        job = await self._load(job_id, actor)
+        job = await self._load(job_id, actor, include_deleted=include_deleted)
         key = artifact_key(job.id, name)
         self._authorize(actor, Action.READ, job)
         try:
