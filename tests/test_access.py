@@ -24,6 +24,7 @@ pytestmark = pytest.mark.anyio
 ALICE = Actor("alice", tenant="acme")
 BOB = Actor("bob", tenant="globex")
 ACME_ADMIN = Actor("root", tenant="acme", roles={"admin"})
+GLOBEX_ADMIN = Actor("boss", tenant="globex", roles={"admin"})
 
 
 async def _write(ctx: JobContext, payload: Any) -> str:
@@ -63,7 +64,9 @@ class TestTenants:
                 lambda: jobs.set_priority(job.id, 5, actor=Actor("x", tenant="globex", roles={"admin"})),
                 lambda: jobs.position(job.id, actor=BOB),
                 lambda: jobs.wait(job.id, actor=BOB),
-                lambda: jobs.get(job.id, actor=Actor("x", tenant="globex", roles={"admin"}), include_deleted=True),
+                lambda: jobs.get(
+                    job.id, actor=Actor("x", tenant="globex", roles={"admin"}), include_deleted=True
+                ),
             ]
             for call in calls:
                 with pytest.raises(JobNotFound):
@@ -79,13 +82,12 @@ class TestTenants:
     async def test_events_are_filtered_by_tenant(self) -> None:
         """A subscriber sees only its tenant's events; the host sees all."""
         jobs = manager(concurrency=0)
-        async with jobs:
-            async with jobs.subscribe(actor=BOB) as bobs, jobs.subscribe() as hosts:
-                await jobs.submit("work", actor=ALICE)
-                mine = await jobs.submit("work", actor=BOB)
-                first = await bobs.__anext__()
-                assert (first.job_id, first.tenant) == (mine.id, "globex")
-                assert [(await hosts.__anext__()).tenant for _ in range(2)] == ["acme", "globex"]
+        async with jobs, jobs.subscribe(actor=BOB) as bobs, jobs.subscribe() as hosts:
+            await jobs.submit("work", actor=ALICE)
+            mine = await jobs.submit("work", actor=BOB)
+            first = await bobs.__anext__()
+            assert (first.job_id, first.tenant) == (mine.id, "globex")
+            assert [(await hosts.__anext__()).tenant for _ in range(2)] == ["acme", "globex"]
 
 
 class TestAuthorization:

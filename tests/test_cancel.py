@@ -181,7 +181,8 @@ class TestRunning:
             final = await jobs.wait(job.id, timeout=5)
         assert final.status is JobStatus.CANCELLED
         assert final.result == {"partial": True}
-        assert thread_names and thread_names[0] != threading.main_thread().name
+        assert thread_names
+        assert thread_names[0] != threading.main_thread().name
 
 
 def _pid_alive(pid: int) -> bool:
@@ -361,7 +362,8 @@ class TestTimeout:
             job = await jobs.submit("deaf", timeout=0.05)
             final = await jobs.wait(job.id, timeout=5)
         assert final.status is JobStatus.FAILED
-        assert final.error is not None and final.error.startswith("timed out after")
+        assert final.error is not None
+        assert final.error.startswith("timed out after")
 
     async def test_fast_job_is_not_affected_by_its_timeout(self) -> None:
         """A job that finishes in time completes normally."""

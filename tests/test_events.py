@@ -35,7 +35,13 @@ class TestEvents:
             await jobs.delete(job.id)
             seen = [await events.__anext__() for _ in range(7)]
         assert [e.type for e in seen] == [
-            "submitted", "started", "progress", "progress", "progress", "completed", "deleted",
+            "submitted",
+            "started",
+            "progress",
+            "progress",
+            "progress",
+            "completed",
+            "deleted",
         ]
         assert [e.data.get("progress") for e in seen if e.type == "progress"] == [1 / 3, 2 / 3, 1.0]
         assert seen[2].data["message"] == "step 1"

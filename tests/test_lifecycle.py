@@ -20,7 +20,7 @@ from jobkit import (
     JobStatus,
     SyncJobContext,
 )
-from jobkit.stores import MemoryStore, SQLiteStore
+from jobkit.stores import MemoryStore
 
 pytestmark = pytest.mark.anyio
 
@@ -134,7 +134,8 @@ class TestWorkers:
         async with jobs:
             job = await jobs.wait((await jobs.submit("bad")).id, timeout=5)
         assert job.status is JobStatus.FAILED
-        assert job.error is not None and "JSON" in job.error
+        assert job.error is not None
+        assert "JSON" in job.error
 
     async def test_sync_handler_runs_in_a_thread_with_full_context(self) -> None:
         """A sync handler reports progress, writes artifacts and returns a result from its thread."""
