@@ -11,6 +11,10 @@ import jobkit
 from jobkit import BlockingJobManager, JobContext, JobkitError, JobManager, JobNotFound, JobStatus
 
 
+async def _hello(ctx: JobContext, payload: Any) -> str:
+    return "hello"
+
+
 def _public(cls: type) -> dict[str, inspect.Signature]:
     return {
         name: inspect.signature(member)
@@ -63,6 +67,29 @@ class TestBlockingUse:
             assert [r.action for r in jobs.audit()] == ["delete"]
             assert jobs.sweep().expired == 0
 
+    def test_exit_with_an_open_subscription_does_not_hang(self, backend: str) -> None:
+        """Leaving `with jobs:` ends a subscription another thread still holds open."""
+        import threading
+
+        jobs = BlockingJobManager(sweep_interval=None, backend=backend)
+        jobs.register("hello", _hello)
+        ended = threading.Event()
+        opened = threading.Event()
+
+        def reader() -> None:
+            with jobs.subscribe() as events:
+                opened.set()
+                for _ in events:
+                    pass
+            ended.set()
+
+        with jobs:
+            thread = threading.Thread(target=reader)
+            thread.start()
+            assert opened.wait(5)
+        thread.join(5)
+        assert ended.is_set() or not thread.is_alive()
+
     def test_calls_outside_with_say_what_to_do(self, backend: str) -> None:
         """Using the blocking manager before `with` raises JobkitError with the fix."""
         jobs = BlockingJobManager(backend=backend)
@@ -72,9 +99,12 @@ class TestBlockingUse:
 
 def test_public_names_match_all() -> None:
     """jobkit.__all__ lists exactly the public names the package exports."""
-    exported = {name for name in dir(jobkit) if not name.startswith("_")}
-    modules = {"abc", "blobs", "stores", "testing"}
-    assert set(jobkit.__all__) == exported - modules
+    exported = {
+        name
+        for name in dir(jobkit)
+        if not name.startswith("_") and not inspect.ismodule(getattr(jobkit, name))
+    }
+    assert set(jobkit.__all__) == exported
     for name in jobkit.__all__:
         assert getattr(jobkit, name) is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import CancelledError
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -99,14 +100,19 @@ class BlockingJobManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        portal_cm, manager_cm = self._portal_cm, self._manager_cm
+        portal, portal_cm, manager_cm = self._portal, self._portal_cm, self._manager_cm
         self._portal = self._portal_cm = self._manager_cm = None
-        if portal_cm is None or manager_cm is None:
+        if portal is None or portal_cm is None or manager_cm is None:
             return
         try:
             manager_cm.__exit__(exc_type, exc, tb)
         finally:
-            portal_cm.__exit__(exc_type, exc, tb)
+            # Subscriptions still open in other threads hold tasks in the portal; the
+            # manager has ended their streams, so cancel what is left instead of waiting.
+            try:
+                portal.call(portal.stop, True)
+            finally:
+                portal_cm.__exit__(exc_type, exc, tb)
 
     def _call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         portal = self._portal
@@ -238,13 +244,34 @@ class BlockingJobManager:
         cm = portal.wrap_async_context_manager(
             self.manager.subscribe(actor=actor, job_id=job_id, buffer=buffer)
         )
-        with cm as stream:
+        stream = cm.__enter__()
+        try:
             yield _iterate(portal, stream)
+        except BaseException as exc:
+            _close_quietly(cm, exc)
+            raise
+        else:
+            _close_quietly(cm, None)
+
+
+def _close_quietly(cm: AbstractContextManager[Any], exc: BaseException | None) -> None:
+    """Leave a subscription; once the manager has stopped, there is nothing left to close."""
+    try:
+        if exc is None:
+            cm.__exit__(None, None, None)
+        else:
+            cm.__exit__(type(exc), exc, exc.__traceback__)
+    except (RuntimeError, CancelledError):
+        pass
 
 
 def _iterate(portal: BlockingPortal, stream: EventStream) -> Iterator[JobEvent]:
     while True:
-        event = portal.call(_next, stream)
+        try:
+            event = portal.call(_next, stream)
+        except (RuntimeError, CancelledError):
+            return  # the manager stopped: the stream has ended
+
         if event is _END:
             return
         yield event

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
+from ._file import FileBlobStore as FileBlobStore
 from ._memory import MemoryBlobStore as MemoryBlobStore
 from ._url import open_blobs as open_blobs
 
-__all__ = ["MemoryBlobStore", "open_blobs"]
+__all__ = ["FileBlobStore", "MemoryBlobStore", "open_blobs"]

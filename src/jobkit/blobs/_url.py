@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .._errors import InvalidInput
 from ..abc import BlobStore
@@ -12,11 +12,28 @@ __all__ = ["open_blobs"]
 
 
 def open_blobs(url: str) -> BlobStore:
-    """A blob store for ``url``: ``memory://`` (more schemes arrive with their backends).
+    """A blob store for ``url``.
+
+    - ``memory://``: a new :class:`MemoryBlobStore`;
+    - ``file://artifacts`` (relative path) or ``file:///var/lib/app/artifacts``
+      (absolute): a :class:`FileBlobStore` with that root folder (percent-escapes decoded).
 
     :raises InvalidInput: the scheme is unknown or the URL is malformed.
     """
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
+    if not isinstance(url, str):
+        raise InvalidInput(f"A blob store URL must be a string, got {type(url).__name__}.")
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
         return MemoryBlobStore()
-    raise InvalidInput(f"Unknown blob store URL scheme {scheme!r} in {url!r}; use memory://.")
+    if parts.scheme == "file":
+        root = unquote(parts.netloc + parts.path)
+        if not root or parts.query or parts.fragment or "\x00" in root:
+            raise InvalidInput(
+                f"Malformed file URL {url!r}: use file://relative/folder or file:///absolute/folder."
+            )
+        from ._file import FileBlobStore
+
+        return FileBlobStore(root)
+    raise InvalidInput(
+        f"Unknown blob store URL scheme {parts.scheme!r} in {url!r}; use memory:// or file:///path."
+    )

@@ -6,9 +6,13 @@ and pytest runs the whole contract against it (they need ``pytest`` and ``anyio`
 pytest plugin, and are imported only when asked for).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._clock import FakeClock as FakeClock
+
+if TYPE_CHECKING:
+    from ._blob_suite import BlobStoreSuite as BlobStoreSuite
+    from ._store_suite import JobStoreSuite as JobStoreSuite
 
 __all__ = ["BlobStoreSuite", "FakeClock", "JobStoreSuite"]
 
