@@ -352,6 +352,8 @@ class JobManager:
             await self._execute(job)
 
     async def _wait_for_work(self) -> None:
+        if self._state is not _State.RUNNING:
+            return  # closing: __aexit__ may already have woken the idle workers
         event = anyio.Event()
         self._idle.append(event)
         with anyio.move_on_after(self._poll):

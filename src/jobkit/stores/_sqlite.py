@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_claim ON jobs (status, priority DESC, seq);
     CREATE INDEX jobs_tenant ON jobs (tenant, seq);
+    CREATE INDEX jobs_tenant_status ON jobs (tenant, status, seq);
     CREATE INDEX jobs_status ON jobs (status, seq);
     CREATE INDEX jobs_kind ON jobs (kind, seq);
     CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
