@@ -1,0 +1,647 @@
+"""The ``jobkit`` command line: typer commands over a JobManager that only manages.
+
+Management commands open ``JobManager(store, blobs, concurrency=0, sweep_interval=None)``
+as the trusted host (no actor), do one thing and close it. The CLI cannot know the host's
+policies: deletes are hard unless ``--soft``, and ``sweep`` removes audit records only
+when given ``--audit-retention`` (audit trails are often kept on purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import anyio
+import anyio.to_thread
+import attrs
+import structlog
+import typer
+
+from .._errors import (
+    BackendError,
+    InvalidInput,
+    InvalidState,
+    JobkitError,
+    JobNotFound,
+    PermissionDenied,
+)
+from .._manager import JobManager
+from .._policies import DeleteMode, DeletePolicy
+from .._records import Job
+from ..abc import BlobStore, JobStore
+from ..integrations._http import job_to_json
+from . import _render as render
+
+__all__ = ["EXIT_CODES", "Settings", "app"]
+
+T = TypeVar("T")
+
+#: Exit code of each error class; the first match wins (ArtifactNotFound is a JobNotFound).
+#: Any other JobkitError (a store that cannot be opened, ...) is a backend error.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (JobNotFound, 3),
+    (InvalidState, 4),
+    (PermissionDenied, 5),
+    (InvalidInput, 6),
+    (BackendError, 7),
+    (JobkitError, 7),
+    (OSError, 7),
+)
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_INVALID_INPUT = 6
+
+_STORE_HELP = "Where jobs live: sqlite:///jobs.db (relative), sqlite:////abs/jobs.db, memory://."
+_BLOBS_HELP = (
+    "Where artifacts live: file:///abs/folder, file://folder, memory://. For commands that touch artifacts."
+)
+_EPILOG = (
+    "Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 job not found, 4 invalid state, "
+    "5 permission denied, 6 invalid input, 7 backend error."
+)
+
+
+@attrs.define
+class Settings:
+    """The global options, shared by every command through the click context."""
+
+    store: str | None = None
+    blobs: str | None = None
+    json: bool = False
+    traceback: bool = False
+
+
+app = typer.Typer(
+    name="jobkit",
+    help="Manage jobkit jobs (list, inspect, cancel, delete, prioritise, sweep, audit); "
+    "run a worker or the demo.",
+    epilog=_EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+SoftOption = Annotated[
+    bool,
+    typer.Option(
+        "--soft", help="Soft-delete (keep the row and artifacts for audit), as DeletePolicy(mode='soft')."
+    ),
+]
+IncludeDeletedOption = Annotated[
+    bool,
+    typer.Option("--include-deleted", help="Also soft-deleted jobs (kept for audit by a soft DeletePolicy)."),
+]
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    store: Annotated[
+        str | None, typer.Option("--store", envvar="JOBKIT_STORE", metavar="URL", help=_STORE_HELP)
+    ] = None,
+    blobs: Annotated[
+        str | None, typer.Option("--blobs", envvar="JOBKIT_BLOBS", metavar="URL", help=_BLOBS_HELP)
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+    show_traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show the traceback of unexpected errors.")
+    ] = False,
+) -> None:
+    ctx.obj = Settings(store=store, blobs=blobs, json=json_output, traceback=show_traceback)
+
+
+# -- plumbing ------------------------------------------------------------------------
+
+
+def _settings(ctx: typer.Context, json_output: bool = False) -> Settings:
+    settings = ctx.find_object(Settings)
+    if settings is None:  # pragma: no cover - the callback always sets it
+        settings = Settings()
+    if json_output:
+        settings.json = True
+    return settings
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups, as task groups wrap it."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _exit_code(exc: BaseException) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_UNEXPECTED
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, JobkitError):
+        return exc.code
+    if isinstance(exc, OSError):
+        return "backend_error"
+    return "unexpected_error"
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, JobkitError):
+        text = exc.message
+    elif isinstance(exc, OSError):
+        text = str(exc)
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)"
+    return " ".join(text.split())  # one line, whatever the message held
+
+
+def fail(settings: Settings, message: str, code: int, error_code: str = "usage_error") -> NoReturn:
+    """Print one error line on stderr (a JSON error body with ``--json``) and exit."""
+    line = " ".join(message.split())
+    if settings.json:
+        body = {"error": {"code": error_code, "message": line}}
+        sys.stderr.write(json.dumps(body, ensure_ascii=False) + "\n")
+    else:
+        sys.stderr.write(f"error: {line}\n")
+    raise typer.Exit(code)
+
+
+def _guarded(settings: Settings, fn: Callable[[], T]) -> T:
+    """Call ``fn``, turning errors into one line on stderr and a meaningful exit code."""
+    try:
+        return fn()
+    except BaseException as raised:
+        exc = _unwrap(raised)
+        if isinstance(exc, typer.Exit | typer.Abort | KeyboardInterrupt):
+            raise exc from None
+        if not isinstance(exc, Exception):
+            raise
+        code = _exit_code(exc)
+        if code == EXIT_UNEXPECTED and settings.traceback:
+            traceback.print_exception(exc)
+        fail(settings, _message(exc), code, _error_code(exc))
+
+
+def _quiet_logs(level: str) -> None:
+    """Send jobkit's logs to stderr (never into ``--json`` output) unless the host configured them."""
+    if structlog.is_configured():
+        return
+    import logging
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _open_store(settings: Settings) -> JobStore:
+    from ..stores import SQLiteStore, open_store
+
+    if not settings.store:
+        fail(
+            settings,
+            "No store given: pass --store URL (e.g. --store sqlite:///jobs.db) or set JOBKIT_STORE.",
+            EXIT_USAGE,
+        )
+    store = open_store(settings.store)
+    if isinstance(store, SQLiteStore) and store.path != ":memory:" and not os.path.exists(store.path):
+        # Opening would create an empty database: a mistyped path would look like "no jobs".
+        raise InvalidInput(
+            f"No jobkit database at {store.path!r} (from {settings.store}). "
+            "Check --store; the database is created when the host app or a worker first starts."
+        )
+    return store
+
+
+def _open_blobs(settings: Settings, command: str, needs_blobs: bool) -> BlobStore:
+    from ..blobs import MemoryBlobStore, open_blobs
+
+    if settings.blobs:
+        return open_blobs(settings.blobs)
+    if needs_blobs and not (settings.store or "").startswith("memory:"):
+        fail(
+            settings,
+            f"`jobkit {command}` touches artifacts: pass --blobs URL (or set JOBKIT_BLOBS) for where "
+            "they live, e.g. --blobs file:///srv/app/artifacts, or --blobs memory:// if there are none.",
+            EXIT_USAGE,
+        )
+    return MemoryBlobStore()
+
+
+def _manage(
+    settings: Settings,
+    command: str,
+    action: Callable[[JobManager], Awaitable[T]],
+    *,
+    needs_blobs: bool = False,
+    soft: bool = False,
+    audit_retention: float | None = None,
+) -> T:
+    """Run ``action`` with a manager that only manages (no workers, no sweeper), as the host.
+
+    ``audit_retention`` is in days; None keeps every audit record.
+    """
+    _quiet_logs("WARNING")
+
+    async def session() -> T:
+        store = _open_store(settings)
+        blobs = _open_blobs(settings, command, needs_blobs)
+        jobs = JobManager(
+            store,
+            blobs,
+            concurrency=0,
+            sweep_interval=None,
+            delete_policy=DeletePolicy(mode=DeleteMode.SOFT if soft else DeleteMode.HARD),
+            audit_retention=None if audit_retention is None else timedelta(days=audit_retention),
+        )
+        async with jobs:
+            return await action(jobs)
+
+    return _guarded(settings, lambda: anyio.run(session))
+
+
+def _out(value: Any) -> None:
+    typer.echo(render.dumps(value))
+
+
+# -- jobs ----------------------------------------------------------------------------
+
+
+def _statuses(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    found = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return found or None
+
+
+@jobs_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            help="Only jobs in this status (repeat or comma-separate): "
+            "pending, running, cancelling, completed, failed, cancelled.",
+        ),
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only jobs of this kind.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many jobs (1-1000).")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="The next_cursor of a previous page.")
+    ] = None,
+    include_deleted: IncludeDeletedOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List jobs, newest first."""
+    settings = _settings(ctx, json_output)
+    page = _manage(
+        settings,
+        "jobs list",
+        lambda jobs: jobs.list(
+            status=_statuses(status),
+            kind=kind,
+            limit=limit,
+            cursor=cursor,
+            include_deleted=include_deleted,
+        ),
+    )
+    if settings.json:
+        _out(render.page_to_json(page))
+        return
+    console = render.make_console()
+    if not page.items:
+        console.print("No jobs." if cursor is None else "No more jobs.")
+        return
+    console.print(render.jobs_table(page.items, datetime.now(UTC)))
+    if page.next_cursor is not None:
+        again = ["jobkit", "jobs", "list"]
+        for value in _statuses(status) or ():
+            again += ["--status", value]
+        if kind is not None:
+            again += ["--kind", kind]
+        if limit != 50:
+            again += ["--limit", str(limit)]
+        if include_deleted:
+            again.append("--include-deleted")
+        again += ["--cursor", page.next_cursor]
+        console.print(f"More jobs: {shlex.join(again)}", style="dim")
+
+
+@jobs_app.command("show")
+def show_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    include_deleted: IncludeDeletedOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Show every field of one job."""
+    settings = _settings(ctx, json_output)
+
+    async def action(jobs: JobManager) -> tuple[Job, int | None]:
+        job = await jobs.get(job_id, include_deleted=include_deleted)
+        if job.deleted_at is not None:
+            return job, None
+        return job, await jobs.position(job_id)
+
+    job, position = _manage(settings, "jobs show", action)
+    if settings.json:
+        _out(job_to_json(job))
+        return
+    render.make_console().print(render.job_detail(job, position=position, now=datetime.now(UTC)))
+
+
+@jobs_app.command("cancel")
+def cancel_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    reason: Annotated[str | None, typer.Option("--reason", "-r", help="Why; kept on the job.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Cancel a job: a pending one at once, a running one at its next checkpoint."""
+    settings = _settings(ctx, json_output)
+    job = _manage(settings, "jobs cancel", lambda jobs: jobs.cancel(job_id, reason=reason))
+    if settings.json:
+        _out(job_to_json(job))
+        return
+    console = render.make_console()
+    if job.status.is_terminal:
+        console.print(f"Job {job.id} is", render.status_text(job.status), end=".\n")
+    else:
+        console.print(
+            f"Job {job.id} is",
+            render.status_text(job.status),
+            end=": its worker stops it at the next checkpoint.\n",
+        )
+
+
+@jobs_app.command("delete")
+def delete_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    soft: SoftOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a finished job and its artifacts (asks first unless --yes or --json)."""
+    settings = _settings(ctx, json_output)
+    ask = not (yes or settings.json)
+
+    async def action(jobs: JobManager) -> bool:
+        if ask:
+            job = await jobs.get(job_id)
+            count = len(await jobs.artifacts(job_id))
+            what = (
+                "This will mark the job deleted and keep it and its artifacts for audit."
+                if soft
+                else "This will permanently delete the job and its artifacts."
+            )
+            question = (
+                f"Delete {job.status.value} job {job.id} (kind {job.kind}, {count} artifact"
+                f"{'' if count == 1 else 's'})? {what}"
+            )
+            if not await anyio.to_thread.run_sync(_confirm, question):
+                return False
+        await jobs.delete(job_id)
+        return True
+
+    deleted = _manage(settings, "jobs delete", action, needs_blobs=True, soft=soft)
+    if not deleted:
+        fail(settings, "Not confirmed: the job was not deleted.", EXIT_UNEXPECTED, "aborted")
+    if settings.json:
+        _out({"deleted": job_id})
+        return
+    render.make_console().print(f"Deleted job {job_id}.")
+
+
+def _confirm(question: str) -> bool:
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # end of input: not confirmed
+        sys.stderr.write("\n")
+        return False
+
+
+@jobs_app.command("priority", context_settings={"ignore_unknown_options": True})
+def set_priority(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    priority: Annotated[
+        int, typer.Argument(metavar="PRIORITY", help="The new priority; higher runs first (may be negative).")
+    ],
+    json_output: JsonOption = False,
+) -> None:
+    """Change a pending job's priority and print its new place in the queue."""
+    settings = _settings(ctx, json_output)
+    job, position = _manage(settings, "jobs priority", lambda jobs: jobs.set_priority(job_id, priority))
+    if settings.json:
+        _out({"job": job_to_json(job), "position": position})
+        return
+    render.make_console().print(
+        f"Job {job.id} now has priority {job.priority}: position {position} in the queue (1 runs next)."
+    )
+
+
+@jobs_app.command("artifacts")
+def list_artifacts(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """List the artifacts a job wrote."""
+    settings = _settings(ctx, json_output)
+    names = _manage(settings, "jobs artifacts", lambda jobs: jobs.artifacts(job_id), needs_blobs=True)
+    if settings.json:
+        _out({"items": names})
+        return
+    console = render.make_console()
+    if not names:
+        console.print(f"Job {job_id} has no artifacts.")
+        return
+    console.print(render.names_table(names))
+
+
+# -- sweep, audit --------------------------------------------------------------------
+
+
+@app.command("sweep")
+def sweep(
+    ctx: typer.Context,
+    audit_retention: Annotated[
+        float | None,
+        typer.Option(
+            "--audit-retention",
+            metavar="DAYS",
+            min=0,
+            help="Also remove audit records older than this many days (default: keep them all).",
+        ),
+    ] = None,
+    soft: SoftOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete expired jobs, retry deferred artifact deletes, recover lost jobs (and trim the audit)."""
+    settings = _settings(ctx, json_output)
+
+    async def action(jobs: JobManager) -> Any:
+        if settings.json:
+            return await jobs.sweep()
+        with render.make_console(stderr=True).status("Sweeping…", spinner="dots"):
+            return await jobs.sweep()
+
+    report = _manage(settings, "sweep", action, needs_blobs=True, soft=soft, audit_retention=audit_retention)
+    if settings.json:
+        _out(render.report_to_json(report))
+        return
+    render.make_console().print(render.report_table(report))
+
+
+@app.command("audit")
+def audit(
+    ctx: typer.Context,
+    job_id: Annotated[
+        str | None, typer.Option("--job", metavar="ID", help="Only this job's records.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many records (1-1000).")] = 100,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the audit trail, newest first: who cancelled, deleted, expired what."""
+    settings = _settings(ctx, json_output)
+    records = _manage(settings, "audit", lambda jobs: jobs.audit(job_id=job_id, limit=limit))
+    if settings.json:
+        _out({"items": [render.audit_to_json(record) for record in records]})
+        return
+    console = render.make_console()
+    if not records:
+        console.print("No audit records.")
+        return
+    console.print(render.audit_table(records))
+
+
+# -- worker, demo --------------------------------------------------------------------
+
+
+@app.command(
+    "worker",
+    help="Run the host's JobManager (its own store, handlers and policies: --store and --blobs do "
+    "not apply) until SIGINT or SIGTERM.\n\n"
+    "On the first signal running jobs are interrupted and go back to pending, and the worker exits 0 "
+    "once they have; a second signal forces the stop (exit 1).",
+)
+def worker(
+    ctx: typer.Context,
+    app_spec: Annotated[
+        str,
+        typer.Option(
+            "--app",
+            metavar="MODULE:ATTR",
+            help="The host's JobManager, e.g. myapp.jobs:jobs (imported from the current directory).",
+        ),
+    ],
+) -> None:
+    from ._worker import load_manager, serve
+
+    settings = _settings(ctx)
+    manager = _guarded(settings, lambda: load_manager(app_spec))
+    _quiet_logs("INFO")
+
+    def say(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    forced = _guarded(settings, lambda: anyio.run(serve, manager, app_spec, say))
+    if forced:
+        raise typer.Exit(EXIT_UNEXPECTED)
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")
+    ] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the demo keeps its SQLite database and artifacts.")
+    ] = Path(".jobkit-demo"),
+    seed: Annotated[bool, typer.Option("--seed/--no-seed", help="Submit some jobs on startup.")] = True,
+) -> None:
+    """Run the demo app with the console on SQLite + local files (insecure: a local demo only)."""
+    settings = _settings(ctx)
+    try:
+        import uvicorn
+
+        from ..integrations._demo_app import create_demo_app
+    except ImportError as exc:
+        fail(
+            settings,
+            f"jobkit demo needs FastAPI and uvicorn: pip install 'jobkit[cli]' ({exc}).",
+            EXIT_UNEXPECTED,
+            "missing_dependency",
+        )
+    _quiet_logs("WARNING")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)  # connections wait in the backlog until the app has started
+    except OSError as exc:
+        sock.close()
+        fail(
+            settings,
+            f"Cannot listen on 127.0.0.1:{port}: {exc.strerror}. Pass another --port.",
+            EXIT_INVALID_INPUT,
+            InvalidInput.code,
+        )
+    try:
+        fastapi_app = _guarded(settings, lambda: create_demo_app(data_dir, seed=seed))
+        server = uvicorn.Server(uvicorn.Config(fastapi_app, log_level="warning", access_log=False))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/console/"
+        typer.echo(f"jobkit demo: console at {url} (data in {data_dir}). Press Ctrl-C to stop.")
+        sys.stdout.flush()
+        with _signals_recorded(), suppress(SystemExit):  # uvicorn exits when startup fails
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        fail(settings, "The demo app did not start (see the log above).", EXIT_UNEXPECTED, "startup_failed")
+    typer.echo("jobkit demo: stopped.")
+
+
+@contextmanager
+def _signals_recorded() -> Iterator[None]:
+    """Keep a signal from crashing the process once uvicorn has stopped gracefully.
+
+    While uvicorn runs, SIGINT and SIGTERM are its own; after a graceful stop it raises
+    the signal it caught again, for the handler it found installed: this one, a no-op.
+    """
+    previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """A signal raised again by uvicorn after its graceful stop: already handled."""

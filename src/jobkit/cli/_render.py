@@ -1,0 +1,247 @@
+"""How the CLI shows things: JSON values for ``--json``, rich tables for people."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .._records import AuditRecord, Job, JobStatus, Page, SweepReport
+from ..integrations._http import job_to_json
+
+__all__ = [
+    "STATUS_STYLE",
+    "audit_table",
+    "audit_to_json",
+    "dumps",
+    "job_detail",
+    "jobs_table",
+    "make_console",
+    "names_table",
+    "page_to_json",
+    "report_table",
+    "report_to_json",
+    "status_text",
+    "when",
+]
+
+#: The colour of each status in tables.
+STATUS_STYLE: dict[JobStatus, str] = {
+    JobStatus.PENDING: "yellow",
+    JobStatus.RUNNING: "bold blue",
+    JobStatus.CANCELLING: "magenta",
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "bold red",
+    JobStatus.CANCELLED: "dim",
+}
+
+
+def dumps(value: Any) -> str:
+    """The ``--json`` output: indented, UTF-8 text, keys in a stable order."""
+    return json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False)
+
+
+def page_to_json(page: Page) -> dict[str, Any]:
+    """A page of jobs as ``GET /jobs`` returns it."""
+    return {"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor}
+
+
+def audit_to_json(record: AuditRecord) -> dict[str, Any]:
+    """An audit record with its field names; ``at`` in ISO 8601 UTC."""
+    return {
+        "id": record.id,
+        "at": record.at.astimezone(UTC).isoformat(),
+        "action": record.action.value,
+        "actor_id": record.actor_id,
+        "tenant": record.tenant,
+        "job_id": record.job_id,
+        "details": dict(record.details),
+    }
+
+
+def report_to_json(report: SweepReport) -> dict[str, int]:
+    """A sweep report as ``{"expired": ..., "purged": ..., ...}``."""
+    return attrs.asdict(report)
+
+
+# -- for people ---------------------------------------------------------------------
+
+
+def when(value: datetime | None, now: datetime | None = None) -> str:
+    """A time in the local timezone, to the second, with how long ago (or until) it is."""
+    if value is None:
+        return "-"
+    text = value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    if now is None:
+        return text
+    return f"{text} ({_relative(value, now)})"
+
+
+def _relative(value: datetime, now: datetime) -> str:
+    seconds = (now - value).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "now"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            amount = f"{int(seconds // size)}{unit}"
+            return f"in {amount}" if future else f"{amount} ago"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def status_text(status: JobStatus) -> Text:
+    """The status, coloured."""
+    return Text(status.value, style=STATUS_STYLE[status])
+
+
+def _progress(job: Job) -> str:
+    if job.progress is None:
+        return "-" if job.status is not JobStatus.COMPLETED else "100%"
+    return f"{job.progress * 100:.0f}%"
+
+
+def jobs_table(jobs: Sequence[Job], now: datetime) -> Table:
+    """The jobs of a page: one row each, newest first; CREATED is how long ago."""
+    show_tenant = any(job.tenant is not None for job in jobs)
+    table = _table()
+    table.add_column("ID", no_wrap=True, min_width=32)
+    table.add_column("KIND", overflow="fold", min_width=4)
+    table.add_column("STATUS", no_wrap=True, min_width=10)
+    table.add_column("PRIO", justify="right", no_wrap=True, min_width=4)
+    table.add_column("DONE", justify="right", no_wrap=True, min_width=4)
+    if show_tenant:
+        table.add_column("TENANT", overflow="fold", min_width=6)
+    table.add_column("CREATED", no_wrap=True, min_width=7)
+    for job in jobs:
+        status = status_text(job.status)
+        if job.deleted_at is not None:
+            status.append(" (deleted)", style="dim")
+        row: list[str | Text] = [job.id, job.kind, status, str(job.priority), _progress(job)]
+        if show_tenant:
+            row.append(job.tenant or "-")
+        row.append(_relative(job.created_at, now))
+        table.add_row(*row)
+    return table
+
+
+def _table(**options: Any) -> Table:
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold", **options)
+
+
+def _json_text(value: Any) -> Text:
+    return Text(json.dumps(value, ensure_ascii=False, indent=2), style="cyan")
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value.total_seconds():g}s"
+
+
+def job_detail(job: Job, *, position: int | None, now: datetime) -> Table:
+    """Every field of one job, one per line."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("id", job.id),
+        ("kind", job.kind),
+        ("status", status_text(job.status)),
+    ]
+    if position is not None:
+        rows.append(("queue position", f"{position} (1 runs next)"))
+    rows += [
+        ("tenant", job.tenant or "-"),
+        ("priority", str(job.priority)),
+        ("progress", _progress(job) + (f"  {job.progress_message}" if job.progress_message else "")),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("created", when(job.created_at, now)),
+        ("started", when(job.started_at, now)),
+        ("finished", when(job.finished_at, now)),
+        ("expires", when(job.expires_at, now) if job.expires_at else "-"),
+    ]
+    if job.deleted_at is not None:
+        rows.append(("deleted", when(job.deleted_at, now)))
+    rows += [("ttl", _seconds(job.ttl)), ("timeout", _seconds(job.timeout))]
+    if job.labels:
+        rows.append(("labels", ", ".join(f"{key}={value}" for key, value in sorted(job.labels.items()))))
+    if job.cancel_reason is not None:
+        rows.append(("cancel reason", job.cancel_reason))
+    if job.error is not None:
+        rows.append(("error", Text(job.error, style="red")))
+    rows.append(("payload", _json_text(job.payload)))
+    if job.result is not None:
+        rows.append(("result", _json_text(job.result)))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def names_table(names: Iterable[str]) -> Table:
+    """Artifact names, one per row."""
+    table = _table()
+    table.add_column("ARTIFACT", overflow="fold")
+    for name in names:
+        table.add_row(name)
+    return table
+
+
+def report_table(report: SweepReport) -> Table:
+    """What a sweep did, one count per line."""
+    table = _table(title="Sweep report")
+    table.add_column("WHAT")
+    table.add_column("COUNT", justify="right")
+    labels = {
+        "expired": "expired jobs deleted",
+        "purged": "soft-deleted jobs purged",
+        "artifacts_deleted": "artifacts deleted",
+        "recovered": "lost jobs recovered",
+        "audit_removed": "old audit records removed",
+    }
+    for field, count in attrs.asdict(report).items():
+        table.add_row(labels[field], str(count))
+    return table
+
+
+def _details(details: Any) -> str:
+    return ", ".join(f"{key}={value}" for key, value in details.items()) or "-"
+
+
+def audit_table(records: Sequence[AuditRecord]) -> Table:
+    """Audit records, newest first; the host is shown as ``host``."""
+    table = _table()
+    table.add_column("AT", no_wrap=True)
+    table.add_column("ACTION", no_wrap=True)
+    table.add_column("ACTOR", overflow="fold")
+    table.add_column("TENANT", overflow="fold")
+    table.add_column("JOB", no_wrap=True, min_width=32)
+    table.add_column("DETAILS", overflow="fold")
+    for record in records:
+        table.add_row(
+            when(record.at),
+            record.action.value,
+            record.actor_id or Text("host", style="dim"),
+            record.tenant or "-",
+            record.job_id,
+            _details(record.details),
+        )
+    return table
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console on the current stdout (or stderr), without automatic highlighting.
+
+    Output that is not a terminal (a pipe, a file) gets wide lines, so that tables are
+    never cut to 80 columns.
+    """
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200
+    return console

@@ -1,0 +1,255 @@
+"""The HTTP translation both web integrations share, free of any framework.
+
+Jobs and events become JSON values, errors become a status code and the body
+``{"error": {"code": ..., "message": ...}}``, and request bodies and query strings
+become manager arguments (raising :class:`~jobkit.InvalidInput` for malformed ones).
+The FastAPI router and the Flask blueprint only wire these to their framework.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .._errors import (
+    BackendError,
+    InvalidInput,
+    InvalidState,
+    JobkitError,
+    JobNotFound,
+    PermissionDenied,
+)
+from .._records import Job, JobEvent
+from .._validate import check_statuses
+
+__all__ = [
+    "CANCEL_FIELDS",
+    "ERROR_STATUS",
+    "PRIORITY_FIELDS",
+    "SSE_HEADERS",
+    "SSE_HEARTBEAT",
+    "SSE_OPEN",
+    "SUBMIT_FIELDS",
+    "cancel_reason",
+    "dumps",
+    "error_body",
+    "error_status",
+    "event_to_json",
+    "job_to_json",
+    "list_arguments",
+    "parse_json",
+    "priority_value",
+    "sse_frame",
+    "submit_arguments",
+    "validation_message",
+]
+
+#: The HTTP status of each error class; the first match in this order wins, so
+#: ArtifactNotFound (a JobNotFound) is a 404 too. Any other JobkitError is a 503: the
+#: manager is not running (not started yet, or shut down).
+ERROR_STATUS: tuple[tuple[type[JobkitError], int], ...] = (
+    (JobNotFound, 404),
+    (InvalidState, 409),
+    (PermissionDenied, 403),
+    (InvalidInput, 422),
+    (BackendError, 503),
+)
+_FALLBACK_STATUS = 503
+
+#: The fields ``POST /jobs`` accepts; ``kind`` is required.
+SUBMIT_FIELDS = frozenset({"kind", "payload", "priority", "ttl", "timeout", "max_attempts", "labels"})
+#: The fields ``POST /jobs/{id}/cancel`` accepts (the body itself is optional).
+CANCEL_FIELDS = frozenset({"reason"})
+#: The fields ``PATCH /jobs/{id}/priority`` requires.
+PRIORITY_FIELDS = frozenset({"priority"})
+
+#: Headers of a server-sent events response: never cached, never buffered by a proxy.
+SSE_HEADERS: Mapping[str, str] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: The first bytes of an event stream, sent once the subscription is live: the client's
+#: reconnection delay (ms) and a comment a client can wait for before acting.
+SSE_OPEN = b"retry: 3000\n: connected\n\n"
+#: A comment sent when no event came for a while, so proxies keep the connection and a
+#: server learns early that its client has gone.
+SSE_HEARTBEAT = b": heartbeat\n\n"
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities are refused (they are not JSON)."""
+    return _encode(value).encode()
+
+
+def error_status(exc: JobkitError) -> int:
+    """The HTTP status for a jobkit error."""
+    for cls, status in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return _FALLBACK_STATUS
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The error body every route returns: ``{"error": {"code": ..., "message": ...}}``."""
+    return {"error": {"code": code, "message": message}}
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat()
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def job_to_json(job: Job) -> dict[str, Any]:
+    """A job as a JSON object with the :class:`~jobkit.Job` field names.
+
+    Datetimes are ISO 8601 in UTC, the status is its lowercase value, ``ttl`` and
+    ``timeout`` are seconds. A plain function on purpose: this is the hot path of
+    ``GET /jobs/{id}``.
+    """
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status.value,
+        "payload": job.payload,
+        "tenant": job.tenant,
+        "priority": job.priority,
+        "progress": job.progress,
+        "progress_message": job.progress_message,
+        "result": job.result,
+        "error": job.error,
+        "cancel_reason": job.cancel_reason,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "expires_at": _iso(job.expires_at),
+        "deleted_at": _iso(job.deleted_at),
+        "version": job.version,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "labels": dict(job.labels),
+        "ttl": _seconds(job.ttl),
+        "timeout": _seconds(job.timeout),
+    }
+
+
+def event_to_json(event: JobEvent) -> dict[str, Any]:
+    """A :class:`~jobkit.JobEvent` as a JSON object with its field names."""
+    return {
+        "type": event.type.value,
+        "job_id": event.job_id,
+        "tenant": event.tenant,
+        "status": None if event.status is None else event.status.value,
+        "at": _iso(event.at),
+        "data": dict(event.data),
+    }
+
+
+def sse_frame(event: JobEvent) -> bytes:
+    """One server-sent event: ``event: <type>`` and ``data: <event JSON>`` (one line)."""
+    return b"event: " + event.type.value.encode() + b"\ndata: " + dumps(event_to_json(event)) + b"\n\n"
+
+
+def parse_json(raw: bytes, *, required: bool) -> Any:
+    """Decode a request body; an empty body is None, allowed only when not ``required``.
+
+    :raises InvalidInput: the body is not UTF-8 JSON, or is missing.
+    """
+    if not raw.strip():
+        if required:
+            raise InvalidInput("The request needs a JSON body.")
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"The request body is not valid JSON: {exc}.") from None
+
+
+def _object(body: Any, fields: frozenset[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput(f"The body of {what} must be a JSON object.")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        allowed = ", ".join(sorted(fields))
+        raise InvalidInput(f"Unknown field(s) {', '.join(unknown)} in {what}; allowed: {allowed}.")
+    return body
+
+
+def submit_arguments(body: Any) -> dict[str, Any]:
+    """The arguments of :meth:`JobManager.submit` from a ``POST /jobs`` body.
+
+    Only the shape is checked here (an object, known fields, ``kind`` present); the
+    manager validates every value and raises InvalidInput with the details.
+    """
+    fields = _object(body, SUBMIT_FIELDS, "POST /jobs")
+    if "kind" not in fields:
+        raise InvalidInput("The field 'kind' is required.")
+    arguments = dict(fields)
+    for name in ("priority", "max_attempts"):
+        if arguments.get(name, 0) is None:
+            raise InvalidInput(f"The field {name!r} must be an integer, got null.")
+    return arguments
+
+
+def cancel_reason(body: Any) -> str | None:
+    """The reason of a cancel from its optional body ``{"reason": str | null}``."""
+    if body is None:
+        return None
+    reason = _object(body, CANCEL_FIELDS, "a cancel").get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInput("The field 'reason' must be a string or null.")
+    return reason
+
+
+def priority_value(body: Any) -> int:
+    """The new priority from a body ``{"priority": int}``; the manager checks its range."""
+    fields = _object(body, PRIORITY_FIELDS, "a priority change")
+    if "priority" not in fields:
+        raise InvalidInput("The field 'priority' is required.")
+    value = fields["priority"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"The field 'priority' must be an integer, got {json.dumps(value)}.")
+    return value
+
+
+def _integer(name: str, text: str) -> int:
+    stripped = text.strip()
+    digits = stripped[1:] if stripped[:1] in ("-", "+") else stripped
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
+        raise InvalidInput(f"The query parameter {name!r} must be an integer, got {text!r}.")
+    return int(stripped)
+
+
+def list_arguments(
+    status: Sequence[str], kind: str | None, limit: str | None, cursor: str | None
+) -> dict[str, Any]:
+    """The arguments of :meth:`JobManager.list` from the query of ``GET /jobs``.
+
+    ``status`` holds every ``status`` parameter (it may repeat). Values are passed on as
+    given, so an empty ``kind`` or ``cursor`` is rejected like any other bad value.
+    """
+    return {
+        "status": check_statuses(list(status)) if status else None,
+        "kind": kind,
+        "limit": 50 if limit is None else _integer("limit", limit),
+        "cursor": cursor,
+    }
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """One readable line from a list of validation errors (``loc`` and ``msg`` each)."""
+    parts = []
+    for error in errors[:5]:
+        location = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid value"))
+        parts.append(f"{location}: {message}" if location else message)
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
+    return "Invalid request: " + "; ".join(parts) + "."

@@ -1,0 +1,486 @@
+"""FastAPI integration: the job routes as an ``APIRouter``, and the manager tied to the app.
+
+Install with ``pip install 'jobkit[fastapi]'``. The recipe::
+
+    from fastapi import FastAPI, Request
+    from jobkit import Actor, JobManager
+    from jobkit.integrations.fastapi import install_error_handlers, job_router, lifespan
+
+    jobs = JobManager()
+
+    async def current_actor(request: Request) -> Actor | None:
+        ...  # who is asking, from your authentication; None = the trusted host
+
+    app = FastAPI(lifespan=lifespan(jobs))
+    install_error_handlers(app)
+    app.include_router(job_router(jobs, actor=current_actor), prefix="/api/v1")
+
+Routes (relative to the prefix): ``POST /jobs`` (201), ``GET /jobs``, ``GET /jobs/{id}``,
+``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}`` (204), ``PATCH /jobs/{id}/priority``,
+``GET /jobs/{id}/artifacts``, ``GET|DELETE /jobs/{id}/artifacts/{name}`` and
+``GET /events`` (server-sent events). Every error has the body
+``{"error": {"code": ..., "message": ...}}``: 404 not found (also another tenant's job),
+409 not allowed in the job's status, 403 forbidden, 422 invalid input, 503 backend
+failure or manager not running.
+
+The router's own routes answer with that body even without :func:`install_error_handlers`;
+installing it extends the same shape to the whole app: request validation errors of every
+route, and jobkit errors raised by the host's own routes.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+
+try:
+    from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
+    from pydantic import BaseModel, ConfigDict, Field
+    from starlette.convertors import Convertor, register_url_convertor
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+    from starlette.types import Message, Receive, Scope, Send
+except ImportError as exc:
+    raise ImportError("jobkit.integrations.fastapi needs FastAPI: pip install 'jobkit[fastapi]'") from exc
+
+from .._errors import InvalidInput, JobkitError
+from .._events import EventStream
+from .._manager import JobManager
+from .._records import Actor, JobStatus
+from .._validate import MAX_KIND_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+from ._http import (
+    SSE_HEADERS,
+    SSE_HEARTBEAT,
+    SSE_OPEN,
+    dumps,
+    error_body,
+    error_status,
+    job_to_json,
+    sse_frame,
+    validation_message,
+)
+
+__all__ = ["console_router", "install_error_handlers", "job_router", "lifespan"]
+
+#: Seconds without an event after which the event stream sends a heartbeat comment.
+DEFAULT_HEARTBEAT = 15.0
+
+
+# -- request and response schemas (documentation and request validation) -------------
+
+
+class SubmitJob(BaseModel):
+    """The body of ``POST /jobs``. Durations are in seconds."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: str = Field(min_length=1, max_length=MAX_KIND_LENGTH, description="A registered job kind.")
+    payload: Any = Field(default=None, description="Any JSON value, handed to the handler.")
+    priority: int = Field(default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
+    ttl: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Seconds to keep the job once finished."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Fail the job when it runs longer (seconds)."
+    )
+    max_attempts: int = Field(default=1, ge=1, le=1000, description="Starts allowed when a worker is lost.")
+    labels: dict[str, str] | None = Field(default=None, description="Free-form string labels.")
+
+
+class CancelJob(BaseModel):
+    """The optional body of ``POST /jobs/{id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str | None = Field(default=None, description="Why; kept on the job as cancel_reason.")
+
+
+class SetPriority(BaseModel):
+    """The body of ``PATCH /jobs/{id}/priority``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    priority: int = Field(
+        ge=MIN_PRIORITY, le=MAX_PRIORITY, description="The new priority; higher runs first."
+    )
+
+
+class Job(BaseModel):
+    """A job. Datetimes are ISO 8601 UTC, ``ttl`` and ``timeout`` seconds."""
+
+    id: str
+    kind: str
+    status: JobStatus
+    payload: Any
+    tenant: str | None
+    priority: int
+    progress: float | None = Field(description="0..1, when the handler reports it.")
+    progress_message: str | None
+    result: Any
+    error: str | None
+    cancel_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None
+    deleted_at: datetime | None
+    version: int
+    attempts: int
+    max_attempts: int
+    labels: dict[str, str]
+    ttl: float | None
+    timeout: float | None
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+class PriorityChange(BaseModel):
+    """The job after a priority change and its 1-based place in the queue (1 runs next)."""
+
+    job: Job
+    position: int
+
+
+class ArtifactList(BaseModel):
+    """The names of a job's artifacts, sorted."""
+
+    items: list[str]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code and a message saying what to do."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        403: "The actor is not allowed to do this.",
+        404: "No such job (or artifact) visible to the actor.",
+        409: "Not allowed in the job's current status; the message says what to do.",
+        422: "Invalid input (body, query or path).",
+        503: "A backend failed, or the job manager is not running; retry later.",
+    }
+    return {status: {"model": ErrorResponse, "description": described[status]} for status in statuses}
+
+
+# -- error translation -----------------------------------------------------------------
+
+
+def _json(body: Any, status_code: int = 200) -> Response:
+    return Response(dumps(body), status_code=status_code, media_type="application/json")
+
+
+def _jobkit_error(exc: JobkitError) -> Response:
+    return _json(error_body(exc.code, exc.message), error_status(exc))
+
+
+def _validation_error(exc: RequestValidationError) -> Response:
+    return _json(error_body("invalid_input", validation_message(list(exc.errors()))), 422)
+
+
+async def _handle_jobkit_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, JobkitError)
+    return _jobkit_error(exc)
+
+
+async def _handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return _validation_error(exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer jobkit errors and request validation errors anywhere in ``app`` with the
+    jobkit error body (``{"error": {"code", "message"}}``, validation errors as 422
+    ``invalid_input``), so the host's own routes match the job routes."""
+    app.add_exception_handler(JobkitError, _handle_jobkit_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+
+
+class _JobRoute(APIRoute):
+    """A route that turns jobkit and validation errors into the jobkit error body itself,
+    since an ``APIRouter`` cannot install exception handlers on the app."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except JobkitError as exc:
+                return _jobkit_error(exc)
+            except RequestValidationError as exc:
+                return _validation_error(exc)
+            except HTTPException as exc:
+                if exc.status_code != 400:
+                    raise
+                # FastAPI could not even decode the body (e.g. JSON that is not UTF-8).
+                message = f"Invalid request: the body could not be read ({exc.detail})."
+                return _json(error_body("invalid_input", message), 422)
+
+        return handle
+
+
+class _ArtifactName(Convertor[str]):
+    """The rest of the path, whatever it holds (even newlines, which Starlette's ``path``
+    does not match): the manager rejects unsafe names with a 422 itself."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("jobkit_artifact", _ArtifactName())
+
+
+# -- server-sent events ----------------------------------------------------------------
+
+
+class _EventStreamResponse(Response):
+    """Streams a live subscription as ``text/event-stream`` until the client disconnects
+    or the manager closes; a comment every ``heartbeat`` seconds without events."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        subscription: AbstractAsyncContextManager[EventStream],
+        events: EventStream,
+        heartbeat: float,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self._subscription = subscription
+        self._events = events
+        self._heartbeat = heartbeat
+        self.init_headers(SSE_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await self._stream(send)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._subscription.__aexit__(None, None, None)
+
+    async def _stream(self, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": SSE_OPEN, "more_body": True})
+            events = self._events
+            while True:
+                chunk = SSE_HEARTBEAT
+                with anyio.move_on_after(self._heartbeat):
+                    event = await anext(events, None)
+                    if event is None:  # the manager closed
+                        break
+                    chunk = sse_frame(event)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away while we wrote
+            return
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    message: Message = {"type": ""}
+    while message["type"] != "http.disconnect":
+        message = await receive()
+    scope.cancel()
+
+
+# -- the router ------------------------------------------------------------------------
+
+
+async def _trusted_host() -> Actor | None:
+    return None
+
+
+def job_router(
+    manager: JobManager,
+    *,
+    actor: Callable[..., Any] | None = None,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+) -> APIRouter:
+    """The job routes over ``manager``, to mount with ``app.include_router(router, prefix=...)``.
+
+    :param actor: a FastAPI dependency returning the request's :class:`~jobkit.Actor`, or
+        None for the trusted host. None here: every request is the trusted host.
+    :param heartbeat: seconds without an event after which ``GET /events`` sends a comment.
+
+    Call :func:`install_error_handlers` on the app too (see the module docstring).
+    """
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not heartbeat > 0:
+        raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
+    ActorDep = Annotated[Actor | None, Depends(actor or _trusted_host)]
+    router = APIRouter(route_class=_JobRoute, tags=["jobs"])
+
+    @router.post(
+        "/jobs",
+        status_code=201,
+        response_model=Job,
+        responses=_errors(403, 422, 503),
+        summary="Submit a job",
+    )
+    async def submit_job(body: SubmitJob, actor: ActorDep) -> Response:
+        job = await manager.submit(
+            body.kind,
+            body.payload,
+            actor=actor,
+            priority=body.priority,
+            ttl=body.ttl,
+            timeout=body.timeout,
+            max_attempts=body.max_attempts,
+            labels=body.labels,
+        )
+        return _json(job_to_json(job), 201)
+
+    @router.get("/jobs", response_model=JobPage, responses=_errors(403, 422, 503), summary="List jobs")
+    async def list_jobs(
+        actor: ActorDep,
+        status: Annotated[
+            list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable).")
+        ] = None,
+        kind: Annotated[str | None, Query(description="Only jobs of this kind.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most jobs on the page.")] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    ) -> Response:
+        page = await manager.list(actor=actor, status=status, kind=kind, limit=limit, cursor=cursor)
+        return _json({"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor})
+
+    @router.get(
+        "/jobs/{job_id}", response_model=Job, responses=_errors(403, 404, 422, 503), summary="Get a job"
+    )
+    async def get_job(job_id: str, actor: ActorDep) -> Response:
+        return _json(job_to_json(await manager.get(job_id, actor=actor)))
+
+    @router.post(
+        "/jobs/{job_id}/cancel",
+        response_model=Job,
+        responses=_errors(403, 404, 409, 422, 503),
+        summary="Cancel a job",
+    )
+    async def cancel_job(
+        job_id: str, actor: ActorDep, body: Annotated[CancelJob | None, Body()] = None
+    ) -> Response:
+        reason = None if body is None else body.reason
+        return _json(job_to_json(await manager.cancel(job_id, actor=actor, reason=reason)))
+
+    @router.delete(
+        "/jobs/{job_id}",
+        status_code=204,
+        response_class=Response,
+        responses=_errors(403, 404, 409, 422, 503),
+        summary="Delete a finished job",
+    )
+    async def delete_job(job_id: str, actor: ActorDep) -> Response:
+        await manager.delete(job_id, actor=actor)
+        return Response(status_code=204)
+
+    @router.patch(
+        "/jobs/{job_id}/priority",
+        response_model=PriorityChange,
+        responses=_errors(403, 404, 409, 422, 503),
+        summary="Change a pending job's priority",
+    )
+    async def set_priority(job_id: str, body: SetPriority, actor: ActorDep) -> Response:
+        job, position = await manager.set_priority(job_id, body.priority, actor=actor)
+        return _json({"job": job_to_json(job), "position": position})
+
+    @router.get(
+        "/jobs/{job_id}/artifacts",
+        response_model=ArtifactList,
+        responses=_errors(403, 404, 422, 503),
+        summary="List a job's artifacts",
+    )
+    async def list_artifacts(job_id: str, actor: ActorDep) -> Response:
+        return _json({"items": await manager.artifacts(job_id, actor=actor)})
+
+    @router.get(
+        "/jobs/{job_id}/artifacts/{name:jobkit_artifact}",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The artifact's bytes.",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **_errors(403, 404, 422, 503),
+        },
+        summary="Download an artifact",
+    )
+    async def read_artifact(job_id: str, name: str, actor: ActorDep) -> Response:
+        data = await manager.read_artifact(job_id, name, actor=actor)
+        return Response(data, media_type="application/octet-stream")
+
+    @router.delete(
+        "/jobs/{job_id}/artifacts/{name:jobkit_artifact}",
+        status_code=204,
+        response_class=Response,
+        responses=_errors(403, 404, 409, 422, 503),
+        summary="Delete an artifact",
+    )
+    async def delete_artifact(job_id: str, name: str, actor: ActorDep) -> Response:
+        await manager.delete_artifact(job_id, name, actor=actor)
+        return Response(status_code=204)
+
+    @router.get(
+        "/events",
+        response_class=Response,
+        responses={
+            200: {
+                "description": (
+                    "Server-sent events: `event: <type>` and `data: <JobEvent JSON>` "
+                    "(type, job_id, tenant, status, at, data), only of the actor's tenant."
+                ),
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_errors(403, 404, 422, 503),
+        },
+        summary="Live job events",
+    )
+    async def events(
+        actor: ActorDep,
+        job_id: Annotated[str | None, Query(description="Only this job's events.")] = None,
+    ) -> Response:
+        subscription = manager.subscribe(actor=actor, job_id=job_id)
+        stream = await subscription.__aenter__()
+        return _EventStreamResponse(subscription, stream, heartbeat)
+
+    return router
+
+
+def lifespan(manager: JobManager) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for ``FastAPI(lifespan=lifespan(jobs))``: the manager runs (``async with``)
+    for as long as the app does."""
+
+    @asynccontextmanager
+    async def run(app: Any) -> AsyncIterator[None]:
+        async with manager:
+            yield
+
+    return run
+
+
+# The console page is its own module; re-exported here, where the contract names it.
+from ._console import console_router as console_router  # noqa: E402

@@ -1,0 +1,257 @@
+"""Flask integration: the job routes as a ``Blueprint`` over a :class:`~jobkit.BlockingJobManager`.
+
+Install with ``pip install 'jobkit[flask]'``. The recipe::
+
+    from flask import Flask
+    from jobkit import Actor, BlockingJobManager
+    from jobkit.integrations.flask import job_blueprint
+
+    jobs = BlockingJobManager()
+
+    def current_actor() -> Actor | None:
+        ...  # who is asking (flask.request, flask.g); None = the trusted host
+
+    app = Flask(__name__)
+    app.register_blueprint(job_blueprint(jobs, actor=current_actor), url_prefix="/api/v1")
+    with jobs:
+        app.run()
+
+The routes, bodies, status codes and error bodies are those of
+:func:`jobkit.integrations.fastapi.job_router`; ``GET /events`` streams server-sent
+events from a generator (one extra thread per open stream).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+try:
+    from flask import Blueprint, Response, request
+    from flask.blueprints import BlueprintSetupState
+    from werkzeug.routing import PathConverter
+except ImportError as exc:
+    raise ImportError("jobkit.integrations.flask needs Flask: pip install 'jobkit[flask]'") from exc
+
+import structlog
+
+from .._blocking import BlockingJobManager
+from .._errors import InvalidInput, JobkitError
+from .._records import Actor, JobEvent
+from ._http import (
+    SSE_HEADERS,
+    SSE_HEARTBEAT,
+    SSE_OPEN,
+    cancel_reason,
+    dumps,
+    error_body,
+    error_status,
+    job_to_json,
+    list_arguments,
+    parse_json,
+    priority_value,
+    sse_frame,
+    submit_arguments,
+)
+
+__all__ = ["job_blueprint"]
+
+log = structlog.get_logger("jobkit")
+
+#: Seconds without an event after which the event stream sends a heartbeat comment.
+DEFAULT_HEARTBEAT = 15.0
+_END = object()
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(dumps(body), status=status, mimetype="application/json")
+
+
+def _no_content() -> Response:
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
+def _jobkit_error(exc: JobkitError) -> Response:
+    return _json(error_body(exc.code, exc.message), error_status(exc))
+
+
+class _ArtifactName(PathConverter):
+    """Any rest of the path, even one starting with '/' or holding newlines: the manager
+    rejects unsafe names with InvalidInput (422), as the FastAPI router does, instead of
+    a bare 404."""
+
+    regex = "(?s:.*)"
+    part_isolating = False
+
+
+def _add_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("jobkit_artifact", _ArtifactName)
+
+
+class _EventStream:
+    """The body of ``GET /events``: a WSGI iterable over one subscription.
+
+    A helper thread reads the subscription into a queue, so the iterator can send a
+    heartbeat comment when no event came for ``heartbeat`` seconds (that is also how a
+    WSGI server learns that the client went away). ``close()`` — called by the server
+    when the client disconnects or the stream ends — ends the subscription.
+    """
+
+    def __init__(
+        self,
+        subscription: AbstractContextManager[Iterator[JobEvent]],
+        events: Iterator[JobEvent],
+        heartbeat: float,
+    ) -> None:
+        self._subscription = subscription
+        self._events = events
+        self._heartbeat = heartbeat
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._subscribed = True
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._closed:
+            raise StopIteration
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._pump, name="jobkit-sse", daemon=True)
+            self._thread.start()
+            return SSE_OPEN
+        try:
+            item = self._queue.get(timeout=self._heartbeat)
+        except queue.Empty:
+            return SSE_HEARTBEAT
+        if item is _END:  # the manager closed
+            self.close()
+            raise StopIteration
+        assert isinstance(item, JobEvent)
+        return sse_frame(item)
+
+    def _pump(self) -> None:
+        try:
+            for event in self._events:
+                self._queue.put(event)
+        except Exception as exc:  # the manager's loop is gone: the stream just ends
+            log.debug("event stream ended", error=repr(exc))
+        finally:
+            # The stream ended (the manager closed, or close() below): leave the
+            # subscription at once, while the manager's event loop still takes calls.
+            self._unsubscribe()
+            self._queue.put(_END)
+
+    def _unsubscribe(self) -> None:
+        with self._lock:
+            if self._subscribed is False:
+                return
+            self._subscribed = False
+        try:
+            self._subscription.__exit__(None, None, None)
+        except RuntimeError as exc:  # the manager's portal already stopped
+            log.debug("event subscription closed late", error=repr(exc))
+
+    def close(self) -> None:
+        """End the stream: called by the WSGI server when the client went away or the
+        stream ended."""
+        self._closed = True
+        self._unsubscribe()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+def job_blueprint(
+    manager: BlockingJobManager,
+    *,
+    actor: Callable[[], Actor | None] | None = None,
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    name: str = "jobkit",
+) -> Blueprint:
+    """The job routes over ``manager``; register with ``app.register_blueprint(bp, url_prefix=...)``.
+
+    :param actor: called in each request, returns its :class:`~jobkit.Actor` or None for
+        the trusted host. None here: every request is the trusted host.
+    :param heartbeat: seconds without an event after which ``GET /events`` sends a comment.
+    :param name: the blueprint's name (change it to register the routes twice).
+    """
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not heartbeat > 0:
+        raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
+    bp = Blueprint(name, __name__)
+    bp.register_error_handler(JobkitError, _jobkit_error)
+    bp.record_once(_add_converter)
+
+    def who() -> Actor | None:
+        return None if actor is None else actor()
+
+    def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+        def register(view: Callable[..., Response]) -> Callable[..., Response]:
+            bp.add_url_rule(rule, view_func=view, methods=methods, merge_slashes=False)
+            return view
+
+        return register
+
+    @route("/jobs", ["POST"])
+    def submit_job() -> Response:
+        arguments = submit_arguments(parse_json(request.get_data(), required=True))
+        job = manager.submit(actor=who(), **arguments)
+        return _json(job_to_json(job), 201)
+
+    @route("/jobs", ["GET"])
+    def list_jobs() -> Response:
+        args = request.args
+        arguments = list_arguments(
+            args.getlist("status"), args.get("kind"), args.get("limit"), args.get("cursor")
+        )
+        page = manager.list(actor=who(), **arguments)
+        return _json({"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor})
+
+    @route("/jobs/<job_id>", ["GET"])
+    def get_job(job_id: str) -> Response:
+        return _json(job_to_json(manager.get(job_id, actor=who())))
+
+    @route("/jobs/<job_id>/cancel", ["POST"])
+    def cancel_job(job_id: str) -> Response:
+        reason = cancel_reason(parse_json(request.get_data(), required=False))
+        return _json(job_to_json(manager.cancel(job_id, actor=who(), reason=reason)))
+
+    @route("/jobs/<job_id>", ["DELETE"])
+    def delete_job(job_id: str) -> Response:
+        manager.delete(job_id, actor=who())
+        return _no_content()
+
+    @route("/jobs/<job_id>/priority", ["PATCH"])
+    def set_priority(job_id: str) -> Response:
+        priority = priority_value(parse_json(request.get_data(), required=True))
+        job, position = manager.set_priority(job_id, priority, actor=who())
+        return _json({"job": job_to_json(job), "position": position})
+
+    @route("/jobs/<job_id>/artifacts", ["GET"])
+    def list_artifacts(job_id: str) -> Response:
+        return _json({"items": manager.artifacts(job_id, actor=who())})
+
+    @route("/jobs/<job_id>/artifacts/<jobkit_artifact:name>", ["GET"])
+    def read_artifact(job_id: str, name: str) -> Response:
+        data = manager.read_artifact(job_id, name, actor=who())
+        return Response(data, mimetype="application/octet-stream")
+
+    @route("/jobs/<job_id>/artifacts/<jobkit_artifact:name>", ["DELETE"])
+    def delete_artifact(job_id: str, name: str) -> Response:
+        manager.delete_artifact(job_id, name, actor=who())
+        return _no_content()
+
+    @route("/events", ["GET"])
+    def events() -> Response:
+        subscription = manager.subscribe(actor=who(), job_id=request.args.get("job_id"))
+        stream = subscription.__enter__()
+        body = _EventStream(subscription, stream, heartbeat)
+        return Response(body, mimetype="text/event-stream", headers=dict(SSE_HEADERS))
+
+    return bp

@@ -1,0 +1,477 @@
+"""The console page, end to end: the demo app served by uvicorn, driven in headless Chromium.
+
+Live progress without reload, cancel, delete through the confirmation dialog, artifacts,
+filters, tenant isolation, the admin-only priority control and error toasts. The demo app
+runs with one worker (``concurrency=1``), so a long job keeps the next ones pending.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from jobkit import InvalidInput
+from jobkit.integrations._demo_app import create_demo_app
+from jobkit.integrations.fastapi import console_router
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+# The README's screenshots are refreshed with JOBKIT_UPDATE_SCREENSHOTS=1; a normal run
+# writes them to a temporary folder so the working tree stays clean.
+UPDATE_SCREENSHOTS = os.environ.get("JOBKIT_UPDATE_SCREENSHOTS") == "1"
+DELETE_SENTENCE = "This will permanently delete the job and its artifacts."
+ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
+BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
+TERMINAL = {"completed", "failed", "cancelled"}
+WAIT_MS = 15_000
+Console = Callable[..., Page]  # opens the console with a query string
+EVENTS = "**/api/v1/events*"
+UNAVAILABLE = {"error": {"code": "backend_error", "message": "The event stream is unavailable."}}
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="the console tests need Debian's chromium at /usr/bin/chromium (make browser)",
+)
+
+expect.set_options(timeout=WAIT_MS)
+
+# Quick jobs for the tests (the demo's defaults take seconds): (kind, payload).
+QUICK_REPORT = ("report", {"name": "quick", "rows": 12, "steps": 1, "delay": 0})
+LONG_THUMBNAIL = ("thumbnail", {"image": "long.jpg", "steps": 600, "delay": 0.05})
+
+
+# -- the server, the browser and the API ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo app (no seed, one worker) on 127.0.0.1 and a free port; stopped afterwards."""
+    app = create_demo_app(tmp_path_factory.mktemp("console-demo"), seed=False, concurrency=1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # requests wait in the backlog until the app has started
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        with httpx.Client(timeout=30) as client:
+            client.get(f"{base}/api/v1/jobs").raise_for_status()  # answered once started
+        yield base
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+    assert not thread.is_alive(), "the demo server did not stop"
+
+
+@pytest.fixture(scope="module")
+def api(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{server}/api/v1", timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left(server: str, api: httpx.Client) -> Iterator[None]:
+    """Each test starts and ends with an empty store: cancel what runs, then delete everything."""
+    yield
+    jobs = api.get("/jobs", params={"limit": 1000}).json()["items"]
+    for job in jobs:
+        if job["status"] not in TERMINAL:
+            api.post(f"/jobs/{job['id']}/cancel")
+    for job in jobs:
+        wait_for_status(server, job["id"], TERMINAL)
+        api.delete(f"/jobs/{job['id']}")
+    assert api.get("/jobs").json()["items"] == []
+
+
+@pytest.fixture
+def open_console(server: str, browser: Browser) -> Iterator[Console]:
+    """Open the console (with a query string) once its event stream is live; no script errors."""
+    contexts = []
+    errors: list[str] = []
+
+    def open_page(query: str = "", *, events_down: bool = False) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        contexts.append(context)
+        if events_down:  # the event stream answers 503 until the test unroutes EVENTS
+            context.route(EVENTS, lambda route: route.fulfill(status=503, json=UNAVAILABLE))
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+        page.on(
+            "console",
+            lambda message: (
+                errors.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
+        page.goto(f"{server}/console/{query}")
+        expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "reconnecting" if events_down else "live"
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert errors == []
+
+
+def submit(
+    api: httpx.Client, job: tuple[str, Any], headers: dict[str, str] | None = None, **extra: Any
+) -> str:
+    kind, payload = job
+    response = api.post("/jobs", json={"kind": kind, "payload": payload, **extra}, headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def wait_for_status(server: str, job_id: str, statuses: set[str]) -> dict[str, Any]:
+    """The job once its status is one of ``statuses``, waiting on its event stream."""
+    with (
+        httpx.Client(base_url=f"{server}/api/v1", timeout=30) as client,
+        client.stream("GET", "/events", params={"job_id": job_id}) as events,
+    ):
+        lines = events.iter_lines()
+        next(lines)  # the stream's first line arrives once the subscription is live
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        for line in lines:
+            if line.startswith("data:") and json.loads(line[5:])["status"] in statuses:
+                return dict(client.get(f"/jobs/{job_id}").json())
+    raise AssertionError(f"the event stream ended before job {job_id} reached {statuses}")
+
+
+def wait_for_progress(page: Page, job_id: str, fraction: float) -> None:
+    """Wait until the page shows at least ``fraction`` of progress for the job."""
+    page.wait_for_function(
+        "([id, at]) => Number(document.querySelector(`tr[data-job-id='${id}']`).dataset.progress) >= at",
+        arg=[job_id, fraction],
+    )
+
+
+def row(page: Page, job_id: str) -> Locator:
+    return page.locator(f'tr.job-row[data-job-id="{job_id}"]')
+
+
+def toast(page: Page, kind: str, text: str) -> Locator:
+    return page.locator(f".toast.{kind}", has_text=text)
+
+
+# -- the page itself -----------------------------------------------------------------------------
+
+
+def console_page(**options: Any) -> httpx.Response:
+    """GET the console from an app that mounts it at /ops/console with these options."""
+    app = FastAPI()
+    app.include_router(console_router(**options), prefix="/ops/console")
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.get("/ops/console/")
+
+    return anyio.run(get)
+
+
+class TestConsoleRouter:
+    def test_serves_the_page_with_its_api_prefix_and_title(self) -> None:
+        """GET / under the mount serves the HTML page configured with api_prefix and the escaped title."""
+        response = console_page(api_prefix="/internal/jobs/", title="Jobs <ops>")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        page = response.text
+        config = re.search(r'<script type="application/json" id="jobkit-config">(.*?)</script>', page)
+        assert config is not None
+        assert json.loads(config.group(1)) == {"apiPrefix": "/internal/jobs", "title": "Jobs <ops>"}
+        assert "<title>Jobs &lt;ops&gt;</title>" in page
+        assert "Jobs <ops>" not in page.replace(config.group(1), "")
+
+    def test_the_page_loads_nothing_from_elsewhere(self) -> None:
+        """The page is self-contained: its policy allows only its own inline script and style."""
+        response = console_page()
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert "connect-src 'self';" in policy
+        assert not re.search(r"\b(src|href)=\"(https?:)?//", response.text)
+        script = re.search(r"<script>(.*?)</script>", response.text, re.DOTALL)
+        assert script is not None
+        digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy
+        assert DELETE_SENTENCE in response.text
+
+    def test_an_api_on_another_origin_is_allowed_to_connect(self) -> None:
+        """An absolute api_prefix adds its origin to connect-src."""
+        policy = console_page(api_prefix="https://jobs.example.com/api/v1").headers["content-security-policy"]
+        assert "connect-src 'self' https://jobs.example.com;" in policy
+
+    @pytest.mark.parametrize(
+        "prefix", ["api/v1", "//evil.example/api", "javascript:alert(1)", "/api?x=1", "/a b"]
+    )
+    def test_a_bad_api_prefix_is_refused(self, prefix: str) -> None:
+        """api_prefix must be a plain path or an http(s) URL."""
+        with pytest.raises(InvalidInput, match="api_prefix"):
+            console_router(api_prefix=prefix)
+
+
+# -- the tests in the browser ---------------------------------------------------------------------
+
+
+@needs_chromium
+class TestLiveUpdates:
+    def test_progress_updates_in_the_table_without_reload(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        """A job submitted after the page loaded appears, then its progress rises to 100% live."""
+        page = open_console()
+        page.evaluate("window.loadedOnce = true")
+        job_id = submit(api, ("thumbnail", {"image": "cat.jpg", "steps": 10, "delay": 0.15}))
+        job_row = row(page, job_id)
+        expect(job_row).to_have_attribute("data-status", "running")
+        wait_for_progress(page, job_id, 0.3)
+        expect(job_row.locator(".progress-value")).to_have_text(re.compile(r"^([3-9]\d|100)%$"))
+        expect(job_row).to_have_attribute("data-status", "completed")
+        expect(job_row.locator(".progress-value")).to_have_text("100%")
+        expect(job_row.locator(".progress-message")).to_have_text("Rendered 256px thumbnail")
+        assert page.evaluate("window.loadedOnce") is True  # the same page: never reloaded
+
+    def test_the_page_reconnects_to_the_event_stream_and_catches_up(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        """When the event stream fails the page says so, retries, and once live shows what it missed."""
+        before = submit(api, QUICK_REPORT)
+        page = open_console(events_down=True)
+        expect(row(page, before)).to_be_visible()  # the table works without the stream
+        expect(page.locator("#connection")).to_have_text("Reconnecting…")
+        missed = submit(api, QUICK_REPORT)
+        page.context.unroute(EVENTS)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(row(page, missed)).to_be_visible()
+
+
+@needs_chromium
+class TestCancel:
+    def test_cancel_a_running_job_from_the_page(self, open_console: Console, api: httpx.Client) -> None:
+        """Cancel on a running job (clicked while progress streams in) ends it cancelled, with a toast."""
+        job_id = submit(api, LONG_THUMBNAIL)
+        page = open_console()
+        job_row = row(page, job_id)
+        expect(job_row).to_have_attribute("data-status", "running")
+        wait_for_progress(page, job_id, 0.005)
+        # a human's click: progress events (every 50 ms) must not replace the button meanwhile
+        job_row.locator("[data-action=cancel]").click(delay=250)
+        expect(toast(page, "success", "thumbnail")).to_be_visible()
+        expect(job_row).to_have_attribute("data-status", "cancelled")
+        expect(job_row.locator(".badge")).to_have_text("cancelled")
+        expect(job_row.locator("[data-action=cancel]")).to_be_disabled()
+        expect(job_row.locator("[data-action=delete]")).to_be_enabled()
+        assert api.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+
+    def test_a_finished_job_cannot_be_cancelled_or_a_running_one_deleted(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        """Cancel is offered only to pending and running jobs, delete only to finished ones."""
+        running = submit(api, LONG_THUMBNAIL)
+        pending = submit(api, QUICK_REPORT)
+        page = open_console()
+        expect(row(page, running)).to_have_attribute("data-status", "running")
+        expect(row(page, pending)).to_have_attribute("data-status", "pending")
+        for job_id in (running, pending):
+            expect(row(page, job_id).locator("[data-action=cancel]")).to_be_enabled()
+            expect(row(page, job_id).locator("[data-action=delete]")).to_be_disabled()
+        row(page, pending).locator("[data-action=cancel]").click()  # a pending job is cancelled at once
+        expect(toast(page, "success", "Cancelled report")).to_be_visible()
+        expect(row(page, pending)).to_have_attribute("data-status", "cancelled")
+
+
+@needs_chromium
+class TestDelete:
+    def test_delete_a_finished_job_through_the_dialog(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        """The dialog warns; keeping changes nothing; confirming removes the row and the job, with a toast."""
+        job_id = submit(api, QUICK_REPORT)
+        wait_for_status(server, job_id, {"completed"})
+        page = open_console()
+        job_row = row(page, job_id)
+        dialog = page.locator("dialog#confirm-dialog")
+
+        job_row.locator("[data-action=delete]").click()
+        expect(dialog).to_be_visible()
+        expect(dialog.locator("#confirm-message")).to_have_text(DELETE_SENTENCE)
+        expect(dialog).to_contain_text(job_id)
+        dialog.get_by_role("button", name="Keep it").click()
+        expect(dialog).to_be_hidden()
+        expect(job_row).to_be_visible()
+        assert api.get(f"/jobs/{job_id}").status_code == 200
+
+        job_row.locator("[data-action=delete]").click()
+        expect(dialog.locator("#confirm-message")).to_have_text(DELETE_SENTENCE)
+        dialog.get_by_role("button", name="Delete").click()
+        expect(job_row).to_have_count(0)
+        expect(toast(page, "success", f"Deleted report {job_id[:8]}")).to_be_visible()
+        assert api.get(f"/jobs/{job_id}").status_code == 404
+        assert api.get(f"/jobs/{job_id}/artifacts").status_code == 404
+
+    def test_an_artifact_is_listed_and_deleted_on_its_own(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        """A finished job lists its artifacts; deleting one (after confirming) keeps the job."""
+        job_id = submit(api, QUICK_REPORT)
+        wait_for_status(server, job_id, {"completed"})
+        page = open_console()
+        row(page, job_id).locator("[data-action=artifacts]").click()
+        artifact = page.locator(f'tr[data-detail-for="{job_id}"] li[data-artifact="quick.csv"]')
+        expect(artifact).to_be_visible()
+        artifact.locator("[data-action=delete-artifact]").click()
+        expect(page.locator("#confirm-message")).to_have_text("This will permanently delete the artifact.")
+        page.locator("#confirm-ok").click()
+        expect(artifact).to_have_count(0)
+        expect(page.locator(f'tr[data-detail-for="{job_id}"] .artifacts-empty')).to_have_text("No artifacts.")
+        expect(toast(page, "success", "Deleted quick.csv")).to_be_visible()
+        assert api.get(f"/jobs/{job_id}/artifacts").json() == {"items": []}
+        assert api.get(f"/jobs/{job_id}").json()["status"] == "completed"
+
+
+@needs_chromium
+class TestFilters:
+    def test_status_and_kind_filters(self, open_console: Console, api: httpx.Client, server: str) -> None:
+        """The status and kind filters show only matching jobs, and live events respect them."""
+        report = submit(api, QUICK_REPORT)
+        wait_for_status(server, report, {"completed"})
+        thumbnail = submit(api, LONG_THUMBNAIL)
+        page = open_console()
+        expect(row(page, thumbnail)).to_have_attribute("data-status", "running")
+        page.select_option("#filter-status", "running")
+        expect(page.locator("tr.job-row")).to_have_count(1)
+        expect(row(page, thumbnail)).to_be_visible()
+        assert "status=running" in page.url
+        row(page, thumbnail).locator("[data-action=cancel]").click()  # no longer running: leaves the view
+        expect(page.locator("tr.job-row")).to_have_count(0)
+        expect(page.locator("#empty")).to_be_visible()
+        page.select_option("#filter-status", "")
+        page.select_option("#filter-kind", "report")
+        expect(page.locator("tr.job-row")).to_have_count(1)
+        expect(row(page, report)).to_be_visible()
+
+
+@needs_chromium
+class TestIdentity:
+    def test_a_tenant_sees_only_its_jobs(self, open_console: Console, api: httpx.Client) -> None:
+        """Opened as alice of acme, the page lists acme's jobs only, on load and live."""
+        acme = submit(api, QUICK_REPORT, headers=ALICE)
+        submit(api, QUICK_REPORT, headers=BOB)
+        submit(api, QUICK_REPORT)  # the host's own, without a tenant
+        page = open_console("?actor=alice&tenant=acme")
+        expect(page.locator("#identity")).to_contain_text("alice")
+        expect(row(page, acme)).to_be_visible()
+        expect(page.locator("tr.job-row")).to_have_count(1)
+        submit(api, QUICK_REPORT, headers=BOB)
+        acme_live = submit(api, QUICK_REPORT, headers=ALICE)  # its event comes after bob's
+        expect(row(page, acme_live)).to_be_visible()
+        expect(page.locator("tr.job-row")).to_have_count(2)
+        expect(page.locator('tr.job-row:not([data-tenant="acme"])')).to_have_count(0)
+
+    def test_only_an_admin_sees_the_priority_control(self, open_console: Console, api: httpx.Client) -> None:
+        """An admin can change a pending job's priority from the page; others see a plain number."""
+        running = submit(api, LONG_THUMBNAIL)
+        first = submit(api, QUICK_REPORT)
+        second = submit(api, QUICK_REPORT)
+        admin = open_console("?actor=root&roles=admin")
+        expect(row(admin, running)).to_have_attribute("data-status", "running")
+        expect(row(admin, running).locator(".priority-input")).to_have_count(0)
+        control = row(admin, second).locator(".priority-input")
+        expect(control).to_be_visible()
+        control.fill("7")
+        row(admin, second).locator("[data-action=set-priority]").click()
+        expect(toast(admin, "success", "is now 7: position 1 in the queue")).to_be_visible()
+        expect(row(admin, second).locator(".priority-input")).to_have_value("7")
+        assert api.get(f"/jobs/{second}").json()["priority"] == 7
+
+        user = open_console("?actor=carol")
+        expect(row(user, first)).to_have_attribute("data-status", "pending")
+        expect(user.locator(".priority-input")).to_have_count(0)
+        expect(row(user, second).locator(".priority-value")).to_have_text("7")
+
+
+@needs_chromium
+class TestErrors:
+    def test_an_api_error_shows_its_message_in_a_toast(self, open_console: Console) -> None:
+        """A refused request (here: an unknown job kind) shows the API's error message."""
+        page = open_console()
+        page.locator("#new-job summary").click()
+        page.fill("#submit-kind", "nope")
+        page.fill("#submit-payload", '{"a": 1}')
+        page.locator("#submit-button").click()
+        error = toast(page, "error", "Could not submit the job")
+        expect(error).to_be_visible()
+        expect(error).to_contain_text("Unknown job kind 'nope'")
+        expect(page.locator("tr.job-row")).to_have_count(0)
+
+
+@needs_chromium
+class TestScreenshots:
+    def test_the_console_with_jobs_in_every_status(
+        self, open_console: Console, api: httpx.Client, server: str, tmp_path: Path
+    ) -> None:
+        """Jobs of two tenants in every status render; screenshots console.png and console-delete.png."""
+        SCREENSHOTS = DOCS_IMG if UPDATE_SCREENSHOTS else tmp_path
+        done = submit(api, ("thumbnail", {"image": "holiday.jpg", "steps": 4, "delay": 0}), headers=ALICE)
+        failed = submit(
+            api, ("transcode", {"file": "broken.avi", "fail": True, "segments": 2, "delay": 0}), headers=BOB
+        )
+        report = submit(
+            api, ("report", {"name": "q3-sales", "rows": 480, "steps": 2, "delay": 0}), headers=ALICE
+        )
+        cancelled = submit(api, ("report", {"name": "inventory"}), headers=BOB, priority=-1)
+        api.post(f"/jobs/{cancelled}/cancel", json={"reason": "not needed"})
+        for job_id in (done, failed, report):
+            wait_for_status(server, job_id, TERMINAL)
+        running = submit(
+            api, ("transcode", {"file": "intro.mov", "segments": 60, "delay": 0.1}), headers=ALICE
+        )
+        pending = submit(api, ("thumbnail", {"image": "logo.png"}), headers=BOB, priority=5)
+        page = open_console("?actor=root&roles=admin")
+        expected = {done: "completed", failed: "failed", report: "completed", cancelled: "cancelled"}
+        expected |= {running: "running", pending: "pending"}
+        for job_id, status in expected.items():
+            expect(row(page, job_id)).to_have_attribute("data-status", status)
+        expect(row(page, failed).locator(".error-text")).to_contain_text("exited with status 1")
+        wait_for_progress(page, running, 0.2)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "console.png")
+        row(page, done).locator("[data-action=delete]").click()
+        expect(page.locator("#confirm-message")).to_have_text(DELETE_SENTENCE)
+        page.screenshot(path=SCREENSHOTS / "console-delete.png")
+        page.locator("#confirm-cancel").click()
+        assert (SCREENSHOTS / "console.png").stat().st_size > 10_000
