@@ -42,6 +42,10 @@ bench: install
 	$(PY) bench/cancel_latency.py
 	$(PY) bench/sweep_scaling.py
 	$(PY) bench/memory.py
+	$(PY) bench/durable.py
+	$(PY) bench/listing.py
+	$(PY) bench/delete.py
+	$(PY) bench/http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
