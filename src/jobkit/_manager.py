@@ -7,13 +7,14 @@ import builtins
 import enum
 import functools
 import inspect
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 import structlog
@@ -230,7 +231,7 @@ class JobManager:
         self._lease = lease
         self._poll = poll.total_seconds()
         self._handlers: dict[str, tuple[Handler, bool]] = {}
-        self._worker_id = f"{uuid.uuid4().hex[:12]}"
+        self._worker_id = secrets.token_hex(6)
         self._state = _State.NEW
         self._hub = EventHub(self._clock)
         self._running: dict[str, _Run] = {}
@@ -338,7 +339,13 @@ class JobManager:
 
     async def _worker(self) -> None:
         store = self._store
+        done = 0
         while self._state is _State.RUNNING:
+            done += 1
+            if done % 16 == 0:
+                # Stores and handlers that never suspend would otherwise keep the loop to
+                # this one worker: let other tasks (web requests, the sweeper) run.
+                await anyio.lowlevel.checkpoint()
             now = self._clock()
             try:
                 job = await store.claim(now=now, worker_id=self._worker_id, lease_until=now + self._lease)
@@ -577,7 +584,7 @@ class JobManager:
         self, action: AuditAction, actor_id: str | None, job: Job, details: Mapping[str, Any]
     ) -> None:
         record = AuditRecord(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(16),
             at=self._clock(),
             action=action,
             actor_id=actor_id,
@@ -666,7 +673,7 @@ class JobManager:
                 raise InvalidInput("actor must be a jobkit.Actor or None.")
             self._authorize(actor, Action.SUBMIT, None)
         job = Job(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(16),
             kind=kind,
             status=JobStatus.PENDING,
             payload=payload,
@@ -936,9 +943,12 @@ class JobManager:
         """
         self._check_open()
         limit = to_duration(timeout)
+        job = await self._load(job_id, actor)
+        if job.is_terminal:
+            return job
         with anyio.fail_after(None if limit is None else limit.total_seconds()):
             while True:
-                # Registered before reading, so a finish while we read still wakes us.
+                # Registered before reading again, so a finish while we read still wakes us.
                 waiter = _Waiter()
                 self._waiters.setdefault(job_id, []).append(waiter)
                 try:
@@ -1012,6 +1022,7 @@ class JobManager:
         expired = purged = artifacts = recovered = 0
         now = self._clock()
         while batch := await self._store.expired(now, _SWEEP_BATCH):
+            await anyio.lowlevel.checkpoint()  # a long sweep never starves the loop
             progressed = False
             for job in batch:
                 try:
