@@ -1,7 +1,8 @@
 """Listing latency: one page of 50 among 100,000 jobs, filtered by tenant and status.
 
-Jobs are spread over 20 tenants and the six statuses; each measurement lists the first
-page of one tenant's failed jobs (and, for paging, the page after a cursor). Floor: the
+Jobs are spread evenly over 20 tenants and, within each tenant, over the six statuses;
+each measurement lists the first page of one tenant's failed jobs (and, for paging, the
+page after a cursor). Floor: the
 same query written by hand against the same SQLite file (for SQLite) and a plain list
 comprehension over the same jobs (for memory).
 
@@ -35,8 +36,8 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 def make_jobs() -> list[Job]:
     return [
         Job(
-            id=uuid.uuid4().hex, kind="work", status=STATUSES[i % len(STATUSES)], payload={"n": i},
-            tenant=f"t{i % TENANTS}", created_at=T0 + timedelta(seconds=i),
+            id=uuid.uuid4().hex, kind="work", status=STATUSES[(i // TENANTS) % len(STATUSES)],
+            payload={"n": i}, tenant=f"t{i % TENANTS}", created_at=T0 + timedelta(seconds=i),
         )
         for i in range(JOBS)
     ]  # fmt: skip
