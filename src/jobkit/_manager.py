@@ -126,6 +126,16 @@ def _seconds(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+class _RefLock:
+    """A lock shared by the callers deleting one job, dropped when the last one leaves."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
+
+
 class _Waiter:
     """One caller of :meth:`JobManager.wait`; ``job`` is set when the job finished here."""
 
@@ -237,6 +247,7 @@ class JobManager:
         self._running: dict[str, _Run] = {}
         self._idle: list[anyio.Event] = []
         self._waiters: dict[str, list[_Waiter]] = {}
+        self._delete_locks: dict[str, _RefLock] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._workers_done: anyio.Event | None = None
@@ -793,7 +804,35 @@ class JobManager:
         *,
         deletable: frozenset[JobStatus],
     ) -> int:
-        """Delete ``job`` under the policy; return how many artifacts were deleted."""
+        """Delete ``job`` under the policy; return how many artifacts were deleted.
+
+        Deletes of one job in this manager take turns, so only the one that wins removes
+        (and counts) the artifacts; the compare-and-swap on the record still decides
+        between processes.
+        """
+        lock = self._delete_locks.get(job.id)
+        if lock is None:
+            lock = self._delete_locks[job.id] = _RefLock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                fresh = await self._store.get(job.id)
+                if fresh is None or fresh.deleted_at is not None:
+                    raise JobNotFound(job.id)
+                return await self._delete_now(fresh, actor_id, action, deletable=deletable)
+        finally:
+            lock.users -= 1
+            if not lock.users:
+                del self._delete_locks[job.id]
+
+    async def _delete_now(
+        self,
+        job: Job,
+        actor_id: str | None,
+        action: AuditAction,
+        *,
+        deletable: frozenset[JobStatus],
+    ) -> int:
         policy = self._delete_policy
         prefix = artifact_prefix(job.id)
         while True:

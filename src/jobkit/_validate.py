@@ -39,16 +39,18 @@ _loads = json.loads
 def json_value(value: Any, what: str = "payload") -> Any:
     """A private JSON copy of ``value``; InvalidInput when it is not plain JSON.
 
-    Plain JSON means ``None``, bool, int, finite float, str, and lists, tuples and
-    dicts with string keys of those. The copy keeps later changes by the caller out.
+    Plain JSON means ``None``, bool, int, finite float, str (valid Unicode), and lists,
+    tuples and dicts with string keys of those. The copy keeps later changes by the
+    caller out.
     """
-    if value is None or value.__class__ in (str, int, bool):
+    if value is None or value.__class__ is bool:
         return value
     try:
         text = _dumps(value)
+        text.encode("utf-8")  # lone surrogates cannot be stored as JSON text
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"The {what} must be JSON-serialisable: {exc}.") from None
-    if value.__class__ is float:
+    if value.__class__ in (str, int, float):
         return value
     _check_keys(value, what)
     return _loads(text)

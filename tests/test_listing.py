@@ -1,0 +1,594 @@
+"""Listing and paging: newest first, filters, limits, stable cursors, tenants, soft deletes,
+and many concurrent deletes of one job."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobkit import (
+    Actor,
+    DeletePolicy,
+    InvalidInput,
+    Job,
+    JobContext,
+    JobManager,
+    JobNotFound,
+    JobStatus,
+    PermissionDenied,
+)
+from jobkit.blobs import MemoryBlobStore
+from jobkit.stores import MemoryStore
+from jobkit.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+ALICE = Actor("alice", tenant="acme")
+ALICE_ADMIN = Actor("root", tenant="acme", roles={"admin"})
+BOB = Actor("bob", tenant="globex")
+ADMIN = Actor("ops", roles={"admin"})
+USER = Actor("someone")
+
+
+async def _ok(ctx: JobContext, payload: Any) -> Any:
+    return payload
+
+
+async def _boom(ctx: JobContext, payload: Any) -> Any:
+    raise RuntimeError("boom")
+
+
+async def _write_two(ctx: JobContext, payload: Any) -> str:
+    await ctx.put_artifact("input.wav", b"RIFF")
+    await ctx.put_artifact("out/transcript.txt", "hello")
+    return "ok"
+
+
+def manager(**kwargs: Any) -> JobManager:
+    kwargs.setdefault("sweep_interval", None)
+    jobs = JobManager(**kwargs)
+    jobs.register("ok", _ok)
+    jobs.register("boom", _boom)
+    return jobs
+
+
+def ids(jobs: Iterable[Job]) -> list[str]:
+    return [job.id for job in jobs]
+
+
+async def all_pages(jobs: JobManager, *, limit: int, **filters: Any) -> list[str]:
+    """Every job the filters match, page by page; checks each page's size on the way."""
+    found: list[str] = []
+    cursor = None
+    while True:
+        page = await jobs.list(limit=limit, cursor=cursor, **filters)
+        found.extend(ids(page))
+        if page.next_cursor is None:
+            assert len(page) <= limit
+            return found
+        assert len(page) == limit
+        cursor = page.next_cursor
+
+
+class Mixed:
+    """Ten jobs in every status and three kinds, made through a running manager.
+
+    In submission order: completed ok, failed boom, completed ok, running hold,
+    cancelling hold, pending ok, pending boom, pending hold, cancelled ok, cancelled hold.
+    """
+
+    def __init__(self, jobs: JobManager, by_name: dict[str, str]) -> None:
+        self.jobs = jobs
+        self.by_name = by_name
+
+    def newest_first(self, names: Iterable[str] | None = None) -> list[str]:
+        """The ids of the jobs called ``names`` (all jobs when None), newest first."""
+        chosen = set(self.by_name if names is None else names)
+        return [job_id for name, job_id in reversed(self.by_name.items()) if name in chosen]
+
+
+STATUS_OF = {
+    "completed-1": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED,
+    "completed-2": JobStatus.COMPLETED,
+    "running": JobStatus.RUNNING,
+    "cancelling": JobStatus.CANCELLING,
+    "pending-ok": JobStatus.PENDING,
+    "pending-boom": JobStatus.PENDING,
+    "pending-hold": JobStatus.PENDING,
+    "cancelled-ok": JobStatus.CANCELLED,
+    "cancelled-hold": JobStatus.CANCELLED,
+}
+KIND_OF = {
+    "completed-1": "ok",
+    "failed": "boom",
+    "completed-2": "ok",
+    "running": "hold",
+    "cancelling": "hold",
+    "pending-ok": "ok",
+    "pending-boom": "boom",
+    "pending-hold": "hold",
+    "cancelled-ok": "ok",
+    "cancelled-hold": "hold",
+}
+
+
+@asynccontextmanager
+async def mixed_jobs() -> AsyncIterator[Mixed]:
+    """A manager with two workers, both held busy, and the ten jobs of :class:`Mixed`."""
+    clock = FakeClock()
+    jobs = manager(concurrency=2, clock=clock)
+    release = anyio.Event()
+    started: dict[str, anyio.Event] = {}
+
+    @jobs.handler("hold")
+    async def hold(ctx: JobContext, payload: Any) -> None:
+        started[payload].set()
+        await release.wait()  # ignores its token: a cancel leaves it cancelling
+
+    by_name: dict[str, str] = {}
+    async with jobs:
+        try:
+            for name, kind in KIND_OF.items():
+                clock.advance(1)
+                started[name] = anyio.Event()
+                job = await jobs.submit(kind, name)
+                by_name[name] = job.id
+                if name in ("completed-1", "failed", "completed-2"):
+                    await jobs.wait(job.id, timeout=5)
+                elif name in ("running", "cancelling"):
+                    with anyio.fail_after(5):
+                        await started[name].wait()
+                if name.startswith("cancel"):
+                    await jobs.cancel(job.id)
+            for name, job_id in by_name.items():
+                assert (await jobs.get(job_id)).status is STATUS_OF[name], name
+            yield Mixed(jobs, by_name)
+        finally:
+            release.set()
+
+
+class TestOrder:
+    async def test_newest_first(self) -> None:
+        """Jobs are listed newest first: the last submitted comes first."""
+        async with mixed_jobs() as mixed:
+            page = await mixed.jobs.list()
+            assert ids(page) == mixed.newest_first()
+            created = [job.created_at for job in page]
+            assert created == sorted(created, reverse=True)
+            assert page.next_cursor is None
+
+    async def test_newest_first_with_equal_timestamps(self) -> None:
+        """Jobs created at the same instant are still listed in reverse submission order."""
+        jobs = manager(concurrency=0, clock=FakeClock())
+        async with jobs:
+            submitted = [(await jobs.submit("ok", n)).id for n in range(7)]
+            assert ids(await jobs.list()) == submitted[::-1]
+            assert await all_pages(jobs, limit=2) == submitted[::-1]
+
+    async def test_default_limit_is_fifty(self) -> None:
+        """Without a limit a page holds 50 jobs and points to the rest."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            submitted = [(await jobs.submit("ok", n)).id for n in range(60)]
+            page = await jobs.list()
+            assert ids(page) == submitted[:-51:-1]
+            assert page.next_cursor is not None
+            rest = await jobs.list(cursor=page.next_cursor)
+            assert ids(rest) == submitted[9::-1]
+            assert rest.next_cursor is None
+
+
+class TestFilters:
+    @pytest.mark.parametrize("status", list(JobStatus))
+    async def test_one_status(self, status: JobStatus) -> None:
+        """Filtering by one status lists exactly the jobs in it, newest first (enum or string)."""
+        async with mixed_jobs() as mixed:
+            expected = mixed.newest_first(n for n, s in STATUS_OF.items() if s is status)
+            assert expected
+            assert ids(await mixed.jobs.list(status=status)) == expected
+            assert ids(await mixed.jobs.list(status=status.value)) == expected
+            assert await all_pages(mixed.jobs, limit=1, status=status) == expected
+
+    async def test_several_statuses(self) -> None:
+        """A list of statuses matches a job in any of them."""
+        async with mixed_jobs() as mixed:
+            for statuses in (
+                ["pending", "running"],
+                [JobStatus.RUNNING, JobStatus.CANCELLING],
+                {"completed", "failed", "cancelled"},
+                ("cancelling", "cancelled"),
+                list(JobStatus),
+            ):
+                wanted = {JobStatus(s) for s in statuses}
+                expected = mixed.newest_first(n for n, s in STATUS_OF.items() if s in wanted)
+                assert ids(await mixed.jobs.list(status=statuses)) == expected, statuses
+                assert await all_pages(mixed.jobs, limit=2, status=statuses) == expected, statuses
+
+    @pytest.mark.parametrize("kind", ["ok", "boom", "hold"])
+    async def test_kind(self, kind: str) -> None:
+        """Filtering by kind lists exactly the jobs of that kind, whatever their status."""
+        async with mixed_jobs() as mixed:
+            expected = mixed.newest_first(n for n, k in KIND_OF.items() if k == kind)
+            assert ids(await mixed.jobs.list(kind=kind)) == expected
+            assert await all_pages(mixed.jobs, limit=1, kind=kind) == expected
+
+    async def test_status_and_kind_combine(self) -> None:
+        """Status and kind filters both apply; a combination nothing matches is an empty last page."""
+        async with mixed_jobs() as mixed:
+            cases: list[tuple[Any, str, list[str]]] = [
+                (["pending", "cancelled"], "ok", ["pending-ok", "cancelled-ok"]),
+                ("completed", "ok", ["completed-1", "completed-2"]),
+                (["running", "cancelling", "pending"], "hold", ["running", "cancelling", "pending-hold"]),
+                (["failed", "pending"], "boom", ["failed", "pending-boom"]),
+                ("completed", "boom", []),
+                ("running", "ok", []),
+            ]
+            for status, kind, names in cases:
+                page = await mixed.jobs.list(status=status, kind=kind)
+                assert ids(page) == mixed.newest_first(names)
+                assert page.next_cursor is None
+                assert await all_pages(mixed.jobs, limit=1, status=status, kind=kind) == ids(page)
+
+    async def test_unknown_kind_lists_nothing(self) -> None:
+        """A kind no job has is not an error: the list is empty."""
+        async with mixed_jobs() as mixed:
+            page = await mixed.jobs.list(kind="no-such-kind")
+            assert ids(page) == []
+            assert page.next_cursor is None
+
+    @pytest.mark.parametrize("status", ["done", "PENDING ", ["pending", "nope"], 3])
+    async def test_unknown_status_is_invalid_input(self, status: Any) -> None:
+        """An unknown status is InvalidInput, naming the allowed ones."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            with pytest.raises(InvalidInput, match="pending"):
+                await jobs.list(status=status)
+
+
+class TestLimit:
+    async def test_limit_bounds_the_page(self) -> None:
+        """A page never holds more than `limit` jobs; 1 and 1000 are both accepted."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            submitted = [(await jobs.submit("ok", n)).id for n in range(5)]
+            one = await jobs.list(limit=1)
+            assert ids(one) == [submitted[-1]]
+            assert one.next_cursor is not None
+            assert ids(await jobs.list(limit=3)) == submitted[:1:-1]
+            everything = await jobs.list(limit=1000)
+            assert ids(everything) == submitted[::-1]
+            assert everything.next_cursor is None
+
+    async def test_page_that_ends_at_the_last_job_has_no_cursor(self) -> None:
+        """When exactly `limit` jobs remain, the page holds them all and has no next cursor."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            submitted = [(await jobs.submit("ok", n)).id for n in range(4)]
+            full = await jobs.list(limit=4)
+            assert ids(full) == submitted[::-1]
+            assert full.next_cursor is None
+            first = await jobs.list(limit=2)
+            second = await jobs.list(limit=2, cursor=first.next_cursor)
+            assert ids(second) == submitted[1::-1]
+            assert second.next_cursor is None
+
+    @pytest.mark.parametrize("limit", [0, -1, 1001, True, 2.5, "10", None])
+    async def test_limit_out_of_range_is_invalid_input(self, limit: Any) -> None:
+        """A limit that is not an integer from 1 to 1000 is InvalidInput."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            with pytest.raises(InvalidInput, match="limit"):
+                await jobs.list(limit=limit)
+
+    @pytest.mark.parametrize("cursor", ["", "not-a-cursor", "ajEuMTI=", "ajEuLTE", "ajEuMDEy", "x" * 65, 12])
+    async def test_malformed_cursor_is_invalid_input(self, cursor: Any) -> None:
+        """A cursor not handed out by `list` is InvalidInput."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            await jobs.submit("ok")
+            with pytest.raises(InvalidInput, match="cursor"):
+                await jobs.list(cursor=cursor)
+
+
+class TestCursorPaging:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        initial=st.lists(st.sampled_from(["a", "b"]), max_size=25),
+        rounds=st.lists(
+            st.tuples(st.integers(1, 6), st.lists(st.sampled_from(["a", "b"]), max_size=3)),
+            min_size=1,
+            max_size=10,
+        ),
+        kind=st.sampled_from([None, "a"]),
+    )
+    async def test_pages_never_repeat_or_skip_while_jobs_are_added(
+        self, initial: list[str], rounds: list[tuple[int, list[str]]], kind: str | None
+    ) -> None:
+        """Pages read with random sizes, while jobs keep arriving, hold exactly the jobs that
+        existed when paging started, newest first, each once."""
+        jobs = JobManager(sweep_interval=None, concurrency=0)
+        jobs.register("a", _ok)
+        jobs.register("b", _ok)
+        async with jobs:
+            existing = []
+            for k in initial:
+                job = await jobs.submit(k)
+                if kind is None or k == kind:
+                    existing.append(job.id)
+            expected = existing[::-1]
+            seen: list[str] = []
+            cursor = None
+            for turn in range(len(expected) + 1):
+                size, arriving = rounds[turn % len(rounds)]
+                page = await jobs.list(kind=kind, limit=size, cursor=cursor)
+                assert len(page) <= size
+                seen.extend(ids(page))
+                for k in arriving:
+                    await jobs.submit(k)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert cursor is None, "paging did not end"
+            assert seen == expected
+
+
+class TestTenants:
+    async def _three_tenants(self, jobs: JobManager) -> dict[str | None, list[str]]:
+        submitted: dict[str | None, list[str]] = {"acme": [], "globex": [], None: []}
+        for n, actor in enumerate([ALICE, BOB, None, ALICE, BOB, ALICE, None, ALICE]):
+            job = await jobs.submit("ok", n, actor=actor)
+            submitted[job.tenant].append(job.id)
+        return submitted
+
+    async def test_actor_with_a_tenant_sees_only_its_jobs(self) -> None:
+        """An actor with a tenant lists only its tenant's jobs, page after page."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            submitted = await self._three_tenants(jobs)
+            for actor in (ALICE, BOB, ALICE_ADMIN):
+                mine = submitted[actor.tenant][::-1]
+                assert ids(await jobs.list(actor=actor)) == mine
+                assert await all_pages(jobs, limit=1, actor=actor) == mine
+                assert await all_pages(jobs, limit=3, actor=actor) == mine
+            assert ids(await jobs.list(actor=Actor("nobody", tenant="initech"))) == []
+
+    async def test_host_sees_every_tenant(self) -> None:
+        """The host (no actor) and an actor without a tenant list every tenant's jobs."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            submitted = await self._three_tenants(jobs)
+            everyone = {job_id for group in submitted.values() for job_id in group}
+            for actor in (None, USER, ADMIN):
+                listed = await all_pages(jobs, limit=3, actor=actor)
+                assert set(listed) == everyone
+                assert len(listed) == len(everyone)
+
+    async def test_filters_apply_inside_the_tenant(self) -> None:
+        """Status and kind filters never reach past the actor's tenant."""
+        jobs = manager(concurrency=1)
+        async with jobs:
+            alice_done = await jobs.submit("ok", actor=ALICE)
+            bob_done = await jobs.submit("ok", actor=BOB)
+            bob_failed = await jobs.submit("boom", actor=BOB)
+            for job in (alice_done, bob_done, bob_failed):
+                await jobs.wait(job.id, timeout=5)
+            assert ids(await jobs.list(actor=ALICE, status="completed")) == [alice_done.id]
+            assert ids(await jobs.list(actor=ALICE, status="failed")) == []
+            assert ids(await jobs.list(actor=ALICE, kind="boom")) == []
+            assert ids(await jobs.list(actor=BOB, status=["completed", "failed"])) == [
+                bob_failed.id,
+                bob_done.id,
+            ]
+
+    async def test_a_cursor_does_not_cross_tenants(self) -> None:
+        """A cursor from one tenant's paging, used by another, shows only the other's jobs."""
+        jobs = manager(concurrency=0)
+        async with jobs:
+            submitted = await self._three_tenants(jobs)
+            first = await jobs.list(actor=ALICE, limit=1)
+            assert first.next_cursor is not None
+            page = await jobs.list(actor=BOB, cursor=first.next_cursor, limit=1000)
+            assert set(ids(page)) <= set(submitted["globex"])
+
+
+@asynccontextmanager
+async def soft_deleting() -> AsyncIterator[tuple[JobManager, dict[str, str]]]:
+    """A soft-deleting manager with four finished jobs of two tenants; one of each deleted."""
+    jobs = manager(concurrency=1, delete_policy=DeletePolicy(mode="soft"))
+    async with jobs:
+        made: dict[str, str] = {}
+        for name, actor in [
+            ("acme-kept", ALICE),
+            ("acme-gone", ALICE),
+            ("globex-kept", BOB),
+            ("globex-gone", BOB),
+        ]:
+            job = await jobs.submit("ok", name, actor=actor)
+            await jobs.wait(job.id, timeout=5)
+            made[name] = job.id
+        await jobs.delete(made["acme-gone"], actor=ALICE)
+        await jobs.delete(made["globex-gone"])
+        yield jobs, made
+
+
+class TestSoftDeleted:
+    async def test_hidden_from_everyone_by_default(self) -> None:
+        """Soft-deleted jobs are left out of every plain listing, the host's included."""
+        async with soft_deleting() as (jobs, made):
+            assert ids(await jobs.list()) == [made["globex-kept"], made["acme-kept"]]
+            assert ids(await jobs.list(actor=ADMIN)) == [made["globex-kept"], made["acme-kept"]]
+            assert ids(await jobs.list(actor=ALICE)) == [made["acme-kept"]]
+            assert ids(await jobs.list(status="completed")) == [made["globex-kept"], made["acme-kept"]]
+
+    async def test_host_and_admins_see_them_with_include_deleted(self) -> None:
+        """With include_deleted, the host and admins also list soft-deleted jobs, marked deleted."""
+        async with soft_deleting() as (jobs, made):
+            everything = [made[n] for n in ("globex-gone", "globex-kept", "acme-gone", "acme-kept")]
+            for actor in (None, ADMIN):
+                page = await jobs.list(actor=actor, include_deleted=True)
+                assert ids(page) == everything
+                deleted = {job.id for job in page if job.deleted_at is not None}
+                assert deleted == {made["acme-gone"], made["globex-gone"]}
+                assert (
+                    ids(await jobs.list(actor=actor, include_deleted=True, status="completed")) == everything
+                )
+                assert await all_pages(jobs, limit=1, actor=actor, include_deleted=True) == everything
+
+    async def test_tenant_admin_sees_only_its_tenants_deleted_jobs(self) -> None:
+        """An admin with a tenant lists its own tenant's deleted jobs, never another's."""
+        async with soft_deleting() as (jobs, made):
+            page = await jobs.list(actor=ALICE_ADMIN, include_deleted=True)
+            assert ids(page) == [made["acme-gone"], made["acme-kept"]]
+
+    @pytest.mark.parametrize("actor", [USER, ALICE, BOB], ids=["no-tenant", "acme", "globex"])
+    async def test_non_admin_asking_for_deleted_is_denied(self, actor: Actor) -> None:
+        """A non-admin passing include_deleted=True gets PermissionDenied."""
+        async with soft_deleting() as (jobs, _):
+            with pytest.raises(PermissionDenied):
+                await jobs.list(actor=actor, include_deleted=True)
+
+    async def test_hard_deleted_jobs_never_come_back(self) -> None:
+        """A hard-deleted job is not listed, even with include_deleted."""
+        jobs = manager(concurrency=1)
+        async with jobs:
+            kept, gone = await jobs.submit("ok"), await jobs.submit("ok")
+            await jobs.wait(kept.id, timeout=5)
+            await jobs.wait(gone.id, timeout=5)
+            await jobs.delete(gone.id)
+            assert ids(await jobs.list(include_deleted=True)) == [kept.id]
+            assert ids(await jobs.list()) == [kept.id]
+
+
+class YieldingStore(MemoryStore):
+    """A MemoryStore that lets other tasks run before every read and write, so that
+    concurrent callers interleave as they would over a network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    async def get(self, job_id: str) -> Job | None:
+        await anyio.lowlevel.checkpoint()
+        return await super().get(job_id)
+
+    async def replace(self, job: Job, *, expected_version: int) -> bool:
+        await anyio.lowlevel.checkpoint()
+        self.writes += 1
+        return await super().replace(job, expected_version=expected_version)
+
+    async def remove(self, job_id: str, *, expected_version: int) -> bool:
+        await anyio.lowlevel.checkpoint()
+        self.writes += 1
+        return await super().remove(job_id, expected_version=expected_version)
+
+
+class YieldingBlobs(MemoryBlobStore):
+    """A MemoryBlobStore that lets other tasks run before deleting."""
+
+    async def delete_prefix(self, prefix: str) -> int:
+        await anyio.lowlevel.checkpoint()
+        return await super().delete_prefix(prefix)
+
+
+class HeldRemoveStore(MemoryStore):
+    """Holds the first record removal until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_remove_started = anyio.Event()
+        self.release = anyio.Event()
+        self._removes = 0
+
+    async def remove(self, job_id: str, *, expected_version: int) -> bool:
+        self._removes += 1
+        if self._removes == 1:
+            self.first_remove_started.set()
+            await self.release.wait()
+        return await super().remove(job_id, expected_version=expected_version)
+
+
+class TestConcurrentDeletes:
+    @pytest.mark.parametrize("mode", ["hard", "soft"])
+    async def test_hundred_deletes_of_one_job_one_wins(self, mode: str) -> None:
+        """Of 100 concurrent deletes of one finished job exactly one succeeds and 99 get
+        JobNotFound; other jobs and their artifacts are untouched; one delete is audited."""
+        store, blobs = YieldingStore(), YieldingBlobs()
+        jobs = JobManager(
+            store, blobs, sweep_interval=None, concurrency=1, delete_policy=DeletePolicy(mode=mode)
+        )
+        jobs.register("write", _write_two)
+        async with jobs:
+            made = [await jobs.submit("write", n) for n in range(3)]
+            for job in made:
+                await jobs.wait(job.id, timeout=5)
+            target, others = made[1].id, [job.id for job in made if job.id != made[1].id]
+            before = {job_id: await jobs.get(job_id) for job_id in others}
+            writes_before = store.writes
+            outcomes: list[str] = []
+
+            async def delete() -> None:
+                try:
+                    await jobs.delete(target)
+                except JobNotFound:
+                    outcomes.append("not found")
+                else:
+                    outcomes.append("deleted")
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(100):
+                        tg.start_soon(delete)
+
+            assert store.writes > writes_before
+            assert sorted(outcomes) == ["deleted"] + ["not found"] * 99
+            with pytest.raises(JobNotFound):
+                await jobs.get(target)
+            for job_id in others:
+                assert await jobs.get(job_id) == before[job_id]
+                assert await jobs.artifacts(job_id) == ["input.wav", "out/transcript.txt"]
+            left = await blobs.list(f"jobs/{target}/")
+            if mode == "hard":
+                assert left == []
+            else:
+                assert left == [f"jobs/{target}/input.wav", f"jobs/{target}/out/transcript.txt"]
+                assert (await jobs.get(target, include_deleted=True)).deleted_at is not None
+            records = await jobs.audit(limit=1000)
+            assert [(r.action, r.job_id) for r in records] == [("delete", target)]
+            assert ids(await jobs.list()) == others[::-1]
+
+    async def test_winning_delete_audits_the_artifacts_removed(self) -> None:
+        """When a losing concurrent delete removed the files, the audit still counts them."""
+        store = HeldRemoveStore()
+        jobs = JobManager(store, MemoryBlobStore(), sweep_interval=None, concurrency=1)
+        jobs.register("write", _write_two)
+        async with jobs:
+            job = await jobs.submit("write")
+            await jobs.wait(job.id, timeout=5)
+            outcomes: list[str] = []
+
+            async def delete() -> None:
+                try:
+                    await jobs.delete(job.id)
+                except JobNotFound:
+                    outcomes.append("not found")
+                else:
+                    outcomes.append("deleted")
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(delete)  # deletes the files, then its record removal is held
+                    await store.first_remove_started.wait()
+                    tg.start_soon(delete)  # must not remove the files the first one counts
+                    await anyio.wait_all_tasks_blocked()
+                    store.release.set()
+            assert sorted(outcomes) == ["deleted", "not found"]
+            [record] = await jobs.audit(job.id)
+            assert record.details["artifacts_deleted"] == 2

@@ -1,0 +1,549 @@
+"""The pure job state machine: which status changes are legal, and what each one records.
+
+A hypothesis state machine holds a few Job records, moves time forward and applies
+random events to them. Illegal events must raise InvalidState and leave the job as it
+was; legal ones must lead where the lifecycle table says. After every step the
+lifecycle's invariants are checked on every job. Plain tests below pin the messages a
+user sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from jobkit import InvalidState, Job, JobStatus, Retention
+from jobkit import _machine as machine
+
+P = JobStatus.PENDING
+R = JobStatus.RUNNING
+C = JobStatus.CANCELLING
+COMPLETED = JobStatus.COMPLETED
+FAILED = JobStatus.FAILED
+CANCELLED = JobStatus.CANCELLED
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+ACTIVE = frozenset({R, C})
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+MAX_JOBS = 4
+
+# Retention values and ttls: None (keep forever), zero, or anything up to a few years,
+# given as a timedelta or as a number of seconds (Retention converts).
+_spans = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=1000))
+keeps = st.one_of(st.none(), st.just(timedelta(0)), _spans)
+retention_values = st.one_of(keeps, st.integers(0, 10**8), st.floats(0, 1e8))
+steps = st.one_of(
+    st.just(timedelta(0)),
+    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3)),
+)
+# A job is picked by index and an aim; mostly the pick is among the jobs the event is
+# legal for (when there are any), so that deep paths (running, cancelling) are reached.
+picks = st.tuples(st.integers(0, MAX_JOBS - 1), st.integers(0, 3))
+priorities = st.integers(-1_000_000, 1_000_000)
+json_values = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3))
+job_settings = st.tuples(priorities, keeps, st.integers(1, 3))  # priority, ttl, max_attempts
+messages = st.one_of(st.none(), st.text(max_size=10))
+
+STAGE = {P: 0, R: 1, C: 2, COMPLETED: 3, FAILED: 3, CANCELLED: 3}
+
+# What each status event does from each status; a status missing from a row is illegal.
+# lose_lease from running depends on attempts and is decided in its rule.
+TABLE: dict[str, dict[JobStatus, JobStatus]] = {
+    "start": {P: R},
+    "cancel": {P: CANCELLED, R: C, C: C},
+    "complete": {R: COMPLETED, C: COMPLETED},
+    "fail": {R: FAILED, C: FAILED},
+    "observe_cancel": {R: CANCELLED, C: CANCELLED},
+    "interrupt": {R: P, C: CANCELLED},
+    "lose_lease": {R: P, C: CANCELLED},
+    "set_priority": {P: P},
+    "report_progress": {R: R, C: C},
+    "store_result": {R: R, C: C},
+}
+
+
+def some_job_active(state: JobLifecycle) -> bool:
+    """Events only a running job can take are tried (on any job) once some job runs."""
+    return any(job.status in ACTIVE for job in state.jobs)
+
+
+class JobLifecycle(RuleBasedStateMachine):
+    """A few jobs driven through random events at random, forward-moving times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = START
+        self.retention = Retention()
+        self.jobs: list[Job] = []
+        # Per job (same index): every status it has had, in order, and how often it started.
+        self.history: list[list[JobStatus]] = []
+        self.starts: list[int] = []
+        self.versions: list[int] = []
+        self.last = 0  # the index of the job the last event went to
+        self.submitted = 0
+
+    # -- setup ---------------------------------------------------------------------------
+
+    @initialize(
+        completed=retention_values,
+        failed=retention_values,
+        cancelled=retention_values,
+        first=st.lists(job_settings, min_size=1, max_size=MAX_JOBS),
+    )
+    def setup(
+        self, completed: Any, failed: Any, cancelled: Any, first: list[tuple[int, timedelta | None, int]]
+    ) -> None:
+        self.retention = Retention(completed=completed, failed=failed, cancelled=cancelled)
+        for priority, ttl, max_attempts in first:
+            self.add_job_at(priority=priority, ttl=ttl, max_attempts=max_attempts)
+
+    def add_job_at(self, *, priority: int, ttl: timedelta | None, max_attempts: int) -> None:
+        job = Job(
+            id=f"job-{self.submitted}",
+            kind="k",
+            status="pending",
+            created_at=self.now,
+            priority=priority,
+            ttl=ttl,
+            max_attempts=max_attempts,
+        )
+        self.submitted += 1
+        self.jobs.append(job)
+        self.history.append([job.status])
+        self.starts.append(0)
+        self.versions.append(job.version)
+
+    @precondition(lambda self: len(self.jobs) < MAX_JOBS)
+    @rule(dt=steps, settings=job_settings)
+    def submit(self, dt: timedelta, settings: tuple[int, timedelta | None, int]) -> None:
+        self.now += dt
+        priority, ttl, max_attempts = settings
+        self.add_job_at(priority=priority, ttl=ttl, max_attempts=max_attempts)
+
+    @precondition(lambda self: len(self.jobs) > 1 and any(job.is_terminal for job in self.jobs))
+    @rule(pick=picks)
+    def hard_delete(self, pick: tuple[int, int]) -> None:
+        """A finished job passes the default delete check and its record goes (making room)."""
+        i = self.choose(pick, lambda job: job.is_terminal)
+        if not self.jobs[i].is_terminal:
+            return
+        machine.check_deletable(self.jobs[i], TERMINAL)
+        for records in (self.jobs, self.history, self.starts, self.versions):
+            del records[i]
+
+    @rule(dt=steps)
+    def tick(self, dt: timedelta) -> None:
+        self.now += dt
+
+    # -- applying an event ---------------------------------------------------------------
+
+    def choose(self, pick: tuple[int, int], legal: Callable[[Job], bool]) -> int:
+        """The index of the job ``pick`` designates.
+
+        ``aim`` 0 takes any job; 1 any job where ``legal`` holds; 2 and 3 the legal job
+        furthest along the lifecycle (cancelling before running before pending).
+        """
+        index, aim = pick
+        candidates = [i for i, job in enumerate(self.jobs) if legal(job)] if aim else []
+        if aim >= 2 and candidates:
+            furthest = max(STAGE[self.jobs[i].status] for i in candidates)
+            candidates = [i for i in candidates if STAGE[self.jobs[i].status] == furthest]
+        candidates = candidates or list(range(len(self.jobs)))
+        return candidates[index % len(candidates)]
+
+    def apply(
+        self, pick: tuple[int, int], dt: timedelta, event: str, call: Callable[[Job], Job]
+    ) -> tuple[Job, Job] | None:
+        """Apply ``event`` to a job at a later time; return (old, new) when it was legal."""
+        i = self.last = self.choose(pick, lambda job: job.status in TABLE[event])
+        self.now += dt
+        old = self.jobs[i]
+        expected = TABLE[event].get(old.status)
+        if expected is None:
+            before = attrs.asdict(old, recurse=False)
+            with pytest.raises(InvalidState):
+                call(old)
+            assert attrs.asdict(old, recurse=False) == before, f"a refused {event} changed the job"
+            return None
+        new = call(old)
+        if event == "lose_lease" and old.status is R and old.attempts >= old.max_attempts:
+            expected = FAILED
+        assert new.status is expected, f"{event} from {old.status} gave {new.status}, not {expected}"
+        self.record(i, old, new)
+        return old, new
+
+    def record(self, i: int, old: Job, new: Job) -> None:
+        if new is old:
+            assert new.version == self.versions[i]
+        else:
+            assert new.version == old.version + 1, "version must grow by one on every change"
+        unchanged = {"id", "kind", "payload", "tenant", "created_at", "max_attempts", "ttl", "timeout"}
+        for name in unchanged:
+            assert getattr(new, name) == getattr(old, name), f"{name} changed"
+        if new.status is not old.status:
+            self.history[i].append(new.status)
+        self.jobs[i] = new
+        self.versions[i] = new.version
+
+    # -- the events ----------------------------------------------------------------------
+
+    @rule(pick=picks, dt=steps)
+    def start(self, pick: tuple[int, int], dt: timedelta) -> None:
+        done = self.apply(pick, dt, "start", lambda job: machine.start(job, self.now))
+        if done:
+            old, new = done
+            self.starts[self.last] += 1
+            assert new.started_at == self.now
+            assert new.attempts == old.attempts + 1
+            assert new.progress is None
+            assert new.progress_message is None
+
+    @rule(pick=picks, dt=steps, reason=messages)
+    def cancel(self, pick: tuple[int, int], dt: timedelta, reason: str | None) -> None:
+        done = self.apply(
+            pick, dt, "cancel", lambda job: machine.cancel(job, self.now, self.retention, reason)
+        )
+        if done:
+            old, new = done
+            if old.status is C:
+                assert new is old, "cancelling a cancelling job again changes nothing"
+            else:
+                assert new.cancel_reason == reason
+            if old.status is P:
+                assert new.finished_at == self.now
+            if old.status is R:
+                assert new.finished_at is None
+
+    @precondition(some_job_active)
+    @rule(pick=picks, dt=steps, result=json_values)
+    def complete(self, pick: tuple[int, int], dt: timedelta, result: Any) -> None:
+        done = self.apply(
+            pick, dt, "complete", lambda job: machine.complete(job, self.now, self.retention, result)
+        )
+        if done:
+            old, new = done
+            assert new.result == result
+            assert new.progress == 1.0
+            assert new.error == old.error
+            assert new.finished_at == self.now
+
+    @precondition(some_job_active)
+    @rule(pick=picks, dt=steps, error=st.text(min_size=1, max_size=10))
+    def fail(self, pick: tuple[int, int], dt: timedelta, error: str) -> None:
+        done = self.apply(pick, dt, "fail", lambda job: machine.fail(job, self.now, self.retention, error))
+        if done:
+            old, new = done
+            assert new.error == error
+            assert new.result == old.result, "a partial result is kept when the job fails"
+            assert new.finished_at == self.now
+
+    @precondition(some_job_active)
+    @rule(pick=picks, dt=steps)
+    def observe_cancel(self, pick: tuple[int, int], dt: timedelta) -> None:
+        done = self.apply(
+            pick,
+            dt,
+            "observe_cancel",
+            lambda job: machine.observe_cancel(job, self.now, self.retention),
+        )
+        if done:
+            old, new = done
+            assert new.result == old.result, "a partial result is kept when the job is cancelled"
+            assert new.finished_at == self.now
+
+    @precondition(some_job_active)
+    @rule(pick=picks, dt=steps)
+    def interrupt(self, pick: tuple[int, int], dt: timedelta) -> None:
+        done = self.apply(pick, dt, "interrupt", lambda job: machine.interrupt(job, self.now, self.retention))
+        if done:
+            old, new = done
+            if new.status is P:
+                assert new.started_at == old.started_at
+                assert new.attempts == old.attempts
+                assert new.progress is None
+
+    @precondition(some_job_active)
+    @rule(pick=picks, dt=steps)
+    def lose_lease(self, pick: tuple[int, int], dt: timedelta) -> None:
+        done = self.apply(
+            pick, dt, "lose_lease", lambda job: machine.lose_lease(job, self.now, self.retention)
+        )
+        if done:
+            old, new = done
+            if new.status is P:
+                assert old.attempts < old.max_attempts, "requeued although no attempts remain"
+            if old.status is R and new.status is FAILED:
+                assert old.attempts >= old.max_attempts
+                assert new.error == machine.WORKER_LOST
+
+    @rule(pick=picks, priority=priorities)
+    def set_priority(self, pick: tuple[int, int], priority: int) -> None:
+        done = self.apply(pick, timedelta(0), "set_priority", lambda job: machine.set_priority(job, priority))
+        if done:
+            old, new = done
+            assert new.priority == priority
+            if priority == old.priority:
+                assert new is old, "setting the same priority changes nothing"
+
+    @precondition(some_job_active)
+    @rule(pick=picks, fraction=st.one_of(st.none(), st.floats(0, 1)), message=messages)
+    def report_progress(self, pick: tuple[int, int], fraction: float | None, message: str | None) -> None:
+        done = self.apply(
+            pick,
+            timedelta(0),
+            "report_progress",
+            lambda job: machine.report_progress(job, fraction, message),
+        )
+        if done:
+            _, new = done
+            assert new.progress == fraction
+            assert new.progress_message == message
+
+    @precondition(some_job_active)
+    @rule(pick=picks, result=json_values)
+    def store_result(self, pick: tuple[int, int], result: Any) -> None:
+        done = self.apply(pick, timedelta(0), "store_result", lambda job: machine.store_result(job, result))
+        if done:
+            assert done[1].result == result
+
+    @rule(pick=picks, dt=steps)
+    def mark_deleted(self, pick: tuple[int, int], dt: timedelta) -> None:
+        i = self.choose(pick, lambda job: job.is_terminal and job.deleted_at is None)
+        self.now += dt
+        old = self.jobs[i]
+        if not old.is_terminal:
+            with pytest.raises(InvalidState):
+                machine.mark_deleted(old, self.now)
+            return
+        if old.deleted_at is not None:
+            return  # soft-deleted jobs are hidden from delete: the manager never gets here
+        new = machine.mark_deleted(old, self.now)
+        assert new.status is old.status
+        assert new.deleted_at == self.now
+        assert new.expires_at is None, "a soft-deleted job no longer expires"
+        assert new.finished_at == old.finished_at
+        self.record(i, old, new)
+
+    @rule(pick=picks, deletable=st.frozensets(st.sampled_from(list(JobStatus))))
+    def check_deletable(self, pick: tuple[int, int], deletable: frozenset[JobStatus]) -> None:
+        job = self.jobs[self.choose(pick, lambda job: True)]
+        if job.status in deletable and job.status not in ACTIVE:
+            assert machine.check_deletable(job, deletable) is None
+        else:
+            with pytest.raises(InvalidState):
+                machine.check_deletable(job, deletable)
+
+    # -- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def terminal_is_absorbing(self) -> None:
+        for statuses in self.history:
+            terminal = [n for n, status in enumerate(statuses) if status in TERMINAL]
+            if terminal:
+                assert terminal[0] == len(statuses) - 1, f"a terminal status was left: {statuses}"
+
+    @invariant()
+    def finished_iff_terminal(self) -> None:
+        for job in self.jobs:
+            assert (job.finished_at is not None) == job.is_terminal
+
+    @invariant()
+    def started_iff_ran(self) -> None:
+        for job, starts in zip(self.jobs, self.starts, strict=True):
+            assert job.attempts == starts, "attempts counts starts"
+            assert (job.started_at is not None) == (starts > 0)
+
+    @invariant()
+    def versions_match_changes(self) -> None:
+        for job, version in zip(self.jobs, self.versions, strict=True):
+            assert job.version == version
+
+    @invariant()
+    def cancelling_only_follows_running(self) -> None:
+        for statuses in self.history:
+            for before, after in pairwise(statuses):
+                if after is C:
+                    assert before is R, f"cancelling followed {before}: {statuses}"
+
+    @invariant()
+    def expiry_follows_retention(self) -> None:
+        for job in self.jobs:
+            if not job.is_terminal or job.deleted_at is not None:
+                assert job.expires_at is None
+                continue
+            assert job.finished_at is not None
+            keep = job.ttl if job.ttl is not None else self.retention.for_status(job.status)
+            assert job.expires_at == (None if keep is None else job.finished_at + keep)
+
+    @invariant()
+    def times_are_ordered(self) -> None:
+        for job in self.jobs:
+            moments = [job.created_at, job.started_at, job.finished_at, job.deleted_at]
+            known = [m for m in moments if m is not None]
+            assert known == sorted(known)
+            assert known[-1] <= self.now
+            for moment in known:
+                assert moment.tzinfo is not None
+
+
+JobLifecycle.TestCase.settings = settings(
+    max_examples=300,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestJobLifecycle = JobLifecycle.TestCase
+
+
+# -- plain examples ----------------------------------------------------------------------
+
+
+def job_in(status: JobStatus, **changes: Any) -> Job:
+    """A job that has reached ``status`` (with the timestamps the lifecycle would give it)."""
+    values: dict[str, Any] = {"id": "j", "kind": "k", "status": status, "created_at": START}
+    if status is not P:
+        values.update(started_at=START, attempts=1)
+    if status in TERMINAL:
+        values.update(finished_at=START)
+    values.update(changes)
+    return Job(**values)
+
+
+EVENTS: dict[str, Callable[[Job], Job]] = {
+    "start": lambda job: machine.start(job, START),
+    "cancel": lambda job: machine.cancel(job, START, Retention()),
+    "complete": lambda job: machine.complete(job, START, Retention()),
+    "fail": lambda job: machine.fail(job, START, Retention(), "boom"),
+    "observe_cancel": lambda job: machine.observe_cancel(job, START, Retention()),
+    "interrupt": lambda job: machine.interrupt(job, START, Retention()),
+    "lose_lease": lambda job: machine.lose_lease(job, START, Retention()),
+    "set_priority": lambda job: machine.set_priority(job, 7),
+    "report_progress": lambda job: machine.report_progress(job, 0.5, "half"),
+    "store_result": lambda job: machine.store_result(job, {"partial": True}),
+}
+
+
+class TestTable:
+    @pytest.mark.parametrize("status", list(JobStatus))
+    @pytest.mark.parametrize("event", sorted(EVENTS))
+    def test_every_cell_of_the_lifecycle_table(self, event: str, status: JobStatus) -> None:
+        """Each event from each status leads where the table says, or raises InvalidState."""
+        job = job_in(status, max_attempts=2)
+        expected = TABLE[event].get(status)
+        if expected is None:
+            with pytest.raises(InvalidState):
+                EVENTS[event](job)
+        else:
+            assert EVENTS[event](job).status is expected
+
+    @pytest.mark.parametrize(("attempts", "expected"), [(1, P), (2, FAILED), (3, FAILED)])
+    def test_lost_lease_requeues_only_while_attempts_remain(self, attempts: int, expected: JobStatus) -> None:
+        """A running job whose worker is lost goes back to pending only while attempts < max_attempts."""
+        job = job_in(R, attempts=attempts, max_attempts=2)
+        new = machine.lose_lease(job, START + timedelta(seconds=1), Retention())
+        assert new.status is expected
+        if expected is FAILED:
+            assert new.error == "worker lost"
+            assert new.finished_at == START + timedelta(seconds=1)
+        else:
+            assert new.finished_at is None
+            assert new.started_at == job.started_at
+
+
+class TestCancelMessages:
+    @pytest.mark.parametrize("status", sorted(TERMINAL))
+    def test_cancelling_a_finished_job_names_status_and_what_to_do(self, status: JobStatus) -> None:
+        """Cancelling a terminal job is InvalidState naming its status and suggesting delete."""
+        with pytest.raises(InvalidState) as caught:
+            machine.cancel(job_in(status), START, Retention())
+        message = str(caught.value)
+        assert status.value in message
+        assert "already finished" in message
+        assert "Delete it instead" in message
+        assert caught.value.code == "invalid_state"
+
+    def test_cancel_of_cancelling_job_is_the_same_job(self) -> None:
+        """Cancelling a cancelling job again returns it unchanged (same version, same reason)."""
+        job = job_in(C, cancel_reason="first", version=3)
+        assert machine.cancel(job, START + timedelta(hours=1), Retention(), "second") is job
+
+
+class TestPriorityMessages:
+    def test_running_job_priority_cannot_change(self) -> None:
+        """set_priority on a running job raises the exact message."""
+        with pytest.raises(InvalidState) as caught:
+            machine.set_priority(job_in(R), 5)
+        assert str(caught.value) == "Cannot change priority of a running job."
+
+    @pytest.mark.parametrize("status", [C, COMPLETED, FAILED, CANCELLED])
+    def test_only_pending_jobs_change_priority(self, status: JobStatus) -> None:
+        """Any status but pending refuses a priority change and names the status."""
+        with pytest.raises(InvalidState, match=f"Cannot change priority of a {status.value} job."):
+            machine.set_priority(job_in(status), 5)
+
+
+class TestDeletable:
+    def test_running_job_says_use_cancel(self) -> None:
+        """A running job cannot be deleted: the message says to cancel it."""
+        with pytest.raises(InvalidState) as caught:
+            machine.check_deletable(job_in(R), TERMINAL)
+        assert str(caught.value) == "Cannot delete running job. Use cancel instead."
+
+    def test_cancelling_job_says_cancellation_in_progress(self) -> None:
+        """A cancelling job cannot be deleted while cancellation is in progress."""
+        with pytest.raises(InvalidState) as caught:
+            machine.check_deletable(job_in(C), TERMINAL)
+        assert str(caught.value) == "Cannot delete job while cancellation is in progress."
+
+    @pytest.mark.parametrize("status", [R, C])
+    def test_active_jobs_refused_even_if_listed_as_deletable(self, status: JobStatus) -> None:
+        """Running and cancelling are never deletable, whatever set the caller passes."""
+        with pytest.raises(InvalidState):
+            machine.check_deletable(job_in(status), frozenset(JobStatus))
+
+    def test_pending_allowed_when_deletable(self) -> None:
+        """With pending in deletable, a pending job may be deleted."""
+        assert machine.check_deletable(job_in(P), TERMINAL | {P}) is None
+
+    def test_pending_refused_by_default(self) -> None:
+        """With the default deletable set, a pending job must be cancelled instead."""
+        with pytest.raises(InvalidState, match="Use cancel instead"):
+            machine.check_deletable(job_in(P), TERMINAL)
+
+    @pytest.mark.parametrize("status", sorted(TERMINAL))
+    def test_terminal_job_outside_policy_names_status(self, status: JobStatus) -> None:
+        """A finished job the policy does not allow deleting is refused, naming its status."""
+        with pytest.raises(InvalidState, match=f"Cannot delete {status.value} job"):
+            machine.check_deletable(job_in(status), TERMINAL - {status})
+
+    @pytest.mark.parametrize("status", sorted(TERMINAL))
+    def test_terminal_jobs_deletable_by_default(self, status: JobStatus) -> None:
+        """Finished jobs pass the default check."""
+        assert machine.check_deletable(job_in(status), TERMINAL) is None
+
+
+class TestExpiry:
+    def test_ttl_overrides_retention(self) -> None:
+        """A job's own ttl decides its expiry over the Retention for its status."""
+        job = machine.start(job_in(P, ttl=timedelta(seconds=30)), START)
+        done = machine.complete(job, START + timedelta(seconds=5), Retention(completed=None))
+        assert done.expires_at == START + timedelta(seconds=35)
+
+    def test_retention_none_keeps_forever(self) -> None:
+        """Retention None for the status (and no ttl) means the job never expires."""
+        job = machine.start(job_in(P), START)
+        assert machine.fail(job, START, Retention(failed=None), "boom").expires_at is None
+
+    def test_mark_deleted_refuses_active_jobs(self) -> None:
+        """Soft-deleting a job that has not finished raises InvalidState."""
+        for status in (P, R, C):
+            with pytest.raises(InvalidState):
+                machine.mark_deleted(job_in(status), START)
