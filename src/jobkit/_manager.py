@@ -142,7 +142,7 @@ class _Waiter:
     __slots__ = ("event", "job")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self.event: anyio.Event | None = None
         self.job: Job | None = None
 
 
@@ -327,7 +327,8 @@ class JobManager:
             self._state = _State.CLOSED
             for waiters in self._waiters.values():
                 for waiter in waiters:
-                    waiter.event.set()
+                    if waiter.event is not None:
+                        waiter.event.set()
             stack, self._stack = self._stack, None
             await stack.__aexit__(*exc_info)  # type: ignore[arg-type]
 
@@ -368,6 +369,10 @@ class JobManager:
                 await self._wait_for_work()
                 continue
             await self._execute(job)
+            if self._idle:
+                # Other workers are idle, so every job submitted here has woken one of
+                # them: join them instead of asking the store for work it does not have.
+                await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
         if self._state is not _State.RUNNING:
@@ -617,7 +622,8 @@ class JobManager:
         """Wake the waiters of a job that finished (``job``) or was deleted (None)."""
         for waiter in self._waiters.pop(job_id, ()):
             waiter.job = job
-            waiter.event.set()
+            if waiter.event is not None:
+                waiter.event.set()
 
     # -- access control ----------------------------------------------------------------
 
@@ -982,25 +988,27 @@ class JobManager:
         """
         self._check_open()
         limit = to_duration(timeout)
-        job = await self._load(job_id, actor)
-        if job.is_terminal:
-            return job
-        with anyio.fail_after(None if limit is None else limit.total_seconds()):
-            while True:
-                # Registered before reading again, so a finish while we read still wakes us.
-                waiter = _Waiter()
-                self._waiters.setdefault(job_id, []).append(waiter)
-                try:
-                    job = await self._load(job_id, actor)
-                    if job.is_terminal:
-                        return job
+        # Registered before the first read, so a finish while we read is not missed; its
+        # event is only made when we have to block.
+        waiter = _Waiter()
+        self._waiters.setdefault(job_id, []).append(waiter)
+        try:
+            job = await self._load(job_id, actor)
+            if job.is_terminal:
+                return job
+            with anyio.fail_after(None if limit is None else limit.total_seconds()):
+                while waiter.job is None:
                     self._check_open()
+                    waiter.event = anyio.Event()
                     with anyio.move_on_after(self._poll):  # another process may finish it
                         await waiter.event.wait()
-                    if waiter.job is not None:
-                        return waiter.job
-                finally:
-                    self._discard_waiter(job_id, waiter)
+                    if waiter.job is None:
+                        job = await self._load(job_id, actor)
+                        if job.is_terminal:
+                            return job
+                return waiter.job
+        finally:
+            self._discard_waiter(job_id, waiter)
 
     def _discard_waiter(self, job_id: str, waiter: _Waiter) -> None:
         waiters = self._waiters.get(job_id)

@@ -48,6 +48,9 @@ class JobStore(Protocol):
     async def replace(self, job: Job, *, expected_version: int) -> bool:
         """Compare-and-swap: store ``job`` only if the stored version is ``expected_version``.
 
+        The fields fixed at insert (``id``, ``kind``, ``payload``, ``tenant``, ``created_at``,
+        ``max_attempts``, ``ttl``, ``timeout``, ``labels``) never change; a store may skip them.
+
         :returns: False (and nothing written) when the job is gone or its version differs.
         """
 

@@ -313,7 +313,8 @@ class SQLiteStore:
         return await self._run(_get, job_id)
 
     async def replace(self, job: Job, *, expected_version: int) -> bool:
-        return await self._run(_replace, _row(job), job.status.value in _ACTIVE, expected_version)
+        active = job.status.value in _ACTIVE
+        return await self._run(_replace, (*_changes(job), active, active, job.id, expected_version))
 
     async def remove(self, job_id: str, *, expected_version: int) -> bool:
         return await self._run(_remove, job_id, expected_version)
@@ -441,9 +442,16 @@ class SQLiteStore:
 # Operations, run in the store's thread inside a transaction.
 
 _INSERT = f"INSERT INTO jobs ({_SELECT}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# What replace() writes: the fields that change over a job's life. The others (id, kind,
+# payload, tenant, created_at, max_attempts, ttl, timeout, labels) are fixed at insert, so
+# their indexes are never touched by an update.
+_MUTABLE = (
+    "status", "priority", "progress", "progress_message", "result", "error", "cancel_reason",
+    "started_at", "finished_at", "expires_at", "deleted_at", "version", "attempts",
+)  # fmt: skip
 _UPDATE = (
     "UPDATE jobs SET "
-    + ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
+    + ", ".join(f"{c} = ?" for c in _MUTABLE)
     + ", lease_owner = CASE WHEN ? THEN lease_owner END"
     + ", lease_until = CASE WHEN ? THEN lease_until END"
     + " WHERE id = ? AND version = ?"
@@ -469,9 +477,16 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
     return None if row is None else _job(row)
 
 
-def _replace(conn: sqlite3.Connection, row: tuple[Any, ...], active: bool, expected: int) -> bool:
-    cursor = conn.execute(_UPDATE, (*row[1:], active, active, row[0], expected))
-    return cursor.rowcount == 1
+def _changes(job: Job) -> tuple[Any, ...]:
+    return (
+        job.status.value, job.priority, job.progress, job.progress_message, _dumps(job.result),
+        job.error, job.cancel_reason, _micros(job.started_at), _micros(job.finished_at),
+        _micros(job.expires_at), _micros(job.deleted_at), job.version, job.attempts,
+    )  # fmt: skip
+
+
+def _replace(conn: sqlite3.Connection, values: tuple[Any, ...]) -> bool:
+    return conn.execute(_UPDATE, values).rowcount == 1
 
 
 def _remove(conn: sqlite3.Connection, job_id: str, expected: int) -> bool:
