@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,14 +195,26 @@ def _guarded(settings: Settings, fn: Callable[[], T]) -> T:
         fail(settings, _message(exc), code, _error_code(exc))
 
 
-def _quiet_logs(level: str) -> None:
+def _one_line_errors(
+    logger: object, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Show a failed demo job as one line (its error is on the job too), not a traceback."""
+    exc = event.pop("exc_info", None)
+    if isinstance(exc, BaseException):
+        event["error"] = f"{type(exc).__name__}: {exc}"
+    return event
+
+
+def _quiet_logs(level: str, *, tracebacks: bool = True) -> None:
     """Send jobkit's logs to stderr (never into ``--json`` output) unless the host configured them."""
     if structlog.is_configured():
         return
     import logging
 
+    first: list[structlog.typing.Processor] = [] if tracebacks else [_one_line_errors]
     structlog.configure(
         processors=[
+            *first,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S"),
             structlog.dev.ConsoleRenderer(
@@ -599,7 +611,7 @@ def demo(
             EXIT_UNEXPECTED,
             "missing_dependency",
         )
-    _quiet_logs("WARNING")
+    _quiet_logs("WARNING", tracebacks=False)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
