@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import httpx
@@ -20,11 +20,12 @@ import pytest
 import uvicorn
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
-from fastapi import FastAPI, Header
+from fastapi import FastAPI
 
-from jobkit import Actor, DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFound
+from jobkit import DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFound
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations.fastapi import console_router, install_error_handlers, job_router, lifespan
+from web_handlers import HANDLERS, header_actor
 
 pytestmark = pytest.mark.anyio
 
@@ -43,43 +44,11 @@ JOB_FIELDS = [
 # -- the app under test ------------------------------------------------------------------
 
 
-async def header_actor(
-    x_actor: Annotated[str | None, Header()] = None,
-    x_tenant: Annotated[str | None, Header()] = None,
-    x_roles: Annotated[str | None, Header()] = None,
-) -> Actor | None:
-    """The test identity: X-Actor, X-Tenant and X-Roles (comma-separated); none = the host."""
-    if not x_actor:
-        return None
-    roles = frozenset(role.strip() for role in (x_roles or "").split(",") if role.strip())
-    return Actor(x_actor, tenant=x_tenant or None, roles=roles)
-
-
-async def echo(ctx: JobContext, payload: Any) -> Any:
-    """Writes the artifacts named in ``payload["artifacts"]`` and returns the payload."""
-    if isinstance(payload, dict):
-        for name, text in payload.get("artifacts", {}).items():
-            await ctx.put_artifact(name, text.encode())
-    return payload
-
-
-async def steps(ctx: JobContext, payload: Any) -> str:
-    await ctx.progress(0.5, "half way")
-    return "done"
-
-
-async def block(ctx: JobContext, payload: Any) -> None:
-    """Runs until cancelled."""
-    await ctx.token.wait()
-    await ctx.checkpoint()
-
-
 def make_jobs(**kwargs: Any) -> JobManager:
     kwargs.setdefault("sweep_interval", None)
     jobs = JobManager(**kwargs)
-    jobs.register("echo", echo)
-    jobs.register("steps", steps)
-    jobs.register("block", block)
+    for kind, handler in HANDLERS.items():
+        jobs.register(kind, handler)
     return jobs
 
 

@@ -17,9 +17,10 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jobkit import Actor, BlockingJobManager, DeletePolicy, InvalidInput, JobContext
+from jobkit import Actor, BlockingJobManager, DeletePolicy, InvalidInput
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations.flask import job_blueprint
+from web_handlers import HANDLERS, actor_from_headers
 
 API = "/api/v1"
 ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
@@ -36,36 +37,14 @@ JOB_FIELDS = [
 def header_actor() -> Actor | None:
     """The test identity from X-Actor, X-Tenant and X-Roles; none = the trusted host."""
     headers = flask.request.headers
-    if not headers.get("X-Actor"):
-        return None
-    roles = frozenset(role.strip() for role in headers.get("X-Roles", "").split(",") if role.strip())
-    return Actor(headers["X-Actor"], tenant=headers.get("X-Tenant") or None, roles=roles)
-
-
-async def echo(ctx: JobContext, payload: Any) -> Any:
-    if isinstance(payload, dict):
-        for name, text in payload.get("artifacts", {}).items():
-            await ctx.put_artifact(name, text.encode())
-    return payload
-
-
-async def steps(ctx: JobContext, payload: Any) -> str:
-    await ctx.progress(0.5, "half way")
-    return "done"
-
-
-async def block(ctx: JobContext, payload: Any) -> None:
-    """Runs until cancelled."""
-    await ctx.token.wait()
-    await ctx.checkpoint()
+    return actor_from_headers(headers.get("X-Actor"), headers.get("X-Tenant"), headers.get("X-Roles"))
 
 
 def make_jobs(**kwargs: Any) -> BlockingJobManager:
     kwargs.setdefault("sweep_interval", None)
     jobs = BlockingJobManager(**kwargs)
-    jobs.register("echo", echo)
-    jobs.register("steps", steps)
-    jobs.register("block", block)
+    for kind, handler in HANDLERS.items():
+        jobs.register(kind, handler)
     return jobs
 
 

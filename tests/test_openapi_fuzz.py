@@ -10,17 +10,18 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 import uvicorn
-from fastapi import FastAPI, Header
+from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
-from jobkit import Actor, JobContext, JobManager
+from jobkit import JobContext, JobManager
 from jobkit.integrations.fastapi import install_error_handlers, job_router, lifespan
+from web_handlers import header_actor
 
 API = "/api/v1"
 MAX_EXAMPLES = 100
@@ -32,17 +33,6 @@ CHECKS = [
     "response_schema_conformance",
     "negative_data_rejection",
 ]
-
-
-async def header_actor(
-    x_actor: Annotated[str | None, Header()] = None,
-    x_tenant: Annotated[str | None, Header()] = None,
-    x_roles: Annotated[str | None, Header()] = None,
-) -> Actor | None:
-    if not x_actor:
-        return None
-    roles = frozenset(role.strip() for role in (x_roles or "").split(",") if role.strip())
-    return Actor(x_actor, tenant=x_tenant or None, roles=roles)
 
 
 async def echo(ctx: JobContext, payload: Any) -> Any:
