@@ -3,19 +3,49 @@
 A store is dumb persistence with compare-and-swap: it never decides a status change on
 its own, except :meth:`JobStore.claim`, which applies exactly what
 :func:`jobkit._machine.start` would.
+
+Besides the required :class:`JobStore` members, a store may offer **optional** ones, each
+described by its own small protocol below; the manager uses them when they are there and
+falls back to the required members when they are not:
+
+- :class:`BatchClaimer` ``claim_many()``: claim up to the free worker slots in one call
+  (fallback: ``claim()`` in a loop);
+- :class:`AtomicWriter` ``apply()``: write a job change together with its audit record and
+  purge-queue entry in one transaction (fallback: three calls, in that order);
+- :class:`ExclusiveSections` ``exclusive()``: let one process at a time run the sweeper
+  (fallback: always granted);
+- :class:`SignalingStore` ``notifier()``: a :class:`Notifier` that carries wake-ups, cancel
+  notes, job changes and events between processes sharing the store (fallback: the
+  in-process notifier, and polling every ``poll_interval``).
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
+import enum
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from ._policies import Action
-from ._records import Actor, AuditRecord, Job, JobStatus
+import attrs
 
-__all__ = ["Authorizer", "BlobStore", "JobStore"]
+from ._policies import Action
+from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus
+
+__all__ = [
+    "AtomicWriter",
+    "Authorizer",
+    "BatchClaimer",
+    "BlobStore",
+    "Change",
+    "ExclusiveSections",
+    "JobStore",
+    "Note",
+    "NoteKind",
+    "Notifier",
+    "SignalingStore",
+]
 
 
 @runtime_checkable
@@ -119,6 +149,126 @@ class JobStore(Protocol):
 
     async def remove_purge(self, prefix: str) -> None:
         """Take a prefix off the purge queue once its blobs are gone."""
+
+
+@attrs.frozen(kw_only=True)
+class Change:
+    """One atomic write: a compare-and-swap on a job, with what must be written with it.
+
+    ``job`` is the new record (None removes the stored one); nothing at all is written
+    when the stored version is not ``expected_version``.
+    """
+
+    job_id: str
+    expected_version: int
+    job: Job | None
+    audit: AuditRecord | None = None
+    purge: str | None = None
+
+
+@runtime_checkable
+class BatchClaimer(Protocol):
+    """Optional :class:`JobStore` member: claim several jobs in one call."""
+
+    async def claim_many(
+        self,
+        *,
+        now: datetime,
+        worker_id: str,
+        lease_until: datetime,
+        kinds: Collection[str] | None,
+        limit: int,
+    ) -> list[Job]:
+        """Claim up to ``limit`` pending jobs in claim order, as :meth:`JobStore.claim` does.
+
+        Only jobs whose kind is in ``kinds`` are taken (every kind when None); the others
+        stay pending for a process that can run them. Concurrent claimers never get the
+        same job. Returns the started jobs, in claim order.
+        """
+
+
+@runtime_checkable
+class AtomicWriter(Protocol):
+    """Optional :class:`JobStore` member: a job change, its audit record and purge entry at once."""
+
+    async def apply(self, change: Change) -> bool:
+        """Write ``change`` atomically: all of it, or (when the version differs, the job is
+        gone, or anything fails) none of it.
+
+        :returns: False when the compare-and-swap lost (nothing written).
+        :raises JobkitError: the store failed; nothing was written.
+        """
+
+
+@runtime_checkable
+class ExclusiveSections(Protocol):
+    """Optional :class:`JobStore` member: one holder at a time across processes."""
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Try to become the only holder of ``name`` among every process using the store.
+
+        Yields True when this caller holds it for the duration of the block, False when
+        another process does (it does not wait).
+        """
+
+
+class NoteKind(enum.StrEnum):
+    """What a :class:`Note` says."""
+
+    #: Jobs may be waiting: idle workers should try to claim.
+    WAKE = "wake"
+    #: ``job_id`` was asked to cancel: the process running it should stop it.
+    CANCEL = "cancel"
+    #: ``job_id`` changed (or, with ``job_id=None``, any job may have changed): waiters re-read.
+    CHANGED = "changed"
+    #: ``event`` happened: subscribers should see it.
+    EVENT = "event"
+
+
+@attrs.frozen(kw_only=True)
+class Note:
+    """A small message between the parts of jobkit, possibly between processes."""
+
+    kind: NoteKind
+    job_id: str | None = None
+    event: JobEvent | None = None
+
+
+NoteCallback = Callable[[Note], None]
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Carries :class:`Note` s to listeners: within the process, and beyond where it can.
+
+    Callbacks are called on the event loop and must not block or raise. Delivery is best
+    effort (a lost note is made good by the next ``poll_interval`` check); a notifier that
+    loses events tells event listeners with an ``overflow`` event.
+    """
+
+    async def run(self) -> None:
+        """Background work (e.g. a cross-process listener), until cancelled. Never raises:
+        failures are logged and retried."""
+
+    def notify(self, note: Note) -> None:
+        """Deliver ``note`` to this process's listeners now, and queue it for other processes."""
+
+    def listen(self, callback: NoteCallback, *, events: bool = False) -> Callable[[], None]:
+        """Call ``callback`` for every note but events (``events=True``: for event notes
+        only); returns the function that stops it. A notifier may use the presence of event
+        listeners to decide whether to receive other processes' events at all."""
+
+    @property
+    def wants_events(self) -> bool:
+        """True when some listener, here or in another process, receives events."""
+
+
+@runtime_checkable
+class SignalingStore(Protocol):
+    """Optional :class:`JobStore` member: a notifier that reaches other processes."""
+
+    def notifier(self) -> Notifier:
+        """A new :class:`Notifier` for one manager, crossing processes through the store."""
 
 
 @runtime_checkable
