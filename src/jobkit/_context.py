@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.from_thread
@@ -19,10 +19,7 @@ from ._errors import InvalidInput
 from ._records import Job
 from ._token import CancelToken
 
-if TYPE_CHECKING:
-    from ._manager import _Run
-
-__all__ = ["JobContext", "SyncJobContext"]
+__all__ = ["JobContext", "RunPort", "SyncJobContext"]
 
 StrPath = str | os.PathLike[str]
 Argv = Sequence[StrPath]
@@ -46,6 +43,33 @@ def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
     raise InvalidInput(f"Artifact data must be bytes or str, got {type(data).__name__}.")
 
 
+class RunPort(Protocol):
+    """What a context needs of the run it belongs to; the worker pool implements it."""
+
+    @property
+    def job(self) -> Job:
+        """The job as last stored."""
+
+    @property
+    def token(self) -> CancelToken:
+        """The job's cancel token."""
+
+    async def report_progress(self, fraction: float | None, message: str | None) -> None:
+        """Store progress (already checked) and announce it."""
+
+    async def store_result(self, value: Any) -> None:
+        """Store a (partial) result.
+
+        :raises InvalidInput: ``value`` is not JSON.
+        """
+
+    async def put_artifact(self, name: str, data: bytes) -> None:
+        """Write an artifact under the job's prefix.
+
+        :raises InvalidInput: ``name`` is not a safe relative name.
+        """
+
+
 class JobContext:
     """Given to an async handler: the job, its cancel token and the tools to report back.
 
@@ -55,7 +79,7 @@ class JobContext:
 
     __slots__ = ("_log", "_run", "_scratch")
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: RunPort) -> None:
         self._run = run
         self._scratch: Path | None = None
         self._log: Any = None
@@ -100,15 +124,15 @@ class JobContext:
         fraction = _check_fraction(fraction)
         if message is not None and not isinstance(message, str):
             raise InvalidInput("A progress message must be a string.")
-        await self._run.manager._report_progress(self._run, fraction, message)
+        await self._run.report_progress(fraction, message)
 
     async def set_result(self, value: Any) -> None:
         """Store a (partial) result now; it is kept if the job is then cancelled or fails."""
-        await self._run.manager._store_result(self._run, value)
+        await self._run.store_result(value)
 
     async def put_artifact(self, name: str, data: bytes | bytearray | memoryview | str) -> None:
         """Write an artifact under the job's prefix (``jobs/<job_id>/<name>``)."""
-        await self._run.manager._put_artifact(self._run, name, _as_bytes(data))
+        await self._run.put_artifact(name, _as_bytes(data))
 
     async def run_process(
         self,

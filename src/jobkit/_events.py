@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import anyio
 
 from ._records import EventType, JobEvent
+from .abc import Note, Notifier
+
+Clock = Callable[[], datetime]
 
 __all__ = ["EventHub", "EventStream"]
 
@@ -32,7 +35,7 @@ class EventStream(AsyncIterator[JobEvent]):
         "_waiter",
     )
 
-    def __init__(self, tenant: str | None, job_id: str | None, maxsize: int, clock: object) -> None:
+    def __init__(self, tenant: str | None, job_id: str | None, maxsize: int, clock: Clock) -> None:
         self._tenant = tenant
         self._job_id = job_id
         self._maxsize = maxsize
@@ -60,7 +63,7 @@ class EventStream(AsyncIterator[JobEvent]):
 
     def _overflow(self) -> JobEvent:
         missed, self._missed = self._missed, 0
-        now: datetime = self._clock()  # type: ignore[operator]
+        now = self._clock()
         return JobEvent(
             type=EventType.OVERFLOW,
             job_id="",
@@ -93,23 +96,38 @@ class EventStream(AsyncIterator[JobEvent]):
 
 
 class EventHub:
-    """Delivers each published event to every matching subscriber."""
+    """Delivers each event the notifier carries to every matching subscriber.
 
-    __slots__ = ("_clock", "streams")
+    It listens for event notes only while it has subscribers, so nobody builds events
+    that nobody reads.
+    """
 
-    def __init__(self, clock: object) -> None:
+    __slots__ = ("_clock", "_notifier", "_stop", "streams")
+
+    def __init__(self, clock: Clock, notifier: Notifier) -> None:
         self.streams: list[EventStream] = []
         self._clock = clock
+        self._notifier = notifier
+        self._stop: Callable[[], None] | None = None
 
     def open(self, tenant: str | None, job_id: str | None, maxsize: int) -> EventStream:
         stream = EventStream(tenant, job_id, maxsize, self._clock)
         self.streams.append(stream)
+        if self._stop is None:
+            self._stop = self._notifier.listen(self._on_note, events=True)
         return stream
 
     def discard(self, stream: EventStream) -> None:
         stream._close()
         if stream in self.streams:
             self.streams.remove(stream)
+        if not self.streams and self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def _on_note(self, note: Note) -> None:
+        if note.event is not None:
+            self.publish(note.event)
 
     def publish(self, event: JobEvent) -> None:
         for stream in self.streams:
@@ -120,3 +138,6 @@ class EventHub:
         for stream in self.streams:
             stream._close()
         self.streams.clear()
+        if self._stop is not None:
+            self._stop()
+            self._stop = None

@@ -16,19 +16,26 @@ terminal       -        error       -          -             -                - 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
+import attrs
+
 from ._errors import InvalidState
 from ._policies import Retention
-from ._records import ACTIVE, Job, JobStatus, replace_job
+from ._records import ACTIVE, EventType, Job, JobStatus, replace_job
 
 __all__ = [
     "WORKER_LOST",
+    "Outcome",
+    "OutcomeKind",
     "cancel",
     "check_deletable",
     "complete",
+    "conclude",
+    "event_for",
     "fail",
     "interrupt",
     "lose_lease",
@@ -184,3 +191,67 @@ def mark_deleted(job: Job, now: datetime) -> Job:
     if not job.is_terminal:
         raise InvalidState(f"Cannot delete {job.status.value} job. Use cancel instead.")
     return replace_job(job, deleted_at=now, expires_at=None, version=job.version + 1)
+
+
+class OutcomeKind(enum.StrEnum):
+    """How a run of a handler ended."""
+
+    #: The handler returned (``result`` holds what it returned).
+    COMPLETED = "completed"
+    #: The handler raised or timed out (``error`` says why).
+    FAILED = "failed"
+    #: The handler stopped because the job was cancelled.
+    CANCELLED = "cancelled"
+    #: The manager shut down under the handler.
+    INTERRUPTED = "interrupted"
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """The end of one run, as the worker saw it; :func:`conclude` turns it into the next job."""
+
+    kind: OutcomeKind
+    result: Any = attrs.field(default=None, repr=False)
+    error: str | None = None
+
+    @classmethod
+    def completed(cls, result: Any) -> Outcome:
+        return cls(kind=OutcomeKind.COMPLETED, result=result)
+
+    @classmethod
+    def failed(cls, error: str) -> Outcome:
+        return cls(kind=OutcomeKind.FAILED, error=error)
+
+
+CANCELLED_OUTCOME = Outcome(kind=OutcomeKind.CANCELLED)
+INTERRUPTED_OUTCOME = Outcome(kind=OutcomeKind.INTERRUPTED)
+
+
+def conclude(job: Job, outcome: Outcome, now: datetime, retention: Retention) -> Job:
+    """The job after its run ended with ``outcome``.
+
+    :raises InvalidState: the job is not running or cancelling.
+    """
+    kind = outcome.kind
+    if kind is OutcomeKind.COMPLETED:
+        return complete(job, now, retention, outcome.result)
+    if kind is OutcomeKind.FAILED:
+        return fail(job, now, retention, outcome.error or "failed")
+    if kind is OutcomeKind.CANCELLED:
+        return observe_cancel(job, now, retention)
+    return interrupt(job, now, retention)
+
+
+_EVENT_FOR_STATUS = {
+    JobStatus.PENDING: EventType.REQUEUED,
+    JobStatus.RUNNING: EventType.STARTED,
+    JobStatus.CANCELLING: EventType.CANCELLING,
+    JobStatus.COMPLETED: EventType.COMPLETED,
+    JobStatus.FAILED: EventType.FAILED,
+    JobStatus.CANCELLED: EventType.CANCELLED,
+}
+
+
+def event_for(job: Job) -> EventType:
+    """The event that announces a job that has just moved to its status."""
+    return _EVENT_FOR_STATUS[job.status]

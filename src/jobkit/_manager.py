@@ -1,54 +1,48 @@
-"""JobManager: the orchestrator. Load (tenant-scoped) -> authorize -> pure transition ->
-store (compare-and-swap) -> events and audit -> artifacts."""
+"""JobManager: the facade. Each public method loads the job (tenant-scoped), authorizes the
+actor, and makes one call into a role: the core (compare-and-swap writes, events, audit),
+the deleter, the sweeper or the worker pool."""
 
 from __future__ import annotations
 
 import builtins
 import enum
-import functools
-import inspect
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anyio
-import anyio.lowlevel
-import anyio.to_thread
-import attrs
 import structlog
 from anyio.abc import TaskGroup
 
 from . import _machine as machine
-from ._context import JobContext, SyncJobContext, remove_scratch
+from ._core import Core
+from ._deleter import Deleter
 from ._errors import (
     ArtifactNotFound,
-    BackendError,
     InvalidInput,
     InvalidState,
-    JobCancelled,
     JobkitError,
     JobNotFound,
     PermissionDenied,
 )
 from ._events import EventHub, EventStream
-from ._policies import Action, DefaultAuthorizer, DeleteMode, DeletePolicy, Retention
+from ._notify import LocalNotifier, Waiters
+from ._policies import Action, DefaultAuthorizer, DeletePolicy, Retention
 from ._records import (
     ACTIVE,
-    TERMINAL,
     Actor,
     AuditAction,
     AuditRecord,
     EventType,
     Job,
-    JobEvent,
     JobStatus,
     Page,
     SweepReport,
     to_duration,
 )
-from ._token import CancelSource, CancelToken
+from ._sweeper import SWEEPER, Sweeper
 from ._validate import (
     artifact_key,
     artifact_prefix,
@@ -63,30 +57,14 @@ from ._validate import (
     encode_cursor,
     json_value,
 )
-from .abc import Authorizer, BlobStore, JobStore
+from ._worker import Handler, WorkerPool, is_async
+from .abc import Authorizer, BlobStore, Change, JobStore, Notifier, SignalingStore
 
-__all__ = ["Handler", "JobManager", "SWEEPER"]
+__all__ = ["SWEEPER", "Handler", "JobManager"]
 
 log = structlog.get_logger("jobkit")
-audit_log = structlog.get_logger("jobkit.audit")
 
-#: The actor id of the sweeper in audit records.
-SWEEPER = "system:sweeper"
-_SWEEP_BATCH = 500
-
-AsyncHandler = Callable[[JobContext, Any], Awaitable[Any]]
-SyncHandler = Callable[[SyncJobContext, Any], Any]
-Handler = AsyncHandler | SyncHandler
 F = TypeVar("F", bound=Callable[..., Any])
-
-_EVENT_FOR_STATUS = {
-    JobStatus.PENDING: EventType.REQUEUED,
-    JobStatus.RUNNING: EventType.STARTED,
-    JobStatus.CANCELLING: EventType.CANCELLING,
-    JobStatus.COMPLETED: EventType.COMPLETED,
-    JobStatus.FAILED: EventType.FAILED,
-    JobStatus.CANCELLED: EventType.CANCELLED,
-}
 
 
 _ACTION_PHRASES = {
@@ -110,67 +88,6 @@ class _State(enum.Enum):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _seconds(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    return f"{seconds:g}s"
-
-
-class _RefLock:
-    """A lock shared by the callers deleting one job, dropped when the last one leaves."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.users = 0
-
-
-class _Waiter:
-    """One caller of :meth:`JobManager.wait`; ``job`` is set when the job finished here."""
-
-    __slots__ = ("event", "job")
-
-    def __init__(self) -> None:
-        self.event: anyio.Event | None = None
-        self.job: Job | None = None
-
-
-class _Run:
-    """Bookkeeping for one job running in this manager."""
-
-    __slots__ = (
-        "context",
-        "force_scope",
-        "handler",
-        "is_async",
-        "job",
-        "manager",
-        "scope",
-        "token",
-        "watchers",
-    )
-
-    def __init__(self, manager: JobManager, job: Job, handler: Handler | None, is_async: bool) -> None:
-        self.manager = manager
-        self.job = job
-        self.handler = handler
-        self.is_async = is_async
-        self.token = CancelToken()
-        self.scope: anyio.CancelScope | None = None
-        self.watchers: list[anyio.CancelScope] | None = None
-        self.force_scope: anyio.CancelScope | None = None
-        self.context = JobContext(self)
 
 
 class JobManager:
@@ -224,34 +141,52 @@ class JobManager:
         self._store: JobStore = store if store is not None else MemoryStore()
         self._blobs: BlobStore = blobs if blobs is not None else MemoryBlobStore()
         self._concurrency = concurrency
-        self._retention = retention
         self._delete_policy = delete_policy
         self._authorizer: Authorizer = authorizer if authorizer is not None else DefaultAuthorizer()
         self._sweep_interval = to_duration(sweep_interval)
         if self._sweep_interval is not None and self._sweep_interval <= timedelta(0):
             raise InvalidInput("sweep_interval must be positive (or None to sweep on demand).")
         grace = to_duration(cancel_grace)
-        self._cancel_grace = None if grace is None else grace.total_seconds()
-        self._audit_retention = to_duration(audit_retention)
         self._clock = clock or _utcnow
         lease = to_duration(lease_duration)
         poll = to_duration(poll_interval)
         if lease is None or lease <= timedelta(0) or poll is None or poll <= timedelta(0):
             raise InvalidInput("lease_duration and poll_interval must be positive.")
-        self._lease = lease
         self._poll = poll.total_seconds()
         self._handlers: dict[str, tuple[Handler, bool]] = {}
-        self._worker_id = secrets.token_hex(6)
         self._state = _State.NEW
-        self._hub = EventHub(self._clock)
-        self._running: dict[str, _Run] = {}
-        self._idle: list[anyio.Event] = []
-        self._waiters: dict[str, list[_Waiter]] = {}
-        self._delete_locks: dict[str, _RefLock] = {}
+        store_ = self._store
+        self._notifier: Notifier = (
+            store_.notifier() if isinstance(store_, SignalingStore) else LocalNotifier()
+        )
+        self._core = core = Core(
+            self._store,
+            self._blobs,
+            clock=self._clock,
+            retention=retention,
+            delete_policy=delete_policy,
+            notifier=self._notifier,
+        )
+        self._hub = EventHub(self._clock, self._notifier)
+        self._waiters = Waiters()
+        self._pool = WorkerPool(
+            core,
+            self._handlers,
+            concurrency=concurrency,
+            worker_id=secrets.token_hex(6),
+            lease=lease,
+            poll=self._poll,
+            cancel_grace=None if grace is None else grace.total_seconds(),
+        )
+        self._deleter = Deleter(core)
+        self._sweeper = Sweeper(
+            core,
+            self._deleter,
+            audit_retention=to_duration(audit_retention),
+            is_ours=self._pool.running.__contains__,
+        )
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
-        self._workers_done: anyio.Event | None = None
-        self._thread_limiter: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:
         return (
@@ -279,7 +214,7 @@ class JobManager:
             raise InvalidInput(f"The handler for {kind!r} must be callable.")
         if kind in self._handlers:
             raise InvalidInput(f"A handler for {kind!r} is already registered.")
-        self._handlers[kind] = (fn, _is_async(fn))
+        self._handlers[kind] = (fn, is_async(fn))
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -296,334 +231,41 @@ class JobManager:
             stack.push_async_callback(self._store.close)
             await self._blobs.open()
             stack.push_async_callback(self._blobs.close)
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
             self._state = _State.RUNNING
-            self._thread_limiter = anyio.CapacityLimiter(max(1, self._concurrency))
-            self._workers_done = anyio.Event()
-            self._tg.start_soon(self._run_workers)
+            notifier = self._notifier
+            stack.callback(notifier.listen(self._pool.on_note))
+            stack.callback(notifier.listen(self._waiters.on_note))
+            tg.start_soon(notifier.run)
+            self._pool.start(tg)
             if self._sweep_interval is not None:
-                self._tg.start_soon(self._sweep_forever, self._sweep_interval.total_seconds())
-            if self._concurrency:
-                self._tg.start_soon(self._heartbeat_forever)
+                tg.start_soon(self._sweeper.run_forever, self._sweep_interval.total_seconds(), self._is_open)
             self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         if self._state is not _State.RUNNING or self._stack is None:
             return
         self._state = _State.CLOSING
         try:
-            for event in self._idle:
-                event.set()
-            self._idle.clear()
-            for run in list(self._running.values()):
-                self._stop(run, "The job manager is shutting down.", CancelSource.SHUTDOWN)
-            assert self._workers_done is not None
+            await self._pool.close()
             assert self._tg is not None
-            await self._workers_done.wait()
             self._tg.cancel_scope.cancel()
         finally:
             self._hub.close()
             self._state = _State.CLOSED
-            for waiters in self._waiters.values():
-                for waiter in waiters:
-                    if waiter.event is not None:
-                        waiter.event.set()
+            self._waiters.close()
             stack, self._stack = self._stack, None
-            await stack.__aexit__(*exc_info)  # type: ignore[arg-type]
+            await stack.__aexit__(*exc_info)
+
+    def _is_open(self) -> bool:
+        return self._state is _State.RUNNING
 
     def _check_open(self) -> None:
         if self._state is not _State.RUNNING:
             if self._state is _State.NEW:
                 raise JobkitError("The JobManager is not started: use it inside `async with jobs:`.")
             raise JobkitError("The JobManager is closed: create a new one and enter `async with` again.")
-
-    # -- workers -----------------------------------------------------------------------
-
-    async def _run_workers(self) -> None:
-        assert self._workers_done is not None
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(self._concurrency):
-                    tg.start_soon(self._worker)
-        finally:
-            self._workers_done.set()
-
-    async def _worker(self) -> None:
-        store = self._store
-        done = 0
-        while self._state is _State.RUNNING:
-            done += 1
-            if done % 16 == 0:
-                # Stores and handlers that never suspend would otherwise keep the loop to
-                # this one worker: let other tasks (web requests, the sweeper) run.
-                await anyio.lowlevel.checkpoint()
-            now = self._clock()
-            try:
-                job = await store.claim(now=now, worker_id=self._worker_id, lease_until=now + self._lease)
-            except Exception:
-                log.exception("claim failed; retrying", store=repr(store))
-                await anyio.sleep(self._poll)
-                continue
-            if job is None:
-                await self._wait_for_work()
-                continue
-            await self._execute(job)
-            if self._idle:
-                # Other workers are idle, so every job submitted here has woken one of
-                # them: join them instead of asking the store for work it does not have.
-                await self._wait_for_work()
-
-    async def _wait_for_work(self) -> None:
-        if self._state is not _State.RUNNING:
-            return  # closing: __aexit__ may already have woken the idle workers
-        event = anyio.Event()
-        self._idle.append(event)
-        with anyio.move_on_after(self._poll):
-            await event.wait()
-        if not event.is_set():
-            with suppress(ValueError):
-                self._idle.remove(event)
-
-    def _wake_worker(self) -> None:
-        if self._idle:
-            self._idle.pop().set()
-
-    async def _execute(self, job: Job) -> None:
-        entry = self._handlers.get(job.kind)
-        handler, is_async = entry if entry is not None else (None, False)
-        run = _Run(self, job, handler, is_async)
-        self._running[job.id] = run
-        self._publish(EventType.STARTED, job)
-        if job.status is JobStatus.CANCELLING:  # defensive: a claimed job is running
-            self._stop(run, job.cancel_reason, CancelSource.USER)
-        try:
-            outcome = await self._call_handler(run)
-        except BaseException:
-            # The manager itself is being torn down: put the job back, then re-raise.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._conclude(run, self._interrupted)
-            raise
-        finally:
-            self._running.pop(job.id, None)
-            for scope in run.watchers or ():
-                scope.cancel()
-            if run.force_scope is not None:
-                run.force_scope.cancel()
-            scratch = run.context._cleanup()
-            if scratch is not None:
-                await anyio.to_thread.run_sync(remove_scratch, scratch)
-        await self._conclude(run, outcome)
-
-    async def _call_handler(self, run: _Run) -> Callable[[Job], Job]:
-        job = run.job
-        if run.handler is None:
-            return functools.partial(self._failed, error=f"No handler is registered for kind {job.kind!r}.")
-        if job.timeout is not None:
-            self._watch(run, self._timeout_after, run, job.timeout)
-        try:
-            if run.is_async:
-                handler = cast(AsyncHandler, run.handler)
-                if self._cancel_grace is None:
-                    result = await handler(run.context, job.payload)
-                else:
-                    with anyio.CancelScope() as scope:
-                        run.scope = scope
-                        result = await handler(run.context, job.payload)
-                    if scope.cancelled_caught:
-                        return self._outcome_of_stop(run, None)
-            else:
-                result = await anyio.to_thread.run_sync(
-                    _call_sync,
-                    run.handler,
-                    SyncJobContext(run.context),
-                    job.payload,
-                    limiter=self._thread_limiter,
-                )
-        except JobCancelled as exc:
-            return self._outcome_of_stop(run, exc)
-        except Exception as exc:
-            if run.token.cancelled:
-                return self._outcome_of_stop(run, exc)
-            log.warning("job failed", job_id=job.id, kind=job.kind, tenant=job.tenant, exc_info=exc)
-            return functools.partial(self._failed, error=f"{type(exc).__name__}: {exc}")
-        try:
-            result = json_value(result, "result")
-        except InvalidInput as exc:
-            return functools.partial(self._failed, error=exc.message)
-        return functools.partial(self._completed, result=result)
-
-    def _outcome_of_stop(self, run: _Run, exc: BaseException | None) -> Callable[[Job], Job]:
-        source = run.token.source
-        if source is CancelSource.SHUTDOWN:
-            return self._interrupted
-        if source is CancelSource.TIMEOUT:
-            timeout = run.job.timeout
-            text = f"timed out after {_seconds(timeout)}" if timeout else "timed out"
-            return functools.partial(self._failed, error=text)
-        return self._observed_cancel
-
-    # Transition builders (the clock is read when the write happens).
-    def _completed(self, job: Job, result: Any) -> Job:
-        return machine.complete(job, self._clock(), self._retention, result)
-
-    def _failed(self, job: Job, error: str) -> Job:
-        return machine.fail(job, self._clock(), self._retention, error)
-
-    def _observed_cancel(self, job: Job) -> Job:
-        return machine.observe_cancel(job, self._clock(), self._retention)
-
-    def _interrupted(self, job: Job) -> Job:
-        return machine.interrupt(job, self._clock(), self._retention)
-
-    async def _conclude(self, run: _Run, transition: Callable[[Job], Job]) -> None:
-        """Write the job's outcome, retrying on a concurrent change (e.g. a cancel)."""
-        job = run.job
-        for _ in range(100):
-            new = transition(job)
-            try:
-                if await self._store.replace(new, expected_version=job.version):
-                    break
-                fresh = await self._store.get(job.id)
-            except Exception:
-                log.exception("could not record job outcome; retrying", job_id=job.id)
-                await anyio.sleep(self._poll)
-                continue
-            if fresh is None or fresh.status not in ACTIVE or fresh.attempts != job.attempts:
-                return  # recovered (and maybe claimed again) elsewhere: not ours to write
-            job = fresh
-        else:  # pragma: no cover - would need 100 concurrent writers
-            log.error("gave up recording job outcome", job_id=job.id)
-            return
-        run.job = new
-        self._publish(_EVENT_FOR_STATUS[new.status], new)
-        if new.status is JobStatus.PENDING:
-            self._wake_worker()
-        else:
-            self._notify_finished(new.id, new)
-
-    def _watch(self, run: _Run, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        assert self._tg is not None
-        scope = anyio.CancelScope()
-        if run.watchers is None:
-            run.watchers = []
-        run.watchers.append(scope)
-        self._tg.start_soon(_scoped, scope, fn, *args)
-
-    async def _timeout_after(self, run: _Run, timeout: timedelta) -> None:
-        await anyio.sleep(timeout.total_seconds())
-        self._stop(run, f"timed out after {_seconds(timeout)}", CancelSource.TIMEOUT)
-
-    def _stop(self, run: _Run, reason: str | None, source: CancelSource) -> None:
-        """Set the run's token; force an async handler after ``cancel_grace``."""
-        if not run.token._set(reason, source):
-            return
-        if run.is_async and self._cancel_grace is not None and self._tg is not None:
-            scope = anyio.CancelScope()
-            run.force_scope = scope
-            self._tg.start_soon(_scoped, scope, self._force_after, run, self._cancel_grace)
-
-    async def _force_after(self, run: _Run, grace: float) -> None:
-        await anyio.sleep(grace)
-        if run.scope is not None:
-            log.info("forcing cancellation", job_id=run.job.id, grace=grace)
-            run.scope.cancel()
-
-    async def _heartbeat_forever(self) -> None:
-        """Renew our leases, and learn of cancels written by other processes."""
-        interval = min(self._poll, self._lease.total_seconds() / 3)
-        while True:
-            await anyio.sleep(interval)
-            if not self._running:
-                continue
-            try:
-                held = await self._store.renew_leases(
-                    self._worker_id, list(self._running), self._clock() + self._lease
-                )
-            except Exception:
-                log.exception("lease renewal failed; retrying")
-                continue
-            for job in held:
-                run = self._running.get(job.id)
-                if run is None or job.attempts != run.job.attempts:
-                    continue
-                if job.version > run.job.version:
-                    run.job = job
-                if job.status is JobStatus.CANCELLING:
-                    self._stop(run, job.cancel_reason, CancelSource.USER)
-
-    # -- writes from handlers ----------------------------------------------------------
-
-    async def _update_running(self, run: _Run, change: Callable[[Job], Job]) -> Job:
-        job = run.job
-        while True:
-            new = change(job)
-            if new is job:
-                return job
-            if await self._store.replace(new, expected_version=job.version):
-                run.job = new
-                return new
-            fresh = await self._store.get(job.id)
-            if fresh is None or fresh.status not in ACTIVE or fresh.attempts != job.attempts:
-                raise JobCancelled("The job is no longer running here (its lease was lost).", None)
-            run.job = job = fresh
-
-    async def _report_progress(self, run: _Run, fraction: float | None, message: str | None) -> None:
-        new = await self._update_running(run, lambda job: machine.report_progress(job, fraction, message))
-        if self._hub.streams:
-            self._publish(EventType.PROGRESS, new, {"progress": fraction, "message": message})
-
-    async def _store_result(self, run: _Run, value: Any) -> None:
-        value = json_value(value, "result")
-        await self._update_running(run, lambda job: machine.store_result(job, value))
-
-    async def _put_artifact(self, run: _Run, name: str, data: bytes) -> None:
-        key = artifact_key(run.job.id, name)
-        await self._blobs.put(key, data)
-
-    # -- events, audit, waiters --------------------------------------------------------
-
-    def _publish(self, type: EventType, job: Job, data: Mapping[str, Any] | None = None) -> None:
-        if self._hub.streams:
-            self._hub.publish(
-                JobEvent(
-                    type=type,
-                    job_id=job.id,
-                    tenant=job.tenant,
-                    status=job.status,
-                    at=self._clock(),
-                    data=data,
-                )
-            )
-
-    async def _audit(
-        self, action: AuditAction, actor_id: str | None, job: Job, details: Mapping[str, Any]
-    ) -> None:
-        record = AuditRecord(
-            id=secrets.token_hex(16),
-            at=self._clock(),
-            action=action,
-            actor_id=actor_id,
-            tenant=job.tenant,
-            job_id=job.id,
-            details=details,
-        )
-        await self._store.add_audit(record)
-        audit_log.info(
-            str(action),
-            job_id=job.id,
-            tenant=job.tenant,
-            actor=actor_id,
-            kind=job.kind,
-            **dict(details),
-        )
-
-    def _notify_finished(self, job_id: str, job: Job | None = None) -> None:
-        """Wake the waiters of a job that finished (``job``) or was deleted (None)."""
-        for waiter in self._waiters.pop(job_id, ()):
-            waiter.job = job
-            if waiter.event is not None:
-                waiter.event.set()
 
     # -- access control ----------------------------------------------------------------
 
@@ -703,8 +345,7 @@ class JobManager:
             labels=labels,
         )
         await self._store.insert(job)
-        self._publish(EventType.SUBMITTED, job)
-        self._wake_worker()
+        self._core.announce(job, EventType.SUBMITTED)
         return job
 
     async def get(self, job_id: str, *, actor: Actor | None = None, include_deleted: bool = False) -> Job:
@@ -765,27 +406,25 @@ class JobManager:
             raise InvalidInput("reason must be a string.")
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.CANCEL, job)
-        while True:
-            new = machine.cancel(job, self._clock(), self._retention, reason)
+        core = self._core
+        actor_id = self._actor_id(actor)
+
+        def decide(job: Job) -> Change | None:
+            new = machine.cancel(job, core.clock(), core.retention, reason)
             if new is job:
-                return job
-            if await self._store.replace(new, expected_version=job.version):
-                break
-            job = await self._load(job_id, actor)
-        run = self._running.get(job_id)
-        if run is not None:
-            run.job = new
-            self._stop(run, reason, CancelSource.USER)
-        self._publish(_EVENT_FOR_STATUS[new.status], new, {"reason": reason})
-        await self._audit(
-            AuditAction.CANCEL,
-            self._actor_id(actor),
-            new,
-            {"from_status": job.status.value, "to_status": new.status.value, "reason": reason},
-        )
-        if new.is_terminal:
-            self._notify_finished(job_id, new)
-        return new
+                return None
+            details = {"from_status": job.status.value, "to_status": new.status.value, "reason": reason}
+            audit = core.audit_record(AuditAction.CANCEL, actor_id, new, details)
+            return Change(job_id=job.id, expected_version=job.version, job=new, audit=audit)
+
+        job, change = await core.write(job, decide)
+        if change is None:
+            return job
+        assert change.job is not None
+        assert change.audit is not None
+        core.log_audit(change.audit, job.kind)
+        core.announce(change.job, machine.event_for(change.job), {"reason": reason})
+        return change.job
 
     async def delete(self, job_id: str, *, actor: Actor | None = None) -> None:
         """Delete a finished job under the :class:`DeletePolicy` (hard or soft, with artifacts).
@@ -798,99 +437,9 @@ class JobManager:
         self._check_open()
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.DELETE, job)
-        await self._delete(
-            job, self._actor_id(actor), AuditAction.DELETE, deletable=self._delete_policy.deletable
+        await self._deleter.delete(
+            job, self._actor_id(actor), AuditAction.DELETE, self._delete_policy.deletable
         )
-
-    async def _delete(
-        self,
-        job: Job,
-        actor_id: str | None,
-        action: AuditAction,
-        *,
-        deletable: frozenset[JobStatus],
-    ) -> int:
-        """Delete ``job`` under the policy; return how many artifacts were deleted.
-
-        Deletes of one job in this manager take turns, so only the one that wins removes
-        (and counts) the artifacts; the compare-and-swap on the record still decides
-        between processes.
-        """
-        lock = self._delete_locks.get(job.id)
-        if lock is None:
-            lock = self._delete_locks[job.id] = _RefLock()
-        lock.users += 1
-        try:
-            async with lock.lock:
-                fresh = await self._store.get(job.id)
-                if fresh is None or fresh.deleted_at is not None:
-                    raise JobNotFound(job.id)
-                return await self._delete_now(fresh, actor_id, action, deletable=deletable)
-        finally:
-            lock.users -= 1
-            if not lock.users:
-                del self._delete_locks[job.id]
-
-    async def _delete_now(
-        self,
-        job: Job,
-        actor_id: str | None,
-        action: AuditAction,
-        *,
-        deletable: frozenset[JobStatus],
-    ) -> int:
-        policy = self._delete_policy
-        prefix = artifact_prefix(job.id)
-        while True:
-            machine.check_deletable(job, deletable)
-            was_pending = job.status is JobStatus.PENDING
-            now = self._clock()
-            final = machine.cancel(job, now, self._retention, "deleted while pending") if was_pending else job
-            deleted = 0
-            deferred = False
-            if policy.deletes_artifacts and not was_pending:
-                deleted, deferred = await self._delete_artifacts(prefix)
-            if policy.mode is DeleteMode.HARD:
-                done = await self._store.remove(job.id, expected_version=job.version)
-            else:
-                done = await self._store.replace(
-                    machine.mark_deleted(final, now), expected_version=job.version
-                )
-            if done:
-                break
-            fresh = await self._store.get(job.id)
-            if fresh is None or fresh.deleted_at is not None:
-                raise JobNotFound(job.id)
-            job = fresh
-        if was_pending:
-            self._publish(EventType.CANCELLED, final)
-            if policy.deletes_artifacts:
-                deleted, deferred = await self._delete_artifacts(prefix)
-        self._publish(EventType.DELETED, final, {"mode": policy.mode.value, "artifacts_deleted": deleted})
-        details: dict[str, Any] = {
-            "mode": policy.mode.value,
-            "status": job.status.value,
-            "artifacts_deleted": deleted,
-        }
-        if deferred:
-            details["artifacts_deferred"] = True
-        await self._audit(action, actor_id, final, details)
-        self._notify_finished(job.id)
-        return deleted
-
-    async def _delete_artifacts(self, prefix: str) -> tuple[int, bool]:
-        """Delete a job's artifacts; on failure defer them to the sweeper or raise."""
-        try:
-            return await self._blobs.delete_prefix(prefix), False
-        except Exception as exc:
-            if self._delete_policy.on_artifact_error == "fail":
-                raise BackendError(
-                    f"Could not delete the artifacts under {prefix!r}: {exc}. "
-                    "The job was not deleted; try again."
-                ) from exc
-            log.warning("artifact delete failed; deferred to the sweeper", prefix=prefix, exc_info=exc)
-            await self._store.add_purge(prefix)
-            return 0, True
 
     async def artifacts(
         self, job_id: str, *, actor: Actor | None = None, include_deleted: bool = False
@@ -934,8 +483,11 @@ class JobManager:
             )
         if not await self._blobs.delete(key):
             raise ArtifactNotFound(job.id, name)
-        self._publish(EventType.ARTIFACT_DELETED, job, {"name": name})
-        await self._audit(AuditAction.DELETE_ARTIFACT, self._actor_id(actor), job, {"name": name})
+        self._core.publish(EventType.ARTIFACT_DELETED, job, {"name": name})
+        record = self._core.audit_record(
+            AuditAction.DELETE_ARTIFACT, self._actor_id(actor), job, {"name": name}
+        )
+        await self._core.record(record, job.kind)
 
     async def set_priority(
         self, job_id: str, priority: int, *, actor: Actor | None = None
@@ -949,26 +501,18 @@ class JobManager:
         check_priority(priority)
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.SET_PRIORITY, job)
-        while True:
-            new = machine.set_priority(job, priority)
-            if new is job or await self._store.replace(new, expected_version=job.version):
-                break
-            job = await self._load(job_id, actor)
+        job, change = await self._core.write(
+            job, lambda job: _plain(job, machine.set_priority(job, priority))
+        )
+        new = job if change is None or change.job is None else change.job
         position = await self._store.position(job_id)
         if position is None:  # claimed in the meantime
             raise InvalidState("Cannot change priority of a running job.")
-        if new is not job:
-            self._publish(
-                EventType.PRIORITY_CHANGED,
-                new,
-                {"from": job.priority, "to": priority, "position": position},
-            )
-            await self._audit(
-                AuditAction.SET_PRIORITY,
-                self._actor_id(actor),
-                new,
-                {"from": job.priority, "to": priority, "position": position},
-            )
+        if change is not None:
+            data = {"from": job.priority, "to": priority, "position": position}
+            self._core.publish(EventType.PRIORITY_CHANGED, new, data)
+            record = self._core.audit_record(AuditAction.SET_PRIORITY, self._actor_id(actor), new, data)
+            await self._core.record(record, new.kind)
         return new, position
 
     async def position(self, job_id: str, *, actor: Actor | None = None) -> int | None:
@@ -988,34 +532,23 @@ class JobManager:
         """
         self._check_open()
         limit = to_duration(timeout)
-        # Registered before the first read, so a finish while we read is not missed; its
-        # event is only made when we have to block.
-        waiter = _Waiter()
-        self._waiters.setdefault(job_id, []).append(waiter)
+        # Registered before the first read, so a finish while we read is not missed.
+        waiter = self._waiters.add(job_id)
         try:
             job = await self._load(job_id, actor)
             if job.is_terminal:
                 return job
             with anyio.fail_after(None if limit is None else limit.total_seconds()):
-                while waiter.job is None:
+                while True:
+                    await self._waiters.wait(waiter, self._poll)  # another process may finish it
                     self._check_open()
-                    waiter.event = anyio.Event()
-                    with anyio.move_on_after(self._poll):  # another process may finish it
-                        await waiter.event.wait()
-                    if waiter.job is None:
-                        job = await self._load(job_id, actor)
-                        if job.is_terminal:
-                            return job
-                return waiter.job
+                    if waiter.job is not None:
+                        return waiter.job
+                    job = await self._load(job_id, actor)
+                    if job.is_terminal:
+                        return job
         finally:
-            self._discard_waiter(job_id, waiter)
-
-    def _discard_waiter(self, job_id: str, waiter: _Waiter) -> None:
-        waiters = self._waiters.get(job_id)
-        if waiters is not None and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._waiters[job_id]
+            self._waiters.discard(job_id, waiter)
 
     async def audit(
         self, job_id: str | None = None, limit: int = 100, *, actor: Actor | None = None
@@ -1066,134 +599,9 @@ class JobManager:
         Its cost grows with the work to do, not with the number of jobs kept.
         """
         self._check_open()
-        expired = purged = artifacts = recovered = 0
-        now = self._clock()
-        while batch := await self._store.expired(now, _SWEEP_BATCH):
-            await anyio.lowlevel.checkpoint()  # a long sweep never starves the loop
-            progressed = False
-            for job in batch:
-                try:
-                    count = await self._expire_one(job)
-                except (JobNotFound, InvalidState):
-                    continue  # deleted or changed meanwhile
-                if count is None:
-                    continue
-                progressed = True
-                expired += 1
-                artifacts += count
-            if not progressed:
-                break
-        artifacts += await self._retry_purges()
-        after = self._delete_policy.purge_soft_deleted_after
-        if after is not None:
-            while batch := await self._store.soft_deleted_before(now - after, _SWEEP_BATCH):
-                progressed = False
-                for job in batch:
-                    count = await self._purge_one(job)
-                    if count is not None:
-                        progressed = True
-                        purged += 1
-                        artifacts += count
-                if not progressed:
-                    break
-        while batch := await self._store.expired_leases(now, _SWEEP_BATCH):
-            progressed = False
-            for job in batch:
-                if job.id in self._running:
-                    continue  # ours and alive: the heartbeat is just late
-                if await self._recover_one(job):
-                    progressed = True
-                    recovered += 1
-            if not progressed:
-                break
-        removed = 0
-        if self._audit_retention is not None:
-            removed = await self._store.remove_audit_before(now - self._audit_retention)
-        report = SweepReport(
-            expired=expired,
-            purged=purged,
-            artifacts_deleted=artifacts,
-            recovered=recovered,
-            audit_removed=removed,
-        )
-        if expired or purged or artifacts or recovered or removed:
-            log.info("swept", **attrs.asdict(report))
-        return report
-
-    async def _expire_one(self, job: Job) -> int | None:
-        """Delete an expired job through the policy; the artifacts deleted, None if not now."""
-        if not job.is_terminal or job.deleted_at is not None:
-            return None
-        try:
-            # Expiry ignores `deletable`: every finished job expires.
-            return await self._delete(job, SWEEPER, AuditAction.EXPIRE, deletable=TERMINAL)
-        except BackendError:
-            return None  # on_artifact_error="fail": keep it, retry next sweep
-
-    async def _purge_one(self, job: Job) -> int | None:
-        prefix = artifact_prefix(job.id)
-        try:
-            count = await self._blobs.delete_prefix(prefix)
-        except Exception as exc:
-            log.warning("purge could not delete artifacts; deferred", job_id=job.id, exc_info=exc)
-            await self._store.add_purge(prefix)
-            count = 0
-        if not await self._store.remove(job.id, expected_version=job.version):
-            return None
-        self._publish(EventType.DELETED, job, {"mode": "purge", "artifacts_deleted": count})
-        await self._audit(AuditAction.PURGE, SWEEPER, job, {"artifacts_deleted": count})
-        return count
-
-    async def _retry_purges(self) -> int:
-        total = 0
-        while prefixes := await self._store.pending_purges(_SWEEP_BATCH):
-            done = 0
-            for prefix in prefixes:
-                try:
-                    total += await self._blobs.delete_prefix(prefix)
-                except Exception as exc:
-                    log.warning("deferred artifact delete failed again", prefix=prefix, exc_info=exc)
-                    continue
-                await self._store.remove_purge(prefix)
-                done += 1
-            if done < len(prefixes):
-                break
-        return total
-
-    async def _recover_one(self, job: Job) -> bool:
-        new = machine.lose_lease(job, self._clock(), self._retention)
-        if not await self._store.replace(new, expected_version=job.version):
-            return False
-        self._publish(_EVENT_FOR_STATUS[new.status], new, {"reason": machine.WORKER_LOST})
-        await self._audit(
-            AuditAction.RECOVER,
-            SWEEPER,
-            new,
-            {"to_status": new.status.value, "attempts": new.attempts},
-        )
-        if new.status is JobStatus.PENDING:
-            self._wake_worker()
-        else:
-            self._notify_finished(new.id, new)
-        return True
-
-    async def _sweep_forever(self, interval: float) -> None:
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.sweep()
-            except JobkitError as exc:
-                if self._state is not _State.RUNNING:
-                    return
-                log.warning("sweep failed; retrying next interval", error=str(exc))
-            except Exception:
-                log.exception("sweep failed; retrying next interval")
+        return await self._sweeper.sweep()
 
 
-def _call_sync(fn: Handler, context: SyncJobContext, payload: Any) -> Any:
-    return cast(SyncHandler, fn)(context, payload)
-
-
-async def _scoped(scope: anyio.CancelScope, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-    with scope:
-        await fn(*args)
+def _plain(old: Job, new: Job) -> Change | None:
+    """The plain compare-and-swap from ``old`` to ``new`` (None when nothing changed)."""
+    return None if new is old else Change(job_id=old.id, expected_version=old.version, job=new)

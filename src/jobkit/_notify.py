@@ -13,9 +13,10 @@ from collections.abc import Callable
 import anyio
 import structlog
 
+from ._records import Job
 from .abc import Note, NoteCallback, NoteKind
 
-__all__ = ["LocalNotifier"]
+__all__ = ["LocalNotifier", "Waiters"]
 
 log = structlog.get_logger("jobkit")
 
@@ -72,3 +73,76 @@ class LocalNotifier:
 
     def events_idle(self) -> None:
         pass
+
+
+class _Waiter:
+    __slots__ = ("event", "job", "noted")
+
+    def __init__(self) -> None:
+        self.event: anyio.Event | None = None  # made only when the caller has to block
+        self.job: Job | None = None  # the finished job, when a note carried it
+        self.noted = False
+
+
+class Waiters:
+    """The callers of ``wait()``, woken by ``changed`` notes for their job.
+
+    A note that carries the finished job hands it over (no re-read); a note without a job
+    (deleted here, or changed in another process) makes the waiter re-read the store.
+    """
+
+    __slots__ = ("_by_job",)
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, list[_Waiter]] = {}
+
+    def add(self, job_id: str) -> _Waiter:
+        waiter = _Waiter()
+        self._by_job.setdefault(job_id, []).append(waiter)
+        return waiter
+
+    def discard(self, job_id: str, waiter: _Waiter) -> None:
+        waiters = self._by_job.get(job_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._by_job[job_id]
+
+    @staticmethod
+    async def wait(waiter: _Waiter, timeout: float) -> None:
+        """Block until a note arrives for the waiter, or ``timeout`` seconds pass."""
+        if not waiter.noted:
+            waiter.event = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await waiter.event.wait()
+        waiter.noted = False
+
+    def on_note(self, note: Note) -> None:
+        if note.kind is not NoteKind.CHANGED or not self._by_job:
+            return
+        if note.job_id is None:
+            for waiters in self._by_job.values():
+                for waiter in waiters:
+                    self._wake(waiter, None)
+            return
+        found = self._by_job.get(note.job_id)
+        if found is None:
+            return
+        job = note.job
+        if job is not None and not job.is_terminal:
+            return  # still on its way: nothing to tell
+        for waiter in found:
+            self._wake(waiter, job)
+
+    def close(self) -> None:
+        for waiters in self._by_job.values():
+            for waiter in waiters:
+                self._wake(waiter, None)
+
+    @staticmethod
+    def _wake(waiter: _Waiter, job: Job | None) -> None:
+        if job is not None:
+            waiter.job = job
+        waiter.noted = True
+        if waiter.event is not None:
+            waiter.event.set()

@@ -231,6 +231,8 @@ class Note:
 
     kind: NoteKind
     job_id: str | None = None
+    #: The job as just written, when the sender has it (within one process).
+    job: Job | None = None
     event: JobEvent | None = None
 
 

@@ -1,0 +1,183 @@
+"""The core every role shares: the one compare-and-swap loop, "after a write", the audit.
+
+Every status change in jobkit is written here, through :meth:`Core.write` (or, for a
+single try, :meth:`Core.apply`), and announced here, through :meth:`Core.announce`:
+first the event, then the notes for workers and waiters. The audit record of a
+management action travels in the same :class:`~jobkit.abc.Change` as the job change, so
+a store with transactions writes both or neither.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from ._errors import JobNotFound
+from ._policies import DeletePolicy, Retention
+from ._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
+from .abc import AtomicWriter, BlobStore, Change, ExclusiveSections, JobStore, Note, NoteKind, Notifier
+
+__all__ = ["Core", "must_exist"]
+
+audit_log = structlog.get_logger("jobkit.audit")
+
+WAKE = Note(kind=NoteKind.WAKE)
+
+
+def must_exist(job: Job | None, job_id: str) -> Job:
+    """The re-read rule of management writes: a job gone or soft-deleted meanwhile is not found."""
+    if job is None or job.deleted_at is not None:
+        raise JobNotFound(job_id)
+    return job
+
+
+class Core:
+    """The store, blob store, clock and policies, with the write path every role uses."""
+
+    __slots__ = ("_atomic", "blobs", "clock", "delete_policy", "notifier", "retention", "store")
+
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        *,
+        clock: Callable[[], datetime],
+        retention: Retention,
+        delete_policy: DeletePolicy,
+        notifier: Notifier,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.clock = clock
+        self.retention = retention
+        self.delete_policy = delete_policy
+        self.notifier = notifier
+        self._atomic = isinstance(store, AtomicWriter)
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def apply(self, change: Change) -> bool:
+        """One try at ``change``: atomic where the store can, else job, purge entry, audit."""
+        store = self.store
+        if self._atomic:
+            return await store.apply(change)  # type: ignore[attr-defined, no-any-return]
+        if change.job is None:
+            done = await store.remove(change.job_id, expected_version=change.expected_version)
+        else:
+            done = await store.replace(change.job, expected_version=change.expected_version)
+        if not done:
+            return False
+        if change.purge is not None:
+            await store.add_purge(change.purge)
+        if change.audit is not None:
+            await store.add_audit(change.audit)
+        return True
+
+    async def write(
+        self,
+        job: Job,
+        decide: Callable[[Job], Change | None],
+        *,
+        reread: Callable[[Job | None, str], Job] = must_exist,
+    ) -> tuple[Job, Change | None]:
+        """The compare-and-swap loop: decide the change from the job, try it, re-read on a conflict.
+
+        ``decide`` returns the change to write (None: nothing to write; it may raise, e.g.
+        :class:`~jobkit.InvalidState`). ``reread`` checks the job read after a conflict and
+        returns it, or raises (by default :class:`~jobkit.JobNotFound` when it is gone).
+
+        :returns: the job the written change was decided from, and the change (None when
+            nothing needed writing).
+        """
+        while True:
+            change = decide(job)
+            if change is None:
+                return job, None
+            if await self.apply(change):
+                return job, change
+            job = reread(await self.store.get(job.id), job.id)
+
+    # -- after a write -----------------------------------------------------------------
+
+    def publish(self, type: EventType, job: Job, data: Mapping[str, Any] | None = None) -> None:
+        """Send a :class:`JobEvent` to subscribers (only built when someone listens)."""
+        notifier = self.notifier
+        if notifier.wants_events:
+            event = JobEvent(
+                type=type, job_id=job.id, tenant=job.tenant, status=job.status, at=self.clock(), data=data
+            )
+            notifier.notify(Note(kind=NoteKind.EVENT, job_id=job.id, event=event))
+
+    def announce(
+        self,
+        job: Job,
+        event: EventType | None = None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        removed: bool = False,
+    ) -> None:
+        """Tell everyone that ``job`` was just written (or, ``removed``, deleted).
+
+        The event first, then the notes: the job changed (waiters), jobs are waiting
+        (workers, when it is pending), or it should stop (the process running it).
+        """
+        if event is not None:
+            self.publish(event, job, data)
+        notify = self.notifier.notify
+        if removed:
+            notify(Note(kind=NoteKind.CHANGED, job_id=job.id))
+            return
+        notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))
+        if job.status is JobStatus.PENDING:
+            notify(WAKE)
+        elif job.status is JobStatus.CANCELLING:
+            notify(Note(kind=NoteKind.CANCEL, job_id=job.id, job=job))
+
+    # -- audit -------------------------------------------------------------------------
+
+    def audit_record(
+        self, action: AuditAction, actor_id: str | None, job: Job, details: Mapping[str, Any]
+    ) -> AuditRecord:
+        return AuditRecord(
+            id=secrets.token_hex(16),
+            at=self.clock(),
+            action=action,
+            actor_id=actor_id,
+            tenant=job.tenant,
+            job_id=job.id,
+            details=details,
+        )
+
+    @staticmethod
+    def log_audit(record: AuditRecord, kind: str) -> None:
+        """The audit log line of a record that was stored."""
+        audit_log.info(
+            str(record.action),
+            job_id=record.job_id,
+            tenant=record.tenant,
+            actor=record.actor_id,
+            kind=kind,
+            **dict(record.details),
+        )
+
+    async def record(self, record: AuditRecord, kind: str) -> None:
+        """Store an audit record of an action that changed no job record (and log it)."""
+        await self.store.add_audit(record)
+        self.log_audit(record, kind)
+
+    # -- optional store members --------------------------------------------------------
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process alone holds ``name`` (always, for stores without sections)."""
+        store = self.store
+        if not isinstance(store, ExclusiveSections):
+            yield True
+            return
+        async with store.exclusive(name) as mine:
+            yield mine

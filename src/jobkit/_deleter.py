@@ -1,0 +1,142 @@
+"""Deleting jobs under the DeletePolicy: the artifact cascade and the durable purge queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import structlog
+
+from . import _machine as machine
+from ._core import Core, must_exist
+from ._errors import BackendError
+from ._policies import DeleteMode
+from ._records import AuditAction, EventType, Job, JobStatus
+from ._validate import artifact_prefix
+from .abc import Change
+
+__all__ = ["Deleter"]
+
+log = structlog.get_logger("jobkit")
+
+
+class _Turn:
+    """A lock shared by the callers deleting one job, dropped when the last one leaves."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
+
+
+class Deleter:
+    """Removes jobs (hard or soft) with their artifacts; nothing is orphaned.
+
+    Artifacts of a finished job are deleted before its record; when that fails under
+    ``on_artifact_error="defer"``, the prefix goes into the purge queue in the same write
+    as the record's removal and its audit record, and the sweeper retries it.
+    """
+
+    __slots__ = ("_core", "_turns")
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._turns: dict[str, _Turn] = {}
+
+    async def delete(
+        self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]
+    ) -> int:
+        """Delete ``job`` under the policy; return how many artifacts were deleted.
+
+        Deletes of one job in this manager take turns, so only the one that wins removes
+        (and counts) the artifacts; the compare-and-swap still decides between processes.
+
+        :raises JobNotFound: it is gone (another delete won).
+        :raises InvalidState: its status is not deletable.
+        :raises BackendError: ``on_artifact_error="fail"`` and the artifacts could not be
+            deleted; the job is left as it was.
+        """
+        turn = self._turns.get(job.id)
+        if turn is None:
+            turn = self._turns[job.id] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                fresh = must_exist(await self._core.store.get(job.id), job.id)
+                return await self._delete_now(fresh, actor_id, action, deletable)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[job.id]
+
+    async def _delete_now(
+        self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]
+    ) -> int:
+        core = self._core
+        policy = core.delete_policy
+        prefix = artifact_prefix(job.id)
+        while True:
+            machine.check_deletable(job, deletable)
+            pending = job.status is JobStatus.PENDING
+            now = core.clock()
+            final = machine.cancel(job, now, core.retention, "deleted while pending") if pending else job
+            deleted, deferred = 0, False
+            if policy.deletes_artifacts:
+                if pending:
+                    # It may be claimed until our write lands: count now, delete after.
+                    deleted = len(await core.blobs.list(prefix))
+                else:
+                    deleted, deferred = await self.drop_artifacts(
+                        prefix, fail=policy.on_artifact_error == "fail"
+                    )
+            details: dict[str, Any] = {"mode": policy.mode.value, "status": job.status.value}
+            details["artifacts_deleted"] = deleted
+            if deferred:
+                details["artifacts_deferred"] = True
+            audit = core.audit_record(action, actor_id, final, details)
+            change = Change(
+                job_id=job.id,
+                expected_version=job.version,
+                job=None if policy.mode is DeleteMode.HARD else machine.mark_deleted(final, now),
+                audit=audit,
+                # Queued with the removal, so a crash before the blobs are gone orphans nothing.
+                purge=prefix if deferred or (pending and deleted) else None,
+            )
+            if await core.apply(change):
+                break
+            job = must_exist(await core.store.get(job.id), job.id)
+        core.log_audit(audit, job.kind)
+        if pending:
+            core.publish(EventType.CANCELLED, final)
+            if change.purge is not None:
+                await self.purge_queued(prefix)
+        core.announce(
+            final, EventType.DELETED, {"mode": policy.mode.value, "artifacts_deleted": deleted}, removed=True
+        )
+        return deleted
+
+    async def drop_artifacts(self, prefix: str, *, fail: bool = False) -> tuple[int, bool]:
+        """Delete the blobs under ``prefix``: (how many, False), or (0, True) when that failed
+        and the prefix must be queued for the sweeper.
+
+        :raises BackendError: it failed and ``fail`` is true.
+        """
+        try:
+            return await self._core.blobs.delete_prefix(prefix), False
+        except Exception as exc:
+            if fail:
+                raise BackendError(
+                    f"Could not delete the artifacts under {prefix!r}: {exc}. "
+                    "The job was not deleted; try again."
+                ) from exc
+            log.warning("artifact delete failed; deferred to the sweeper", prefix=prefix, exc_info=exc)
+            return 0, True
+
+    async def purge_queued(self, prefix: str) -> tuple[int, bool]:
+        """Delete a queued prefix's blobs and take it off the queue: (how many, done)."""
+        count, deferred = await self.drop_artifacts(prefix)
+        if deferred:
+            return 0, False
+        await self._core.store.remove_purge(prefix)
+        return count, True

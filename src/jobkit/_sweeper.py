@@ -1,0 +1,190 @@
+"""The sweeper: one method per maintenance duty, each batched and returning its count.
+
+``sweep()`` takes the store's exclusive section (one sweeper at a time across processes,
+where the store has sections), runs the duties in order and builds the report. Its cost
+follows the work to do, never the number of jobs kept. Correctness never depends on the
+section: every change is still a compare-and-swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.lowlevel
+import attrs
+import structlog
+
+from . import _machine as machine
+from ._core import Core
+from ._deleter import Deleter
+from ._errors import BackendError, InvalidState, JobkitError, JobNotFound
+from ._records import TERMINAL, AuditAction, EventType, Job, SweepReport
+from ._validate import artifact_prefix
+from .abc import Change
+
+__all__ = ["SWEEPER", "Sweeper"]
+
+log = structlog.get_logger("jobkit")
+
+#: The actor id of the sweeper in audit records.
+SWEEPER = "system:sweeper"
+BATCH = 500
+
+
+class Sweeper:
+    """Expires, purges, retries deferred artifact deletes, recovers lost jobs, trims the audit."""
+
+    __slots__ = ("_audit_retention", "_core", "_deleter", "_is_ours")
+
+    def __init__(
+        self,
+        core: Core,
+        deleter: Deleter,
+        *,
+        audit_retention: timedelta | None,
+        is_ours: Callable[[str], bool],
+    ) -> None:
+        self._core = core
+        self._deleter = deleter
+        self._audit_retention = audit_retention
+        self._is_ours = is_ours
+
+    async def sweep(self) -> SweepReport:
+        async with self._core.exclusive("jobkit.sweeper") as mine:
+            if not mine:
+                return SweepReport()
+            now = self._core.clock()
+            expired, from_expired = await self.expire(now)
+            from_queue = await self.retry_purges()
+            purged, from_purged = await self.purge_soft_deleted(now)
+            report = SweepReport(
+                expired=expired,
+                purged=purged,
+                artifacts_deleted=from_expired + from_queue + from_purged,
+                recovered=await self.recover_leases(now),
+                audit_removed=await self.trim_audit(now),
+            )
+        if any(attrs.astuple(report)):
+            log.info("swept", **attrs.asdict(report))
+        return report
+
+    async def run_forever(self, interval: float, is_open: Callable[[], bool]) -> None:
+        """Sweep every ``interval`` seconds; a failing sweep is logged and tried again."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.sweep()
+            except JobkitError as exc:
+                if not is_open():
+                    return
+                log.warning("sweep failed; retrying next interval", error=str(exc))
+            except Exception:
+                log.exception("sweep failed; retrying next interval")
+
+    # -- the duties --------------------------------------------------------------------
+
+    async def expire(self, now: datetime) -> tuple[int, int]:
+        """Delete finished jobs whose ``expires_at`` passed: (jobs, artifacts deleted)."""
+        return await _each(lambda: self._core.store.expired(now, BATCH), self._expire_one)
+
+    async def _expire_one(self, job: Job) -> int | None:
+        if not job.is_terminal or job.deleted_at is not None:
+            return None
+        try:
+            # Expiry ignores `deletable`: every finished job expires.
+            return await self._deleter.delete(job, SWEEPER, AuditAction.EXPIRE, TERMINAL)
+        except (JobNotFound, InvalidState):
+            return None  # deleted or changed meanwhile
+        except BackendError:
+            return None  # on_artifact_error="fail": keep it, retry next sweep
+
+    async def retry_purges(self) -> int:
+        """Retry the queued artifact deletes; return how many artifacts went."""
+        total = 0
+        store = self._core.store
+        while prefixes := await store.pending_purges(BATCH):
+            done = 0
+            for prefix in prefixes:
+                count, gone = await self._deleter.purge_queued(prefix)
+                total += count
+                done += gone
+            if done < len(prefixes):
+                break
+        return total
+
+    async def purge_soft_deleted(self, now: datetime) -> tuple[int, int]:
+        """Hard-remove soft-deleted jobs after ``purge_soft_deleted_after``: (jobs, artifacts)."""
+        after = self._core.delete_policy.purge_soft_deleted_after
+        if after is None:
+            return 0, 0
+        cutoff = now - after
+        return await _each(lambda: self._core.store.soft_deleted_before(cutoff, BATCH), self._purge_one)
+
+    async def _purge_one(self, job: Job) -> int | None:
+        core = self._core
+        prefix = artifact_prefix(job.id)
+        count, deferred = await self._deleter.drop_artifacts(prefix)
+        audit = core.audit_record(AuditAction.PURGE, SWEEPER, job, {"artifacts_deleted": count})
+        change = Change(
+            job_id=job.id,
+            expected_version=job.version,
+            job=None,
+            audit=audit,
+            purge=prefix if deferred else None,
+        )
+        if not await core.apply(change):
+            return None
+        core.log_audit(audit, job.kind)
+        core.announce(job, EventType.DELETED, {"mode": "purge", "artifacts_deleted": count}, removed=True)
+        return count
+
+    async def recover_leases(self, now: datetime) -> int:
+        """Put back (or fail) jobs whose worker's lease ran out; return how many."""
+        recovered, _ = await _each(lambda: self._core.store.expired_leases(now, BATCH), self._recover_one)
+        return recovered
+
+    async def _recover_one(self, job: Job) -> int | None:
+        if self._is_ours(job.id):
+            return None  # ours and alive: the heartbeat is just late
+        core = self._core
+        new = machine.lose_lease(job, core.clock(), core.retention)
+        audit = core.audit_record(
+            AuditAction.RECOVER, SWEEPER, new, {"to_status": new.status.value, "attempts": new.attempts}
+        )
+        if not await core.apply(Change(job_id=job.id, expected_version=job.version, job=new, audit=audit)):
+            return None
+        core.log_audit(audit, job.kind)
+        core.announce(new, machine.event_for(new), {"reason": machine.WORKER_LOST})
+        return 0
+
+    async def trim_audit(self, now: datetime) -> int:
+        """Remove audit records older than ``audit_retention``; return how many."""
+        if self._audit_retention is None:
+            return 0
+        return await self._core.store.remove_audit_before(now - self._audit_retention)
+
+
+async def _each(
+    fetch: Callable[[], Awaitable[list[Job]]], one: Callable[[Job], Awaitable[int | None]]
+) -> tuple[int, int]:
+    """Run ``one`` on batch after batch from ``fetch`` until a batch makes no progress.
+
+    ``one`` returns None for a job it left alone, else a count (e.g. artifacts deleted).
+    Returns (jobs handled, sum of the counts).
+    """
+    handled = total = 0
+    while batch := await fetch():
+        await anyio.lowlevel.checkpoint()  # a long sweep never starves the loop
+        progressed = False
+        for job in batch:
+            count = await one(job)
+            if count is None:
+                continue
+            progressed = True
+            handled += 1
+            total += count
+        if not progressed:
+            break
+    return handled, total

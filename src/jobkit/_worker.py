@@ -1,0 +1,428 @@
+"""The worker pool: where a job gets claimed, run, stopped and concluded.
+
+One producer loop claims as many jobs as there are free slots in one store call and hands
+them to the runners; it then waits on one wake-up signal (a submit, a finished job, a note
+from another process, or the poll timer). A run calls the handler with its context,
+watches the timeout, forces a handler that ignores its token past ``cancel_grace``,
+removes the scratch directory, and writes the :class:`~jobkit._machine.Outcome`. The
+heartbeat renews the leases of the running jobs and learns of cancels written elsewhere;
+cancel notes stop a job at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Collection
+from datetime import timedelta
+from typing import Any, cast
+
+import anyio
+import anyio.to_thread
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import _machine as machine
+from ._context import JobContext, SyncJobContext, remove_scratch
+from ._core import Core
+from ._errors import InvalidInput, JobCancelled
+from ._machine import Outcome
+from ._records import ACTIVE, EventType, Job, JobStatus
+from ._token import CancelSource, CancelToken
+from ._validate import artifact_key, json_value
+from .abc import BatchClaimer, Change, Note, NoteKind
+
+__all__ = ["AsyncHandler", "Handler", "SyncHandler", "WorkerPool", "is_async"]
+
+log = structlog.get_logger("jobkit")
+
+AsyncHandler = Callable[[JobContext, Any], Awaitable[Any]]
+SyncHandler = Callable[[SyncJobContext, Any], Any]
+Handler = AsyncHandler | SyncHandler
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """True for a coroutine function (also behind partials) or an object with an async ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
+class _Lost(Exception):
+    """The job is no longer this run's: recovered (and maybe claimed) elsewhere."""
+
+
+def _still_ours(attempts: int) -> Callable[[Job | None, str], Job]:
+    """The re-read rule of a run's own writes: the job must still be active, same attempt."""
+
+    def check(job: Job | None, job_id: str) -> Job:
+        if job is None or job.status not in ACTIVE or job.attempts != attempts:
+            raise _Lost(job_id)
+        return job
+
+    return check
+
+
+class _Run:
+    """One job running here; the :class:`~jobkit._context.RunPort` of its context."""
+
+    __slots__ = ("context", "force_scope", "handler", "is_async", "job", "pool", "scope", "token", "watchers")
+
+    def __init__(self, pool: WorkerPool, job: Job, handler: Handler | None, is_async: bool) -> None:
+        self.pool = pool
+        self.job = job
+        self.handler = handler
+        self.is_async = is_async
+        self.token = CancelToken()
+        self.scope: anyio.CancelScope | None = None
+        self.watchers: list[anyio.CancelScope] | None = None
+        self.force_scope: anyio.CancelScope | None = None
+        self.context = JobContext(self)
+
+    def learn(self, job: Job) -> None:
+        """Take a newer copy of the job (from a cancel or the heartbeat), if it is this attempt's."""
+        if job.attempts == self.job.attempts and job.version > self.job.version:
+            self.job = job
+
+    async def _update(self, step: Callable[[Job], Job]) -> Job:
+        def decide(job: Job) -> Change | None:
+            new = step(job)
+            return None if new is job else machine_change(job, new)
+
+        try:
+            _, change = await self.pool.core.write(self.job, decide, reread=_still_ours(self.job.attempts))
+        except _Lost:
+            raise JobCancelled("The job is no longer running here (its lease was lost).", None) from None
+        if change is not None and change.job is not None:
+            self.job = change.job
+        return self.job
+
+    async def report_progress(self, fraction: float | None, message: str | None) -> None:
+        new = await self._update(lambda job: machine.report_progress(job, fraction, message))
+        self.pool.core.publish(EventType.PROGRESS, new, {"progress": fraction, "message": message})
+
+    async def store_result(self, value: Any) -> None:
+        value = json_value(value, "result")
+        await self._update(lambda job: machine.store_result(job, value))
+
+    async def put_artifact(self, name: str, data: bytes) -> None:
+        await self.pool.core.blobs.put(artifact_key(self.job.id, name), data)
+
+
+def machine_change(old: Job, new: Job) -> Change:
+    """The plain compare-and-swap of ``old`` to ``new``."""
+    return Change(job_id=old.id, expected_version=old.version, job=new)
+
+
+class WorkerPool:
+    """Claims and runs up to ``concurrency`` jobs at once for one manager."""
+
+    def __init__(
+        self,
+        core: Core,
+        handlers: dict[str, tuple[Handler, bool]],
+        *,
+        concurrency: int,
+        worker_id: str,
+        lease: timedelta,
+        poll: float,
+        cancel_grace: float | None,
+    ) -> None:
+        self.core = core
+        self._handlers = handlers
+        self._concurrency = concurrency
+        self._worker_id = worker_id
+        self._lease = lease
+        self._poll = poll
+        self._cancel_grace = cancel_grace
+        self.running: dict[str, _Run] = {}
+        self._busy = 0  # claimed and not yet concluded
+        self._more = True  # the store may hold jobs we could claim
+        self._wakes = 0  # WAKE notes so far: one arriving during a claim is not lost
+        self._wake = anyio.Event()
+        self._check = anyio.Event()  # renew leases now (another process changed something)
+        self._open = False
+        self._tg: TaskGroup | None = None
+        self._send: MemoryObjectSendStream[Job] | None = None
+        self._limiter = anyio.CapacityLimiter(max(1, concurrency))
+        self._batch = isinstance(core.store, BatchClaimer)
+        self.done = anyio.Event()
+
+    # -- notes -------------------------------------------------------------------------
+
+    def on_note(self, note: Note) -> None:
+        kind = note.kind
+        if kind is NoteKind.WAKE:
+            self._more = True
+            self._wakes += 1
+            self._wake.set()
+        elif kind is NoteKind.CANCEL:
+            run = self.running.get(note.job_id or "")
+            if run is not None:
+                if note.job is not None:
+                    run.learn(note.job)
+                self.stop(run, run.job.cancel_reason, CancelSource.USER)
+            elif note.job is None:
+                self._check.set()
+        elif kind is NoteKind.CHANGED and note.job_id is None and self.running:
+            # Another process changed the store: it may have cancelled one of ours.
+            self._check.set()
+
+    # -- the producer ------------------------------------------------------------------
+
+    def start(self, tg: TaskGroup) -> None:
+        """Start claiming and running jobs in ``tg`` (and the heartbeat, when there are workers)."""
+        self._tg = tg
+        self._open = True
+        tg.start_soon(self._run)
+        if self._concurrency:
+            tg.start_soon(self._heartbeat)
+
+    async def _run(self) -> None:
+        send, receive = anyio.create_memory_object_stream[Job](math.inf)
+        self._send = send
+        try:
+            async with anyio.create_task_group() as runners:
+                for _ in range(self._concurrency):
+                    runners.start_soon(self._runner, receive.clone())
+                receive.close()
+                async with send:
+                    await self._produce(send)
+        finally:
+            self.done.set()
+
+    async def _produce(self, send: MemoryObjectSendStream[Job]) -> None:
+        core = self.core
+        kinds: Collection[str] = self._handlers.keys()
+        while self._open:
+            free = self._concurrency - self._busy
+            if free > 0 and self._more:
+                now = core.clock()
+                lease_until = now + self._lease
+                wakes = self._wakes
+                try:
+                    if self._batch:
+                        jobs = await core.store.claim_many(  # type: ignore[attr-defined]
+                            now=now,
+                            worker_id=self._worker_id,
+                            lease_until=lease_until,
+                            kinds=kinds,
+                            limit=free,
+                        )
+                    else:
+                        jobs = []
+                        for _ in range(free):
+                            job = await core.store.claim(
+                                now=now, worker_id=self._worker_id, lease_until=lease_until
+                            )
+                            if job is None:
+                                break
+                            jobs.append(job)
+                except Exception:
+                    log.exception("claim failed; retrying", store=repr(core.store))
+                    jobs = []
+                    self._more = False
+                else:
+                    self._more = len(jobs) == free or wakes != self._wakes
+                for job in jobs:
+                    self._busy += 1
+                    send.send_nowait(job)
+                if self._more:
+                    await anyio.lowlevel.checkpoint()
+                    continue
+            with anyio.move_on_after(self._poll) as waited:
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if waited.cancelled_caught:
+                self._more = True  # another process may have submitted
+
+    async def _runner(self, receive: MemoryObjectReceiveStream[Job]) -> None:
+        async with receive:
+            async for job in receive:
+                try:
+                    await self._execute(job)
+                finally:
+                    self._busy -= 1
+                    if self._more:
+                        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop claiming, interrupt the running jobs (they go back to pending) and wait for them."""
+        self._open = False
+        self._wake.set()
+        for run in list(self.running.values()):
+            self.stop(run, "The job manager is shutting down.", CancelSource.SHUTDOWN)
+        await self.done.wait()
+
+    # -- running one job ---------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> None:
+        entry = self._handlers.get(job.kind)
+        handler, is_async_ = entry if entry is not None else (None, False)
+        run = _Run(self, job, handler, is_async_)
+        if not self._open:  # claimed just before shutdown: put it back untouched
+            await self._conclude(run, machine.INTERRUPTED_OUTCOME)
+            return
+        self.running[job.id] = run
+        self.core.publish(EventType.STARTED, job)
+        try:
+            outcome = await self._call_handler(run)
+        except BaseException:
+            # The manager itself is being torn down: put the job back, then re-raise.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._conclude(run, machine.INTERRUPTED_OUTCOME)
+            raise
+        finally:
+            self.running.pop(job.id, None)
+            for scope in run.watchers or ():
+                scope.cancel()
+            if run.force_scope is not None:
+                run.force_scope.cancel()
+            scratch = run.context._cleanup()
+            if scratch is not None:
+                await anyio.to_thread.run_sync(remove_scratch, scratch)
+        await self._conclude(run, outcome)
+
+    async def _call_handler(self, run: _Run) -> Outcome:
+        job = run.job
+        if run.handler is None:
+            return Outcome.failed(f"No handler is registered for kind {job.kind!r}.")
+        if job.timeout is not None:
+            self._watch(run, self._timeout_after, run, job.timeout)
+        try:
+            if run.is_async:
+                handler = cast(AsyncHandler, run.handler)
+                if self._cancel_grace is None:
+                    result = await handler(run.context, job.payload)
+                else:
+                    with anyio.CancelScope() as scope:
+                        run.scope = scope
+                        result = await handler(run.context, job.payload)
+                    if scope.cancelled_caught:
+                        return self._outcome_of_stop(run)
+            else:
+                result = await anyio.to_thread.run_sync(
+                    _call_sync, run.handler, SyncJobContext(run.context), job.payload, limiter=self._limiter
+                )
+        except JobCancelled:
+            return self._outcome_of_stop(run)
+        except Exception as exc:
+            if run.token.cancelled:
+                return self._outcome_of_stop(run)
+            log.warning("job failed", job_id=job.id, kind=job.kind, tenant=job.tenant, exc_info=exc)
+            return Outcome.failed(f"{type(exc).__name__}: {exc}")
+        try:
+            return Outcome.completed(json_value(result, "result"))
+        except InvalidInput as exc:
+            return Outcome.failed(exc.message)
+
+    @staticmethod
+    def _outcome_of_stop(run: _Run) -> Outcome:
+        source = run.token.source
+        if source is CancelSource.SHUTDOWN:
+            return machine.INTERRUPTED_OUTCOME
+        if source is CancelSource.TIMEOUT:
+            timeout = run.job.timeout
+            return Outcome.failed(f"timed out after {_seconds(timeout)}" if timeout else "timed out")
+        return machine.CANCELLED_OUTCOME
+
+    async def _conclude(self, run: _Run, outcome: Outcome) -> None:
+        """Write the outcome, retrying (with backoff) on store errors; never raises."""
+        core = self.core
+
+        def decide(job: Job) -> Change:
+            return machine_change(job, machine.conclude(job, outcome, core.clock(), core.retention))
+
+        delay = 0.01
+        for _ in range(100):
+            try:
+                _, change = await core.write(run.job, decide, reread=_still_ours(run.job.attempts))
+            except _Lost:
+                return  # recovered (and maybe claimed again) elsewhere: not ours to write
+            except Exception:
+                log.exception("could not record job outcome; retrying", job_id=run.job.id)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self._poll)
+                continue
+            assert change is not None
+            new = change.job
+            assert new is not None
+            run.job = new
+            core.announce(new, machine.event_for(new))
+            return
+        log.error("gave up recording job outcome", job_id=run.job.id)  # pragma: no cover
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def _watch(self, run: _Run, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        assert self._tg is not None
+        scope = anyio.CancelScope()
+        if run.watchers is None:
+            run.watchers = []
+        run.watchers.append(scope)
+        self._tg.start_soon(_scoped, scope, fn, *args)
+
+    async def _timeout_after(self, run: _Run, timeout: timedelta) -> None:
+        await anyio.sleep(timeout.total_seconds())
+        self.stop(run, f"timed out after {_seconds(timeout)}", CancelSource.TIMEOUT)
+
+    def stop(self, run: _Run, reason: str | None, source: CancelSource) -> None:
+        """Set the run's token; force an async handler after ``cancel_grace``."""
+        if not run.token._set(reason, source):
+            return
+        if run.is_async and self._cancel_grace is not None and self._tg is not None:
+            scope = anyio.CancelScope()
+            run.force_scope = scope
+            self._tg.start_soon(_scoped, scope, self._force_after, run, self._cancel_grace)
+
+    @staticmethod
+    async def _force_after(run: _Run, grace: float) -> None:
+        await anyio.sleep(grace)
+        if run.scope is not None:
+            log.info("forcing cancellation", job_id=run.job.id, grace=grace)
+            run.scope.cancel()
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Renew our leases, and learn of cancels written by other processes."""
+        interval = min(self._poll, self._lease.total_seconds() / 3)
+        core = self.core
+        while True:
+            with anyio.move_on_after(interval):
+                await self._check.wait()
+            self._check = anyio.Event()
+            if not self.running:
+                continue
+            try:
+                held = await core.store.renew_leases(
+                    self._worker_id, list(self.running), core.clock() + self._lease
+                )
+            except Exception:
+                log.exception("lease renewal failed; retrying")
+                continue
+            for job in held:
+                run = self.running.get(job.id)
+                if run is None or job.attempts != run.job.attempts:
+                    continue
+                run.learn(job)
+                if job.status is JobStatus.CANCELLING:
+                    self.stop(run, job.cancel_reason, CancelSource.USER)
+
+
+def _call_sync(fn: Handler, context: SyncJobContext, payload: Any) -> Any:
+    return cast(SyncHandler, fn)(context, payload)
+
+
+async def _scoped(scope: anyio.CancelScope, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    with scope:
+        await fn(*args)
