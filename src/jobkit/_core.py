@@ -81,26 +81,31 @@ class Core:
     async def write(
         self,
         job: Job,
-        decide: Callable[[Job], Change | None],
+        decide: Callable[[Job], Job | Change | None],
         *,
         reread: Callable[[Job | None, str], Job] = must_exist,
-    ) -> tuple[Job, Change | None]:
+    ) -> tuple[Job, Job | Change | None]:
         """The compare-and-swap loop: decide the change from the job, try it, re-read on a conflict.
 
-        ``decide`` returns the change to write (None: nothing to write; it may raise, e.g.
-        :class:`~jobkit.InvalidState`). ``reread`` checks the job read after a conflict and
+        ``decide`` returns the change to write: a :class:`~jobkit.abc.Change`, or just the
+        new job for a plain compare-and-swap (None, or the job itself: nothing to write; it
+        may raise, e.g. :class:`~jobkit.InvalidState`). ``reread`` checks the job read after a conflict and
         returns it, or raises (by default :class:`~jobkit.JobNotFound` when it is gone).
 
-        :returns: the job the written change was decided from, and the change (None when
-            nothing needed writing).
+        :returns: the job the written change was decided from, and what ``decide``
+            returned for it (None when nothing needed writing).
         """
+        store = self.store
         while True:
             change = decide(job)
-            if change is None:
+            if change is None or change is job:
                 return job, None
-            if await self.apply(change):
+            if isinstance(change, Job):
+                if await store.replace(change, expected_version=job.version):
+                    return job, change
+            elif await self.apply(change):
                 return job, change
-            job = reread(await self.store.get(job.id), job.id)
+            job = reread(await store.get(job.id), job.id)
 
     # -- after a write -----------------------------------------------------------------
 
@@ -132,10 +137,13 @@ class Core:
         if removed:
             notify(Note(kind=NoteKind.CHANGED, job_id=job.id))
             return
-        notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))
         if job.status is JobStatus.PENDING:
+            if event is not EventType.SUBMITTED:  # nobody waits on a job that did not exist
+                notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))
             notify(WAKE)
-        elif job.status is JobStatus.CANCELLING:
+            return
+        notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))
+        if job.status is JobStatus.CANCELLING:
             notify(Note(kind=NoteKind.CANCEL, job_id=job.id, job=job))
 
     # -- audit -------------------------------------------------------------------------

@@ -418,7 +418,7 @@ class JobManager:
             return Change(job_id=job.id, expected_version=job.version, job=new, audit=audit)
 
         job, change = await core.write(job, decide)
-        if change is None:
+        if not isinstance(change, Change):
             return job
         assert change.job is not None
         assert change.audit is not None
@@ -501,18 +501,17 @@ class JobManager:
         check_priority(priority)
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.SET_PRIORITY, job)
-        job, change = await self._core.write(
-            job, lambda job: _plain(job, machine.set_priority(job, priority))
-        )
-        new = job if change is None or change.job is None else change.job
+        job, new = await self._core.write(job, lambda job: machine.set_priority(job, priority))
+        assert not isinstance(new, Change)
         position = await self._store.position(job_id)
         if position is None:  # claimed in the meantime
             raise InvalidState("Cannot change priority of a running job.")
-        if change is not None:
-            data = {"from": job.priority, "to": priority, "position": position}
-            self._core.publish(EventType.PRIORITY_CHANGED, new, data)
-            record = self._core.audit_record(AuditAction.SET_PRIORITY, self._actor_id(actor), new, data)
-            await self._core.record(record, new.kind)
+        if new is None:
+            return job, position
+        data = {"from": job.priority, "to": priority, "position": position}
+        self._core.publish(EventType.PRIORITY_CHANGED, new, data)
+        record = self._core.audit_record(AuditAction.SET_PRIORITY, self._actor_id(actor), new, data)
+        await self._core.record(record, new.kind)
         return new, position
 
     async def position(self, job_id: str, *, actor: Actor | None = None) -> int | None:
@@ -600,8 +599,3 @@ class JobManager:
         """
         self._check_open()
         return await self._sweeper.sweep()
-
-
-def _plain(old: Job, new: Job) -> Change | None:
-    """The plain compare-and-swap from ``old`` to ``new`` (None when nothing changed)."""
-    return None if new is old else Change(job_id=old.id, expected_version=old.version, job=new)

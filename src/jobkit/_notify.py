@@ -42,26 +42,36 @@ class LocalNotifier:
 
     def deliver(self, note: Note) -> None:
         """Call this process's listeners (never raises: a failing listener is logged)."""
+        # The lists are replaced, never changed in place: iterating them is safe.
         listeners = self._event_listeners if note.kind is NoteKind.EVENT else self._listeners
-        for callback in tuple(listeners):
+        for callback in listeners:
             try:
                 callback(note)
             except Exception:
                 log.exception("note listener failed", note=note.kind.value, job_id=note.job_id)
 
     def listen(self, callback: NoteCallback, *, events: bool = False) -> Callable[[], None]:
-        listeners = self._event_listeners if events else self._listeners
-        listeners.append(callback)
+        self._set_listeners(events, [*self._get_listeners(events), callback])
+        if events and len(self._event_listeners) == 1:
+            self.events_wanted()
 
         def stop() -> None:
+            listeners = self._get_listeners(events)
             if callback in listeners:
-                listeners.remove(callback)
-                if events and not listeners:
+                self._set_listeners(events, [c for c in listeners if c is not callback])
+                if events and not self._event_listeners:
                     self.events_idle()
 
-        if events and len(listeners) == 1:
-            self.events_wanted()
         return stop
+
+    def _get_listeners(self, events: bool) -> list[NoteCallback]:
+        return self._event_listeners if events else self._listeners
+
+    def _set_listeners(self, events: bool, listeners: list[NoteCallback]) -> None:
+        if events:
+            self._event_listeners = listeners
+        else:
+            self._listeners = listeners
 
     @property
     def wants_events(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -181,15 +181,21 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def replace_job(job: Job, **changes: Any) -> Job:
-    """Like :func:`attrs.evolve` for a :class:`Job`, without re-running converters.
-
-    Only for trusted, already-normalised values: the manager's hot path uses it.
-    """
-    new = _new(Job)
+def _compile_replace() -> Any:
+    # Straight-line code over the fields (no loop, direct attribute reads): the manager
+    # copies a job on every status change, so this is on the hot path.
+    lines = ["def replace_job(job, /, **changes):", "    new = _new(Job)"]
     for name in _JOB_FIELDS:
-        _set(new, name, changes[name] if name in changes else getattr(job, name))
-    return new
+        lines.append(f"    _set(new, {name!r}, changes[{name!r}] if {name!r} in changes else job.{name})")
+    lines.append("    return new")
+    namespace: dict[str, Any] = {"_new": _new, "_set": _set, "Job": Job}
+    exec("\n".join(lines), namespace)
+    return namespace["replace_job"]
+
+
+#: Like :func:`attrs.evolve` for a :class:`Job`, without re-running converters. Only for
+#: trusted, already-normalised values: the manager's hot path uses it.
+replace_job: Callable[..., Job] = _compile_replace()
 
 
 def build_job(values: tuple[Any, ...]) -> Job:

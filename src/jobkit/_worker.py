@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
 from typing import Any, cast
@@ -22,7 +22,6 @@ import anyio
 import anyio.to_thread
 import structlog
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import _machine as machine
 from ._context import JobContext, SyncJobContext, remove_scratch
@@ -32,7 +31,7 @@ from ._machine import Outcome
 from ._records import ACTIVE, EventType, Job, JobStatus
 from ._token import CancelSource, CancelToken
 from ._validate import artifact_key, json_value
-from .abc import BatchClaimer, Change, Note, NoteKind
+from .abc import BatchClaimer, Note, NoteKind
 
 __all__ = ["AsyncHandler", "Handler", "SyncHandler", "WorkerPool", "is_async"]
 
@@ -94,16 +93,12 @@ class _Run:
             self.job = job
 
     async def _update(self, step: Callable[[Job], Job]) -> Job:
-        def decide(job: Job) -> Change | None:
-            new = step(job)
-            return None if new is job else machine_change(job, new)
-
         try:
-            _, change = await self.pool.core.write(self.job, decide, reread=_still_ours(self.job.attempts))
+            _, new = await self.pool.core.write(self.job, step, reread=_still_ours(self.job.attempts))
         except _Lost:
             raise JobCancelled("The job is no longer running here (its lease was lost).", None) from None
-        if change is not None and change.job is not None:
-            self.job = change.job
+        if isinstance(new, Job):
+            self.job = new
         return self.job
 
     async def report_progress(self, fraction: float | None, message: str | None) -> None:
@@ -116,11 +111,6 @@ class _Run:
 
     async def put_artifact(self, name: str, data: bytes) -> None:
         await self.pool.core.blobs.put(artifact_key(self.job.id, name), data)
-
-
-def machine_change(old: Job, new: Job) -> Change:
-    """The plain compare-and-swap of ``old`` to ``new``."""
-    return Change(job_id=old.id, expected_version=old.version, job=new)
 
 
 class WorkerPool:
@@ -152,7 +142,10 @@ class WorkerPool:
         self._check = anyio.Event()  # renew leases now (another process changed something)
         self._open = False
         self._tg: TaskGroup | None = None
-        self._send: MemoryObjectSendStream[Job] | None = None
+        self._ready: deque[Job] = deque()  # claimed, waiting for a runner
+        self._parked: list[anyio.Event] = []  # runners with nothing to do
+        self._filling = False
+        self._kinds: Collection[str] = handlers.keys()
         self._limiter = anyio.CapacityLimiter(max(1, concurrency))
         self._batch = isinstance(core.store, BatchClaimer)
         self.done = anyio.Event()
@@ -188,77 +181,100 @@ class WorkerPool:
             tg.start_soon(self._heartbeat)
 
     async def _run(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Job](math.inf)
-        self._send = send
         try:
             async with anyio.create_task_group() as runners:
                 for _ in range(self._concurrency):
-                    runners.start_soon(self._runner, receive.clone())
-                receive.close()
-                async with send:
-                    await self._produce(send)
+                    runners.start_soon(self._runner)
+                await self._produce()
         finally:
             self.done.set()
 
-    async def _produce(self, send: MemoryObjectSendStream[Job]) -> None:
+    async def _fill(self) -> None:
+        """Claim up to the free slots in one store call and hand the jobs to idle runners."""
+        free = self._concurrency - self._busy
+        if free <= 0 or self._filling or not self._open:
+            return
         core = self.core
-        kinds: Collection[str] = self._handlers.keys()
+        now = core.clock()
+        lease_until = now + self._lease
+        wakes = self._wakes
+        self._filling = True
+        try:
+            if self._batch:
+                jobs: list[Job] = await core.store.claim_many(  # type: ignore[attr-defined]
+                    now=now, worker_id=self._worker_id, lease_until=lease_until, kinds=self._kinds, limit=free
+                )
+            else:
+                jobs = []
+                while len(jobs) < free:
+                    job = await core.store.claim(now=now, worker_id=self._worker_id, lease_until=lease_until)
+                    if job is None:
+                        break
+                    jobs.append(job)
+        except Exception:
+            log.exception("claim failed; retrying", store=repr(core.store))
+            self._more = False  # the poll timer tries again
+            return
+        finally:
+            self._filling = False
+        self._more = len(jobs) == free or wakes != self._wakes
+        self._busy += len(jobs)
+        self._ready.extend(jobs)
+        parked = self._parked
+        for _ in range(min(len(jobs), len(parked))):
+            parked.pop().set()
+
+    async def _produce(self) -> None:
+        """Fill the free slots whenever there may be work; else wait for one wake-up signal."""
         while self._open:
-            free = self._concurrency - self._busy
-            if free > 0 and self._more:
-                now = core.clock()
-                lease_until = now + self._lease
-                wakes = self._wakes
-                try:
-                    if self._batch:
-                        jobs = await core.store.claim_many(  # type: ignore[attr-defined]
-                            now=now,
-                            worker_id=self._worker_id,
-                            lease_until=lease_until,
-                            kinds=kinds,
-                            limit=free,
-                        )
-                    else:
-                        jobs = []
-                        for _ in range(free):
-                            job = await core.store.claim(
-                                now=now, worker_id=self._worker_id, lease_until=lease_until
-                            )
-                            if job is None:
-                                break
-                            jobs.append(job)
-                except Exception:
-                    log.exception("claim failed; retrying", store=repr(core.store))
-                    jobs = []
-                    self._more = False
-                else:
-                    self._more = len(jobs) == free or wakes != self._wakes
-                for job in jobs:
-                    self._busy += 1
-                    send.send_nowait(job)
+            if self._more and self._busy < self._concurrency:
+                await self._fill()
                 if self._more:
                     await anyio.lowlevel.checkpoint()
                     continue
-            with anyio.move_on_after(self._poll) as waited:
-                await self._wake.wait()
+            if self._busy >= self._concurrency:
+                await self._wake.wait()  # a runner fills for itself once it is free
+            else:
+                with anyio.move_on_after(self._poll) as waited:
+                    await self._wake.wait()
+                if waited.cancelled_caught:
+                    self._more = True  # another process may have submitted
             self._wake = anyio.Event()
-            if waited.cancelled_caught:
-                self._more = True  # another process may have submitted
 
-    async def _runner(self, receive: MemoryObjectReceiveStream[Job]) -> None:
-        async with receive:
-            async for job in receive:
-                try:
-                    await self._execute(job)
-                finally:
-                    self._busy -= 1
-                    if self._more:
-                        self._wake.set()
+    async def _runner(self) -> None:
+        done = 0
+        ready = self._ready
+        while True:
+            if ready:
+                job = ready.popleft()
+            elif not self._open:
+                return
+            elif self._more and not self._filling and self._busy < self._concurrency:
+                await self._fill()  # busy and the store may hold more: no need to park
+                continue
+            else:
+                event = anyio.Event()
+                self._parked.append(event)
+                await event.wait()
+                continue
+            try:
+                await self._execute(job)
+            finally:
+                self._busy -= 1
+                self._wake.set()  # a slot is free: the producer may have to watch for work
+            done += 1
+            if done % 16 == 0:
+                # Handlers and stores that never suspend would otherwise keep the loop
+                # to this runner: let other tasks (web requests, the sweeper) run.
+                await anyio.lowlevel.checkpoint()
 
     async def close(self) -> None:
         """Stop claiming, interrupt the running jobs (they go back to pending) and wait for them."""
         self._open = False
         self._wake.set()
+        for event in self._parked:
+            event.set()
+        self._parked.clear()
         for run in list(self.running.values()):
             self.stop(run, "The job manager is shutting down.", CancelSource.SHUTDOWN)
         await self.done.wait()
@@ -339,13 +355,13 @@ class WorkerPool:
         """Write the outcome, retrying (with backoff) on store errors; never raises."""
         core = self.core
 
-        def decide(job: Job) -> Change:
-            return machine_change(job, machine.conclude(job, outcome, core.clock(), core.retention))
+        def decide(job: Job) -> Job:
+            return machine.conclude(job, outcome, core.clock(), core.retention)
 
         delay = 0.01
         for _ in range(100):
             try:
-                _, change = await core.write(run.job, decide, reread=_still_ours(run.job.attempts))
+                _, new = await core.write(run.job, decide, reread=_still_ours(run.job.attempts))
             except _Lost:
                 return  # recovered (and maybe claimed again) elsewhere: not ours to write
             except Exception:
@@ -353,9 +369,7 @@ class WorkerPool:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, self._poll)
                 continue
-            assert change is not None
-            new = change.job
-            assert new is not None
+            assert isinstance(new, Job)
             run.job = new
             core.announce(new, machine.event_for(new))
             return
