@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -547,3 +547,59 @@ class TestExpiry:
         for status in (P, R, C):
             with pytest.raises(InvalidState):
                 machine.mark_deleted(job_in(status), START)
+
+
+# -- conclude: the outcome of a run --------------------------------------------------------
+
+outcomes = st.one_of(
+    st.builds(machine.Outcome.completed, json_values),
+    st.builds(machine.Outcome.failed, st.text(min_size=1, max_size=10)),
+    st.just(machine.CANCELLED_OUTCOME),
+    st.just(machine.INTERRUPTED_OUTCOME),
+)
+CONCLUDED = {
+    machine.OutcomeKind.COMPLETED: {R: COMPLETED, C: COMPLETED},
+    machine.OutcomeKind.FAILED: {R: FAILED, C: FAILED},
+    machine.OutcomeKind.CANCELLED: {R: CANCELLED, C: CANCELLED},
+    machine.OutcomeKind.INTERRUPTED: {R: P, C: CANCELLED},
+}
+
+
+class TestConclude:
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        status=st.sampled_from(list(JobStatus)),
+        outcome=outcomes,
+        keep=keeps,
+        step=steps,
+        attempts=st.integers(1, 3),
+    )
+    def test_every_outcome_from_every_status_is_legal_or_invalid_state(
+        self, status: JobStatus, outcome: machine.Outcome, keep: Any, step: timedelta, attempts: int
+    ) -> None:
+        """conclude gives the job the lifecycle table says, or InvalidState; never another error."""
+        job = job_in(status, attempts=attempts, max_attempts=3, result={"partial": 1})
+        now = START + step
+        expected = CONCLUDED[outcome.kind].get(status)
+        if expected is None:
+            with pytest.raises(InvalidState):
+                machine.conclude(job, outcome, now, Retention(completed=keep, failed=keep, cancelled=keep))
+            return
+        new = machine.conclude(job, outcome, now, Retention(completed=keep, failed=keep, cancelled=keep))
+        assert new.status is expected
+        assert new.version == job.version + 1
+        assert new.attempts == job.attempts
+        assert machine.event_for(new).value == {P: "requeued"}.get(new.status, new.status.value)
+        if expected in TERMINAL:
+            assert new.finished_at == now
+            assert new.expires_at == (None if keep is None else now + keep)
+        else:
+            assert new.finished_at is None
+            assert new.expires_at is None
+        if expected is COMPLETED:
+            assert new.result == outcome.result
+            assert new.progress == 1.0
+        else:
+            assert new.result == {"partial": 1}  # a partial result outlives the run
+        if expected is FAILED:
+            assert new.error == outcome.error

@@ -28,6 +28,7 @@ import attrs
 import structlog
 import typer
 
+from .._codec import job_to_json
 from .._errors import (
     BackendError,
     InvalidInput,
@@ -40,7 +41,6 @@ from .._manager import JobManager
 from .._policies import DeleteMode, DeletePolicy
 from .._records import Job
 from ..abc import BlobStore, JobStore
-from ..integrations._http import job_to_json
 from . import _render as render
 
 __all__ = ["EXIT_CODES", "Settings", "app"]

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._codec import job_to_json
 from .._records import AuditRecord, Job, JobStatus, Page, SweepReport
-from ..integrations._http import job_to_json
 
 __all__ = [
     "STATUS_STYLE",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .._codec import dumps, event_to_json, job_to_json
 from .._errors import (
     BackendError,
     InvalidInput,
@@ -21,7 +21,7 @@ from .._errors import (
     JobNotFound,
     PermissionDenied,
 )
-from .._records import Job, JobEvent
+from .._records import JobEvent
 from .._validate import check_statuses
 
 __all__ = [
@@ -74,13 +74,6 @@ SSE_OPEN = b"retry: 3000\n: connected\n\n"
 #: server learns early that its client has gone.
 SSE_HEARTBEAT = b": heartbeat\n\n"
 
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN and infinities are refused (they are not JSON)."""
-    return _encode(value).encode()
-
 
 def error_status(exc: JobkitError) -> int:
     """The HTTP status for a jobkit error."""
@@ -93,63 +86,6 @@ def error_status(exc: JobkitError) -> int:
 def error_body(code: str, message: str) -> dict[str, Any]:
     """The error body every route returns: ``{"error": {"code": ..., "message": ...}}``."""
     return {"error": {"code": code, "message": message}}
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat()
-
-
-def _seconds(value: timedelta | None) -> float | None:
-    return None if value is None else value.total_seconds()
-
-
-def job_to_json(job: Job) -> dict[str, Any]:
-    """A job as a JSON object with the :class:`~jobkit.Job` field names.
-
-    Datetimes are ISO 8601 in UTC, the status is its lowercase value, ``ttl`` and
-    ``timeout`` are seconds. A plain function on purpose: this is the hot path of
-    ``GET /jobs/{id}``.
-    """
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status.value,
-        "payload": job.payload,
-        "tenant": job.tenant,
-        "priority": job.priority,
-        "progress": job.progress,
-        "progress_message": job.progress_message,
-        "result": job.result,
-        "error": job.error,
-        "cancel_reason": job.cancel_reason,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "expires_at": _iso(job.expires_at),
-        "deleted_at": _iso(job.deleted_at),
-        "version": job.version,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "labels": dict(job.labels),
-        "ttl": _seconds(job.ttl),
-        "timeout": _seconds(job.timeout),
-    }
-
-
-def event_to_json(event: JobEvent) -> dict[str, Any]:
-    """A :class:`~jobkit.JobEvent` as a JSON object with its field names."""
-    return {
-        "type": event.type.value,
-        "job_id": event.job_id,
-        "tenant": event.tenant,
-        "status": None if event.status is None else event.status.value,
-        "at": _iso(event.at),
-        "data": dict(event.data),
-    }
 
 
 def sse_frame(event: JobEvent) -> bytes:
