@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "abc": {"_policies", "_records"},
     "_notify": {"abc", "_records"},
     "_events": {"abc", "_records"},
-    "_context": {"_errors", "_records", "_token"},
+    "_context": {"_errors", "_records", "_token", "_validate"},
     "_core": {"abc", "_errors", "_policies", "_records"},
     "_deleter": {"_core", "_errors", "_machine", "_policies", "_records", "_validate", "abc"},
     "_sweeper": {"_core", "_deleter", "_errors", "_machine", "_records", "_validate", "abc"},

@@ -18,6 +18,7 @@ import structlog
 from ._errors import InvalidInput
 from ._records import Job
 from ._token import CancelToken
+from ._validate import MAX_TEXT_LENGTH, check_optional_text
 
 __all__ = ["JobContext", "RunPort", "SyncJobContext"]
 
@@ -122,8 +123,7 @@ class JobContext:
     async def progress(self, fraction: float | None, message: str | None = None) -> None:
         """Record progress (0..1) and an optional message; subscribers see a ``progress`` event."""
         fraction = _check_fraction(fraction)
-        if message is not None and not isinstance(message, str):
-            raise InvalidInput("A progress message must be a string.")
+        check_optional_text(message, "progress message", MAX_TEXT_LENGTH)
         await self._run.report_progress(fraction, message)
 
     async def set_result(self, value: Any) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -54,13 +54,22 @@ _R = JobStatus.RUNNING
 _C = JobStatus.CANCELLING
 
 
+def _expiry(now: datetime, keep: timedelta | None) -> datetime | None:
+    if keep is None:
+        return None
+    try:
+        return now + keep
+    except OverflowError:  # a stored duration past the bound: keep it as long as time goes
+        return datetime.max.replace(tzinfo=UTC)
+
+
 def _finish(job: Job, status: JobStatus, now: datetime, retention: Retention, **changes: Any) -> Job:
     keep = job.ttl if job.ttl is not None else retention.for_status(status)
     return replace_job(
         job,
         status=status,
         finished_at=now,
-        expires_at=None if keep is None else now + keep,
+        expires_at=_expiry(now, keep),
         version=job.version + 1,
         **changes,
     )

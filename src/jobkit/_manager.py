@@ -44,6 +44,7 @@ from ._records import (
 )
 from ._sweeper import SWEEPER, Sweeper
 from ._validate import (
+    MAX_TEXT_LENGTH,
     artifact_key,
     artifact_prefix,
     check_job_id,
@@ -51,6 +52,7 @@ from ._validate import (
     check_labels,
     check_limit,
     check_max_attempts,
+    check_optional_text,
     check_priority,
     check_statuses,
     decode_cursor,
@@ -402,8 +404,7 @@ class JobManager:
         :raises InvalidState: the job has already finished.
         """
         self._check_open()
-        if reason is not None and not isinstance(reason, str):
-            raise InvalidInput("reason must be a string.")
+        check_optional_text(reason, "cancel reason", MAX_TEXT_LENGTH)
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.CANCEL, job)
         core = self._core

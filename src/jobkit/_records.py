@@ -22,6 +22,7 @@ __all__ = [
     "AuditAction",
     "AuditRecord",
     "EMPTY_MAPPING",
+    "MAX_DURATION",
     "EventType",
     "Job",
     "JobEvent",
@@ -104,13 +105,23 @@ class AuditAction(enum.StrEnum):
     RECOVER = "recover"
 
 
+#: The longest duration jobkit accepts anywhere (ttl, timeout, delays, retention, intervals):
+#: 100 years. Anything longer is :class:`InvalidInput`, so ``now + duration`` never overflows.
+MAX_DURATION = timedelta(days=36_525)
+
+
 def to_duration(value: timedelta | float | None) -> timedelta | None:
-    """Convert seconds or a timedelta to a timedelta; reject negatives, NaN and booleans."""
+    """Convert seconds or a timedelta to a timedelta; reject negatives, NaN, booleans and
+    anything longer than :data:`MAX_DURATION`."""
     if value is None:
         return None
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise InvalidInput(f"A duration cannot be negative, got {value}.")
+        if value > MAX_DURATION:
+            raise InvalidInput(
+                f"A duration can be at most {MAX_DURATION.days} days (100 years), got {value}."
+            )
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(
@@ -118,10 +129,12 @@ def to_duration(value: timedelta | float | None) -> timedelta | None:
         )
     if not math.isfinite(value) or value < 0:
         raise InvalidInput(f"A duration must be a finite, non-negative number, got {value!r}.")
-    try:
-        return timedelta(seconds=value)
-    except OverflowError:
-        raise InvalidInput(f"The duration {value!r} is too large.") from None
+    if value > MAX_DURATION.total_seconds():
+        raise InvalidInput(
+            f"A duration can be at most {MAX_DURATION.total_seconds():.0f} seconds (100 years), "
+            f"got {value!r}."
+        )
+    return timedelta(seconds=value)
 
 
 def _to_status(value: JobStatus | str) -> JobStatus:

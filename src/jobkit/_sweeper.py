@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -31,6 +32,7 @@ log = structlog.get_logger("jobkit")
 #: The actor id of the sweeper in audit records.
 SWEEPER = "system:sweeper"
 BATCH = 500
+T = TypeVar("T")
 
 
 class Sweeper:
@@ -56,15 +58,16 @@ class Sweeper:
             if not mine:
                 return SweepReport()
             now = self._core.clock()
-            expired, from_expired = await self.expire(now)
-            from_queue = await self.retry_purges()
-            purged, from_purged = await self.purge_soft_deleted(now)
+            # Each duty on its own: one that fails (a store error) never stops the others.
+            expired, from_expired = await _duty("expire", self.expire(now), (0, 0))
+            from_queue = await _duty("retry purges", self.retry_purges(), 0)
+            purged, from_purged = await _duty("purge soft-deleted", self.purge_soft_deleted(now), (0, 0))
             report = SweepReport(
                 expired=expired,
                 purged=purged,
                 artifacts_deleted=from_expired + from_queue + from_purged,
-                recovered=await self.recover_leases(now),
-                audit_removed=await self.trim_audit(now),
+                recovered=await _duty("recover leases", self.recover_leases(now), 0),
+                audit_removed=await _duty("trim audit", self.trim_audit(now), 0),
             )
         if any(attrs.astuple(report)):
             log.info("swept", **attrs.asdict(report))
@@ -179,7 +182,12 @@ async def _each(
         await anyio.lowlevel.checkpoint()  # a long sweep never starves the loop
         progressed = False
         for job in batch:
-            count = await one(job)
+            try:
+                count = await one(job)
+            except Exception:
+                # One bad row never stops a sweep: log it, leave it, go on.
+                log.exception("sweep could not handle a job; skipped", job_id=job.id)
+                continue
             if count is None:
                 continue
             progressed = True
@@ -188,3 +196,12 @@ async def _each(
         if not progressed:
             break
     return handled, total
+
+
+async def _duty(name: str, work: Awaitable[T], nothing: T) -> T:
+    """Run one duty of the sweep; when it fails, log it and count nothing."""
+    try:
+        return await work
+    except Exception:
+        log.exception("sweep duty failed; the others go on", duty=name)
+        return nothing

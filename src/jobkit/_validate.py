@@ -31,6 +31,8 @@ MIN_PRIORITY = -1_000_000
 MAX_PRIORITY = 1_000_000
 MAX_KIND_LENGTH = 200
 MAX_NAME_LENGTH = 1024
+#: The longest cancel reason or progress message, in characters.
+MAX_TEXT_LENGTH = 10_000
 
 _dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
 _loads = json.loads
@@ -67,18 +69,47 @@ def _check_keys(value: Any, what: str) -> None:
             _check_keys(item, what)
 
 
+def check_text(value: str, what: str) -> str:
+    """``value`` if it can be stored as UTF-8 text (no lone surrogates), else InvalidInput."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"The {what} is not valid Unicode text (it holds a lone surrogate).") from None
+    return value
+
+
+def check_optional_text(value: object, what: str, max_length: int) -> str | None:
+    """None, or a string of at most ``max_length`` characters that is valid UTF-8 text."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"The {what} must be a string, got {type(value).__name__}.")
+    if len(value) > max_length:
+        raise InvalidInput(f"The {what} is longer than {max_length} characters.")
+    return check_text(value, what)
+
+
+def safe_text(value: str) -> str:
+    """``value`` made storable: lone surrogates (e.g. in an exception message) escaped."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def check_kind(kind: object) -> str:
     if not isinstance(kind, str) or not kind.strip():
         raise InvalidInput(f"The job kind must be a non-empty string, got {kind!r}.")
     if len(kind) > MAX_KIND_LENGTH:
         raise InvalidInput(f"The job kind is longer than {MAX_KIND_LENGTH} characters.")
-    return kind
+    return check_text(kind, "job kind")
 
 
 def check_job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
         raise InvalidInput(f"A job id must be a non-empty string, got {job_id!r}.")
-    return job_id
+    return check_text(job_id, "job id")
 
 
 def check_priority(priority: object) -> int:
@@ -111,6 +142,8 @@ def check_labels(labels: object) -> Mapping[str, str] | None:
             raise InvalidInput(f"Labels must map non-empty strings to strings, got {key!r}: {value!r}.")
         if len(key) > 200 or len(value) > 1000:
             raise InvalidInput(f"The label {key[:50]!r} is too long.")
+        check_text(key, "label name")
+        check_text(value, f"value of label {key[:50]!r}")
     return labels
 
 
@@ -134,6 +167,7 @@ def artifact_key(job_id: str, name: object) -> str:
         raise InvalidInput(f"An artifact name must be at most {MAX_NAME_LENGTH} characters.")
     if "\x00" in name:
         raise InvalidInput("An artifact name cannot contain NUL characters.")
+    check_text(name, "artifact name")
     if "\\" in name:
         raise InvalidInput(f"An artifact name cannot contain backslashes: {name!r}; use '/'.")
     if name.startswith("/"):
@@ -170,6 +204,7 @@ def decode_cursor(cursor: object) -> int | None:
         raise bad from None
     if not raw.startswith(_CURSOR_TAG) or not raw[len(_CURSOR_TAG) :].isdigit():
         raise bad
-    if encode_cursor(int(raw[len(_CURSOR_TAG) :])) != cursor:
+    seq = int(raw[len(_CURSOR_TAG) :])
+    if seq >= 2**63 or encode_cursor(seq) != cursor:  # a store's sequence is a 64-bit integer
         raise bad
-    return int(raw[len(_CURSOR_TAG) :])
+    return seq

@@ -26,11 +26,11 @@ from anyio.abc import TaskGroup
 from . import _machine as machine
 from ._context import JobContext, SyncJobContext, remove_scratch
 from ._core import Core
-from ._errors import InvalidInput, JobCancelled
-from ._machine import Outcome
+from ._errors import InvalidInput, InvalidState, JobCancelled
+from ._machine import Outcome, OutcomeKind
 from ._records import ACTIVE, EventType, Job, JobStatus
 from ._token import CancelSource, CancelToken
-from ._validate import artifact_key, json_value
+from ._validate import artifact_key, json_value, safe_text
 from .abc import BatchClaimer, Note, NoteKind
 
 __all__ = ["AsyncHandler", "Handler", "SyncHandler", "WorkerPool", "is_async"]
@@ -58,6 +58,14 @@ def _seconds(value: timedelta) -> str:
 
 class _Lost(Exception):
     """The job is no longer this run's: recovered (and maybe claimed) elsewhere."""
+
+
+class _Unrecordable(Exception):
+    """The outcome could not be turned into the next job."""
+
+
+CONCLUDE_TRIES = 12
+_UNRECORDABLE = "The job's outcome could not be recorded (see the jobkit log)."
 
 
 def _still_ours(attempts: int) -> Callable[[Job | None, str], Job]:
@@ -335,7 +343,7 @@ class WorkerPool:
             if run.token.cancelled:
                 return self._outcome_of_stop(run)
             log.warning("job failed", job_id=job.id, kind=job.kind, tenant=job.tenant, exc_info=exc)
-            return Outcome.failed(f"{type(exc).__name__}: {exc}")
+            return Outcome.failed(safe_text(f"{type(exc).__name__}: {exc}"))
         try:
             return Outcome.completed(json_value(result, "result"))
         except InvalidInput as exc:
@@ -352,20 +360,36 @@ class WorkerPool:
         return machine.CANCELLED_OUTCOME
 
     async def _conclude(self, run: _Run, outcome: Outcome) -> None:
-        """Write the outcome, retrying (with backoff) on store errors; never raises."""
+        """Write the outcome; never raises.
+
+        A store error is logged and retried with backoff. An outcome that cannot be turned
+        into a job (a bug, or a stored job that breaks the rules) fails the job with a clear
+        error instead. Past the retries the job is left to lease recovery.
+        """
         core = self.core
 
         def decide(job: Job) -> Job:
-            return machine.conclude(job, outcome, core.clock(), core.retention)
+            try:
+                return machine.conclude(job, outcome, core.clock(), core.retention)
+            except InvalidState:
+                raise
+            except Exception as exc:
+                raise _Unrecordable(exc) from exc
 
         delay = 0.01
-        for _ in range(100):
+        for _ in range(CONCLUDE_TRIES):
             try:
                 _, new = await core.write(run.job, decide, reread=_still_ours(run.job.attempts))
             except _Lost:
                 return  # recovered (and maybe claimed again) elsewhere: not ours to write
+            except _Unrecordable:
+                log.exception("job outcome could not be recorded; failing the job", job_id=run.job.id)
+                if outcome.kind is OutcomeKind.FAILED and outcome.error == _UNRECORDABLE:
+                    return  # not even a failure can be written: leave it to lease recovery
+                outcome = Outcome.failed(_UNRECORDABLE)
+                continue
             except Exception:
-                log.exception("could not record job outcome; retrying", job_id=run.job.id)
+                log.exception("could not record job outcome; retrying", job_id=run.job.id, delay=delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, self._poll)
                 continue
@@ -373,7 +397,7 @@ class WorkerPool:
             run.job = new
             core.announce(new, machine.event_for(new))
             return
-        log.error("gave up recording job outcome", job_id=run.job.id)  # pragma: no cover
+        log.error("gave up recording job outcome; lease recovery will handle it", job_id=run.job.id)
 
     # -- stopping ----------------------------------------------------------------------
 

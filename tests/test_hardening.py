@@ -1,0 +1,339 @@
+"""Nothing a caller sends can break the manager: bounds, text, and background work that survives.
+
+Each test here was a crash or a half-done write before: a duration that overflows the
+clock, a lone surrogate that is stored and then breaks every read, an outcome write that
+kills the manager, one bad row that stops the whole sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobkit import (
+    BackendError,
+    DeletePolicy,
+    InvalidInput,
+    Job,
+    JobContext,
+    JobManager,
+    JobStatus,
+    Retention,
+)
+from jobkit import _machine as machine
+from jobkit._records import MAX_DURATION
+from jobkit.abc import JobStore
+from jobkit.stores import MemoryStore, SQLiteStore
+from jobkit.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+SURROGATE = "bad \ud800 text"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], JobStore]:
+    counter = iter(range(1000))
+
+    def make() -> JobStore:
+        if request.param == "memory":
+            return MemoryStore()
+        return SQLiteStore(tmp_path / f"jobs-{next(counter)}.db")
+
+    return make
+
+
+async def noop(ctx: JobContext, payload: Any) -> Any:
+    return payload
+
+
+async def count_jobs(jobs: JobManager) -> int:
+    return len((await jobs.list(limit=1000, include_deleted=True)).items)
+
+
+class TestDurationBounds:
+    @pytest.mark.parametrize(
+        "value", [300_000_000_000, timedelta.max, MAX_DURATION + timedelta(seconds=1), 1e300, float("inf")]
+    )
+    async def test_a_ttl_or_timeout_past_the_bound_is_invalid_input_and_nothing_is_stored(
+        self, new_store: Callable[[], JobStore], value: Any
+    ) -> None:
+        """ttl=9,500 years or timedelta.max is InvalidInput on every store, not an overflow later."""
+        jobs = JobManager(new_store(), sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        async with jobs:
+            for field in ("ttl", "timeout"):
+                with pytest.raises(InvalidInput, match="duration"):
+                    await jobs.submit("noop", **{field: value})
+            assert await count_jobs(jobs) == 0
+
+    async def test_the_bound_itself_is_accepted_and_the_job_finishes(
+        self, new_store: Callable[[], JobStore]
+    ) -> None:
+        """A 100-year ttl is fine: the job completes and expires in 100 years."""
+        jobs = JobManager(new_store(), sweep_interval=None)
+        jobs.register("noop", noop)
+        async with jobs:
+            job = await jobs.submit("noop", ttl=MAX_DURATION, timeout=MAX_DURATION)
+            done = await jobs.wait(job.id, timeout=10)
+            assert done.status is JobStatus.COMPLETED
+            assert done.finished_at is not None
+            assert done.expires_at == done.finished_at + MAX_DURATION
+
+    @pytest.mark.parametrize(
+        "settings_",
+        [
+            {"sweep_interval": timedelta.max},
+            {"cancel_grace": 1e12},
+            {"lease_duration": timedelta.max},
+            {"poll_interval": 1e30},
+            {"audit_retention": timedelta.max},
+        ],
+    )
+    def test_manager_settings_past_the_bound_are_invalid_input(self, settings_: dict[str, Any]) -> None:
+        """Every duration the host configures has the same bound."""
+        with pytest.raises(InvalidInput, match="duration"):
+            JobManager(**settings_)
+
+    @pytest.mark.parametrize("field", ["completed", "failed", "cancelled"])
+    def test_a_retention_past_the_bound_is_invalid_input(self, field: str) -> None:
+        """A host-configured Retention that large is refused when it is made, not when a job ends."""
+        with pytest.raises(InvalidInput, match="duration"):
+            Retention(**{field: timedelta.max})
+        with pytest.raises(InvalidInput, match="duration"):
+            DeletePolicy(mode="soft", purge_soft_deleted_after=timedelta.max)
+
+    def test_a_stored_duration_past_the_bound_never_overflows_the_machine(self) -> None:
+        """A row written by something else with a huge ttl still concludes (it is kept forever)."""
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        job = Job(id="j", kind="k", status="running", created_at=now, started_at=now, attempts=1)
+        job = machine.replace_job(job, ttl=timedelta.max)
+        done = machine.complete(job, now, Retention())
+        assert done.status is JobStatus.COMPLETED
+        assert done.expires_at == datetime.max.replace(tzinfo=UTC)
+        assert machine.cancel(
+            machine.replace_job(job, status=JobStatus.PENDING), now, Retention()
+        ).is_terminal
+
+
+class TestText:
+    async def test_lone_surrogates_are_refused_everywhere_a_string_is_stored(
+        self, new_store: Callable[[], JobStore]
+    ) -> None:
+        """Kind, labels, payload strings, job ids and cancel reasons: InvalidInput, nothing stored."""
+        jobs = JobManager(new_store(), sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        async with jobs:
+            for call in (
+                lambda: jobs.submit(SURROGATE),
+                lambda: jobs.submit("noop", labels={"name": SURROGATE}),
+                lambda: jobs.submit("noop", labels={SURROGATE: "value"}),
+                lambda: jobs.submit("noop", {"text": SURROGATE}),
+                lambda: jobs.get(SURROGATE),
+            ):
+                with pytest.raises(InvalidInput):
+                    await call()
+            assert await count_jobs(jobs) == 0
+            job = await jobs.submit("noop")
+            with pytest.raises(InvalidInput, match="surrogate"):
+                await jobs.cancel(job.id, reason=SURROGATE)
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING  # not cancelled either
+            assert await jobs.audit() == []
+            page = await jobs.list()
+            assert [j.id for j in page.items] == [job.id]
+
+    async def test_a_handler_cannot_store_bad_text_and_its_error_is_made_storable(
+        self, new_store: Callable[[], JobStore]
+    ) -> None:
+        """Progress messages and artifact names are checked; an exception's text is escaped."""
+        jobs = JobManager(new_store(), sweep_interval=None)
+        refused: list[str] = []
+
+        @jobs.handler("work")
+        async def work(ctx: JobContext, payload: Any) -> None:
+            for call in (
+                lambda: ctx.progress(0.5, SURROGATE),
+                lambda: ctx.put_artifact(SURROGATE, b"x"),
+                lambda: ctx.set_result(SURROGATE),
+            ):
+                try:
+                    await call()
+                except InvalidInput as exc:
+                    refused.append(exc.code)
+            raise ValueError(SURROGATE)
+
+        async with jobs:
+            job = await jobs.submit("work")
+            done = await jobs.wait(job.id, timeout=10)
+            assert refused == ["invalid_input"] * 3
+            assert done.status is JobStatus.FAILED
+            assert done.error == "ValueError: bad \\ud800 text"
+            assert done.progress_message is None
+            assert await jobs.artifacts(job.id) == []
+            assert (await jobs.get(job.id)).error == done.error  # and it reads back
+
+    async def test_a_cancel_reason_has_a_length_limit(self) -> None:
+        """A 20 MB reason is refused before anything is written."""
+        jobs = JobManager(sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        async with jobs:
+            job = await jobs.submit("noop")
+            with pytest.raises(InvalidInput, match="longer than"):
+                await jobs.cancel(job.id, reason="x" * 20_000_000)
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING
+
+    async def test_a_cursor_with_a_huge_number_is_invalid_input(
+        self, new_store: Callable[[], JobStore]
+    ) -> None:
+        """A well-formed cursor whose number no store can hold is InvalidInput, not a backend error."""
+        from jobkit._validate import encode_cursor
+
+        jobs = JobManager(new_store(), sweep_interval=None, concurrency=0)
+        async with jobs:
+            with pytest.raises(InvalidInput, match="cursor"):
+                await jobs.list(cursor=encode_cursor(10**30))
+
+
+_bad_text = st.text(min_size=1, max_size=8).map(lambda text: text + "\ud800")
+_bad_durations = st.one_of(
+    st.floats(min_value=MAX_DURATION.total_seconds() * 1.01, allow_infinity=True),
+    st.floats(allow_nan=True).filter(lambda x: x != x),
+    st.integers(min_value=int(MAX_DURATION.total_seconds()) + 1, max_value=10**40),
+    st.floats(max_value=-1e-9),
+    st.timedeltas(min_value=MAX_DURATION + timedelta(seconds=1)),
+)
+_bad_submits = st.one_of(
+    st.builds(lambda kind: {"kind": kind}, _bad_text),
+    st.builds(lambda t: {"labels": {"k": t}}, _bad_text),
+    st.builds(lambda t: {"payload": {"nested": [t]}}, _bad_text),
+    st.builds(lambda d: {"ttl": d}, _bad_durations),
+    st.builds(lambda d: {"timeout": d}, _bad_durations),
+    st.builds(lambda p: {"priority": p}, st.integers().filter(lambda p: abs(p) > 1_000_000)),
+    st.builds(
+        lambda n: {"payload": n},
+        st.floats(allow_nan=True, allow_infinity=True).filter(
+            lambda x: x != x or x in (float("inf"), float("-inf"))
+        ),
+    ),
+)
+
+
+class TestBadInputProperty:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(bad=_bad_submits)
+    def test_any_bad_submit_is_invalid_input_and_stores_nothing(self, bad: dict[str, Any]) -> None:
+        """Whatever is wrong with a submit, it is InvalidInput and the store stays empty."""
+        arguments = {"kind": "noop", **bad}
+        kind = arguments.pop("kind")
+        payload = arguments.pop("payload", None)
+
+        async def main() -> None:
+            jobs = JobManager(sweep_interval=None, concurrency=0)
+            jobs.register("noop", noop)
+            async with jobs:
+                with pytest.raises(InvalidInput):
+                    await jobs.submit(kind, payload, **arguments)
+                assert await count_jobs(jobs) == 0
+
+        anyio.run(main)
+
+
+class _FlakyStore(MemoryStore):
+    """Fails the first ``failures`` outcome writes (replacing a running job by a finished one)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def replace(self, job: Job, *, expected_version: int) -> bool:
+        if job.is_terminal and self.failures:
+            self.failures -= 1
+            raise BackendError("the disk is having a bad day")
+        return await super().replace(job, expected_version=expected_version)
+
+
+class TestBackgroundWorkNeverKillsTheManager:
+    async def test_a_failing_outcome_write_is_retried_and_the_manager_goes_on(self) -> None:
+        """Store errors while recording an outcome are retried with backoff; the job completes."""
+        store = _FlakyStore(failures=3)
+        jobs = JobManager(store, sweep_interval=None)
+        jobs.register("noop", noop)
+        async with jobs:
+            job = await jobs.submit("noop", 1)
+            assert (await jobs.wait(job.id, timeout=10)).status is JobStatus.COMPLETED
+            assert store.failures == 0
+            second = await jobs.submit("noop", 2)
+            assert (await jobs.wait(second.id, timeout=10)).result == 2
+
+    async def test_an_outcome_that_cannot_be_recorded_fails_the_job_with_a_clear_error(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug in turning the outcome into a job fails that job, never the manager."""
+        real = machine.complete
+        broken = {"n": 1}
+
+        def complete(*args: Any, **kwargs: Any) -> Job:
+            if broken["n"]:
+                broken["n"] -= 1
+                raise OverflowError("date value out of range")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(machine, "complete", complete)
+        jobs = JobManager(sweep_interval=None)
+        jobs.register("noop", noop)
+        async with jobs:
+            job = await jobs.submit("noop")
+            done = await jobs.wait(job.id, timeout=10)
+            assert done.status is JobStatus.FAILED
+            assert done.error is not None
+            assert "could not be recorded" in done.error
+            later = await jobs.submit("noop", "still here")
+            assert (await jobs.wait(later.id, timeout=10)).result == "still here"
+
+    async def test_one_bad_row_never_stops_the_sweep(
+        self, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+    ) -> None:
+        """A job the sweeper cannot delete is logged and skipped; the rest expire."""
+        from jobkit._deleter import Deleter
+
+        jobs = JobManager(sweep_interval=None, clock=clock, retention=Retention(completed=60))
+        jobs.register("noop", noop)
+        async with jobs:
+            ids = [(await jobs.submit("noop", i)).id for i in range(3)]
+            for job_id in ids:
+                await jobs.wait(job_id, timeout=10)
+            real = Deleter.delete
+
+            async def delete(self: Deleter, job: Job, *args: Any) -> int:
+                if job.id == ids[1]:
+                    raise RuntimeError("a row nobody can read")
+                return await real(self, job, *args)
+
+            monkeypatch.setattr(Deleter, "delete", delete)
+            clock.advance(120)
+            report = await jobs.sweep()
+            assert report.expired == 2
+            assert [j.id for j in (await jobs.list()).items] == [ids[1]]
+
+    async def test_a_failing_duty_never_stops_the_others(self, clock: FakeClock) -> None:
+        """The purge queue failing to read still lets expiry and recovery run."""
+
+        class NoPurgeQueue(MemoryStore):
+            async def pending_purges(self, limit: int) -> list[str]:
+                raise BackendError("purge table is locked")
+
+        jobs = JobManager(NoPurgeQueue(), sweep_interval=None, clock=clock, retention=Retention(completed=1))
+        jobs.register("noop", noop)
+        async with jobs:
+            job = await jobs.submit("noop")
+            await jobs.wait(job.id, timeout=10)
+            clock.advance(5)
+            report = await jobs.sweep()
+            assert report.expired == 1
