@@ -82,6 +82,10 @@ class BlockingJobManager:
         """Register ``fn`` as the handler of ``kind``."""
         self.manager.register(kind, fn)
 
+    def declare(self, kind: str) -> None:
+        """Submit ``kind`` here while another process runs it (see :meth:`JobManager.declare`)."""
+        self.manager.declare(kind)
+
     def __enter__(self) -> BlockingJobManager:
         portal_cm = start_blocking_portal(self._backend)
         portal = portal_cm.__enter__()

@@ -156,6 +156,7 @@ class JobManager:
             raise InvalidInput("lease_duration and poll_interval must be positive.")
         self._poll = poll.total_seconds()
         self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._declared: set[str] = set()
         self._state = _State.NEW
         store_ = self._store
         self._notifier: Notifier = (
@@ -217,6 +218,14 @@ class JobManager:
         if kind in self._handlers:
             raise InvalidInput(f"A handler for {kind!r} is already registered.")
         self._handlers[kind] = (fn, is_async(fn))
+
+    def declare(self, kind: str) -> None:
+        """Let this manager submit ``kind`` without running it: another process has its handler
+        (a web process in front of ``jobkit worker``, say). Such jobs stay pending here.
+
+        :raises InvalidInput: ``kind`` is empty or not valid text.
+        """
+        self._declared.add(check_kind(kind))
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -318,9 +327,12 @@ class JobManager:
         """
         self._check_open()
         check_kind(kind)
-        if kind not in self._handlers:
-            known = ", ".join(sorted(self._handlers)) or "none registered"
-            raise InvalidInput(f"Unknown job kind {kind!r} (known: {known}).")
+        if kind not in self._handlers and kind not in self._declared:
+            known = ", ".join(sorted({*self._handlers, *self._declared})) or "none registered"
+            raise InvalidInput(
+                f"Unknown job kind {kind!r} (known: {known}). Register a handler for it, or "
+                "declare(kind) when another process runs it."
+            )
         payload = json_value(payload)
         check_priority(priority)
         ttl_value = to_duration(ttl)
