@@ -65,6 +65,7 @@ class _Unrecordable(Exception):
 
 
 CONCLUDE_TRIES = 12
+LOST_REASON = "The job is no longer running here (its lease was lost)."
 _UNRECORDABLE = "The job's outcome could not be recorded (see the jobkit log)."
 
 
@@ -82,7 +83,18 @@ def _still_ours(attempts: int) -> Callable[[Job | None, str], Job]:
 class _Run:
     """One job running here; the :class:`~jobkit._context.RunPort` of its context."""
 
-    __slots__ = ("context", "force_scope", "handler", "is_async", "job", "pool", "scope", "token", "watchers")
+    __slots__ = (
+        "context",
+        "force_scope",
+        "handler",
+        "is_async",
+        "job",
+        "lost",
+        "pool",
+        "scope",
+        "token",
+        "watchers",
+    )
 
     def __init__(self, pool: WorkerPool, job: Job, handler: Handler | None, is_async: bool) -> None:
         self.pool = pool
@@ -93,6 +105,7 @@ class _Run:
         self.scope: anyio.CancelScope | None = None
         self.watchers: list[anyio.CancelScope] | None = None
         self.force_scope: anyio.CancelScope | None = None
+        self.lost = False  # the job is no longer this run's: nothing more may be written
         self.context = JobContext(self)
 
     def learn(self, job: Job) -> None:
@@ -104,7 +117,8 @@ class _Run:
         try:
             _, new = await self.pool.core.write(self.job, step, reread=_still_ours(self.job.attempts))
         except _Lost:
-            raise JobCancelled("The job is no longer running here (its lease was lost).", None) from None
+            self.pool.lose(self)
+            raise JobCancelled(LOST_REASON, CancelSource.USER) from None
         if isinstance(new, Job):
             self.job = new
         return self.job
@@ -118,7 +132,27 @@ class _Run:
         await self._update(lambda job: machine.store_result(job, value))
 
     async def put_artifact(self, name: str, data: bytes) -> None:
-        await self.pool.core.blobs.put(artifact_key(self.job.id, name), data)
+        # Fenced: a run that lost its job (recovered, deleted, or claimed again elsewhere)
+        # must not leave files under a prefix that is no longer its own.
+        key = artifact_key(self.job.id, name)
+        core = self.pool.core
+        await self._check_ours()
+        await core.blobs.put(key, data)
+        try:
+            await self._check_ours()
+        except JobCancelled:
+            await core.blobs.delete(key)
+            raise
+
+    async def _check_ours(self) -> None:
+        if not self.lost:
+            job = await self.pool.core.store.get(self.job.id)
+            try:
+                _still_ours(self.job.attempts)(job, self.job.id)
+            except _Lost:
+                self.pool.lose(self)
+        if self.lost:
+            raise JobCancelled(LOST_REASON, CancelSource.USER)
 
 
 class WorkerPool:
@@ -441,20 +475,31 @@ class WorkerPool:
             self._check = anyio.Event()
             if not self.running:
                 continue
+            sent = list(self.running)
             try:
-                held = await core.store.renew_leases(
-                    self._worker_id, list(self.running), core.clock() + self._lease
-                )
+                held = await core.store.renew_leases(self._worker_id, sent, core.clock() + self._lease)
             except Exception:
                 log.exception("lease renewal failed; retrying")
                 continue
-            for job in held:
-                run = self.running.get(job.id)
-                if run is None or job.attempts != run.job.attempts:
+            still = {job.id: job for job in held}
+            for job_id in sent:
+                run = self.running.get(job_id)
+                if run is None:
+                    continue  # finished meanwhile
+                job = still.get(job_id)
+                if job is None or job.attempts != run.job.attempts:
+                    self.lose(run)  # recovered elsewhere: stop it, write nothing more
                     continue
                 run.learn(job)
                 if job.status is JobStatus.CANCELLING:
                     self.stop(run, job.cancel_reason, CancelSource.USER)
+
+    def lose(self, run: _Run) -> None:
+        """The run's job is no longer its own: tell the handler, and fence its writes."""
+        if not run.lost:
+            run.lost = True
+            log.warning("job lost its lease; stopping its run", job_id=run.job.id)
+            self.stop(run, LOST_REASON, CancelSource.USER)
 
 
 def _call_sync(fn: Handler, context: SyncJobContext, payload: Any) -> Any:
