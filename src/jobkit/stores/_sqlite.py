@@ -32,6 +32,7 @@ from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus
 
 if TYPE_CHECKING:
     from ..abc import Change
+    from ._sqlite_notify import SQLiteNotifier
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -355,8 +356,9 @@ class _Op:
 class SQLiteStore:
     """A :class:`~jobkit.abc.JobStore` in one SQLite file; several processes may share it.
 
-    It has the optional members too: ``claim_many``, ``apply`` (one transaction) and
-    ``exclusive`` (always granted).
+    It has the optional members too: ``claim_many``, ``apply`` (one transaction),
+    ``exclusive`` (always granted) and ``notifier`` (wake-ups, changes and events between
+    processes sharing the file, see :class:`~jobkit.stores._sqlite_notify.SQLiteNotifier`).
 
     :param path: the database file; created (with its schema) if missing.
     :param busy_timeout: seconds to wait for another process's write lock (in a worker
@@ -676,6 +678,12 @@ class SQLiteStore:
         """Always granted: with SQLite, correctness never depends on one holder (every
         change is a compare-and-swap), and several processes may sweep at once."""
         yield True
+
+    def notifier(self) -> SQLiteNotifier:
+        """A notifier that reaches the other processes (and stores) sharing this file."""
+        from ._sqlite_notify import SQLiteNotifier
+
+        return SQLiteNotifier(self)
 
     async def list_jobs(
         self,
