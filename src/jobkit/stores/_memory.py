@@ -5,12 +5,14 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from .._errors import JobkitError
 from .._machine import start
 from .._records import ACTIVE, AuditRecord, Job, JobStatus
+from ..abc import Change
 
 __all__ = ["MemoryStore"]
 
@@ -31,7 +33,8 @@ class MemoryStore:
     """A :class:`~jobkit.abc.JobStore` in process memory. Nothing survives the process.
 
     Claiming, expiry and listing use indexes, so their cost does not grow with the
-    number of finished jobs kept.
+    number of finished jobs kept. It has the optional ``claim_many``, ``apply`` and
+    ``exclusive`` members; nothing in it ever awaits, so each call is atomic.
     """
 
     def __init__(self) -> None:
@@ -83,14 +86,44 @@ class MemoryStore:
         old = self._jobs.get(job.id)
         if old is None or old.version != expected_version:
             return False
-        self._jobs[job.id] = job
-        self._index(old, job, self._seq_of[job.id])
+        self._replace(old, job)
         return True
 
     async def remove(self, job_id: str, *, expected_version: int) -> bool:
         old = self._jobs.get(job_id)
         if old is None or old.version != expected_version:
             return False
+        self._remove(old)
+        return True
+
+    async def apply(self, change: Change) -> bool:
+        job = change.job
+        if job is not None and job.id != change.job_id:
+            raise JobkitError(f"Change of {change.job_id!r} carries job {job.id!r}.")
+        old = self._jobs.get(change.job_id)
+        if old is None or old.version != change.expected_version:
+            return False
+        if job is None:
+            self._remove(old)
+        else:
+            self._replace(old, job)
+        if change.audit is not None:
+            self._audit.append(change.audit)
+        if change.purge is not None:
+            self._purges[change.purge] = None
+        return True
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Always granted: a MemoryStore lives in one process."""
+        yield True
+
+    def _replace(self, old: Job, job: Job) -> None:
+        self._jobs[job.id] = job
+        self._index(old, job, self._seq_of[job.id])
+
+    def _remove(self, old: Job) -> None:
+        job_id = old.id
         del self._jobs[job_id]
         seq = self._seq_of.pop(job_id)
         del self._id_at[seq]
@@ -101,7 +134,6 @@ class MemoryStore:
         index.dead += 1
         self._compact(self._all)
         self._compact(index)
-        return True
 
     def _index(self, old: Job | None, job: Job, seq: int) -> None:
         if job.status is _PENDING:
@@ -125,18 +157,48 @@ class MemoryStore:
             index.dead = 0
 
     async def claim(self, *, now: datetime, worker_id: str, lease_until: datetime) -> Job | None:
+        claimed = self._claim(now, worker_id, lease_until, None, 1)
+        return claimed[0] if claimed else None
+
+    async def claim_many(
+        self,
+        *,
+        now: datetime,
+        worker_id: str,
+        lease_until: datetime,
+        kinds: Collection[str] | None,
+        limit: int,
+    ) -> list[Job]:
+        if kinds is not None and not isinstance(kinds, frozenset | set):
+            kinds = frozenset(kinds)
+        return self._claim(now, worker_id, lease_until, kinds, limit)
+
+    def _claim(
+        self, now: datetime, worker_id: str, lease_until: datetime, kinds: Collection[str] | None, limit: int
+    ) -> list[Job]:
         heap = self._claim_heap
         pending = self._pending
-        while heap:
-            neg_priority, seq, job_id = heapq.heappop(heap)
+        jobs = self._jobs
+        claimed: list[Job] = []
+        passed: list[tuple[int, int, str]] = []  # pending jobs of other kinds: they stay
+        if kinds is not None and not kinds:
+            return claimed
+        while heap and len(claimed) < limit:
+            entry = heapq.heappop(heap)
+            neg_priority, seq, job_id = entry
             if pending.get(job_id) != (neg_priority, seq):
                 continue  # stale entry: claimed, deleted or re-prioritised since
+            job = jobs[job_id]
+            if kinds is not None and job.kind not in kinds:
+                passed.append(entry)
+                continue
             del pending[job_id]
-            job = start(self._jobs[job_id], now)
-            self._jobs[job_id] = job
+            job = jobs[job_id] = start(job, now)
             self._leases[job_id] = (worker_id, lease_until)
-            return job
-        return None
+            claimed.append(job)
+        for entry in passed:
+            heapq.heappush(heap, entry)
+        return claimed
 
     async def list_jobs(
         self,

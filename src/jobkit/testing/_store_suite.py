@@ -15,7 +15,9 @@ yields an opened store, empty at the start of each test::
             await store.close()
 
 The tests are async and run through anyio's pytest plugin, on whatever ``anyio_backend``
-your test session provides.
+your test session provides. Tests of the optional members (``claim_many``, ``apply``,
+``exclusive``, ``notifier``: see :mod:`jobkit.abc`) skip, saying so, when the store has
+no such member.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import pytest
 from .. import _machine as machine
 from .._errors import JobkitError
 from .._policies import Retention
-from .._records import AuditAction, AuditRecord, Job, JobStatus
-from ..abc import JobStore
+from .._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
+from ..abc import Change, JobStore, Note, NoteKind, Notifier
 
 __all__ = ["JobStoreSuite"]
 
@@ -65,6 +67,37 @@ def finished(
         expires_at=None if keep is None else at + timedelta(seconds=keep),
         version=job.version + 1,
     )
+
+
+def audit_record(job_id: str, **changes: Any) -> AuditRecord:
+    """An audit record about ``job_id``; ``changes`` override any field."""
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "at": T0,
+        "action": AuditAction.DELETE,
+        "actor_id": "u1",
+        "tenant": None,
+        "job_id": job_id,
+        "details": {"artifacts_deleted": 0},
+    }
+    fields.update(changes)
+    return AuditRecord(**fields)
+
+
+def optional(store: object, name: str) -> Any:
+    """The optional member ``name`` of ``store``; skips the test when the store has none."""
+    member = getattr(store, name, None)
+    if member is None:
+        pytest.skip(f"{type(store).__name__} has no optional {name}() (see jobkit.abc)")
+    return member
+
+
+def assert_same_fields(actual: Job | None, expected: Job) -> None:
+    """``actual`` equals ``expected`` field by field; the message names the first difference."""
+    assert actual is not None, "expected a job, got None"
+    for field in attrs.fields(Job):
+        got, want = getattr(actual, field.name), getattr(expected, field.name)
+        assert got == want, f"field {field.name!r}: store has {got!r}, machine.start gives {want!r}"
 
 
 class JobStoreSuite:
@@ -153,6 +186,20 @@ class JobStoreSuite:
         assert claimed == machine.start(job, now)
         assert await store.get(job.id) == claimed
         assert await store.claim(now=now, worker_id="w", lease_until=now) is None
+
+    async def test_claim_matches_machine_start_field_by_field(self, store: JobStore) -> None:
+        """A claimed job is machine.start(job, now), field by field, for a job with every field set
+        (a second attempt: attempts counts up, progress is cleared, the partial result stays)."""
+        job = make_job(
+            tenant="acme", priority=3, progress=0.5, progress_message="half", result={"partial": 1},
+            error="first attempt failed", cancel_reason=None, attempts=1, max_attempts=3, version=7,
+            started_at=T0, ttl=timedelta(minutes=5), timeout=timedelta(seconds=9), labels={"a": "b"},
+        )  # fmt: skip
+        await store.insert(job)
+        now = T0 + timedelta(seconds=4, microseconds=321)
+        claimed = await store.claim(now=now, worker_id="w", lease_until=now + timedelta(seconds=30))
+        assert_same_fields(claimed, machine.start(job, now))
+        assert_same_fields(await store.get(job.id), machine.start(job, now))
 
     async def test_claim_skips_non_pending_and_follows_priority_changes(self, store: JobStore) -> None:
         """Only pending jobs are claimed; a priority change through replace() reorders."""
@@ -329,3 +376,209 @@ class JobStoreSuite:
         await store.remove_purge("jobs/b/")
         await store.remove_purge("jobs/unknown/")
         assert await store.pending_purges(10) == ["jobs/a/", "jobs/c/"]
+
+    # -- optional: claim_many ---------------------------------------------------------
+
+    async def test_claim_many_takes_claim_order_up_to_the_limit(self, store: JobStore) -> None:
+        """claim_many() starts up to `limit` pending jobs, highest priority then oldest, in that order."""
+        claim_many = optional(store, "claim_many")
+        names = [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)]
+        for name, priority in names:
+            await store.insert(make_job(priority=priority, payload=name))
+        done = finished(make_job(priority=9), T0)
+        await store.insert(done)
+
+        async def take(limit: int) -> list[Any]:
+            jobs = await claim_many(now=T0, worker_id="w", lease_until=T0, kinds=None, limit=limit)
+            return [job.payload for job in jobs]
+
+        assert await take(3) == ["b", "d", "a"]
+        assert await take(10) == ["c", "e"]
+        assert await take(10) == []
+        assert await take(0) == []
+
+    async def test_claim_many_matches_machine_start_field_by_field(self, store: JobStore) -> None:
+        """Every job claim_many() returns is machine.start(job, now), field by field, and so stored."""
+        claim_many = optional(store, "claim_many")
+        jobs = [
+            make_job(priority=2, tenant="acme", result=[1], progress=0.1, attempts=1, max_attempts=2),
+            make_job(priority=1, labels={"x": "y"}, ttl=timedelta(seconds=5), version=4),
+        ]
+        for job in jobs:
+            await store.insert(job)
+        now = T0 + timedelta(hours=1, microseconds=7)
+        claimed = await claim_many(
+            now=now, worker_id="w", lease_until=now + timedelta(seconds=30), kinds=None, limit=5
+        )
+        assert len(claimed) == 2
+        for got, job in zip(claimed, jobs, strict=True):
+            assert_same_fields(got, machine.start(job, now))
+            assert_same_fields(await store.get(job.id), machine.start(job, now))
+
+    async def test_claim_many_kinds_leave_other_kinds_pending(self, store: JobStore) -> None:
+        """With `kinds`, only those kinds start; other kinds stay pending in place and do not
+        block the jobs behind them."""
+        claim_many = optional(store, "claim_many")
+        blocker = make_job(kind="other", priority=10)
+        mine = [make_job(kind="mine", priority=p) for p in (5, 0)]
+        third = make_job(kind="third", priority=1)
+        for job in (blocker, *mine, third):
+            await store.insert(job)
+        claimed = await claim_many(now=T0, worker_id="w", lease_until=T0, kinds=["mine", "absent"], limit=10)
+        assert [job.id for job in claimed] == [job.id for job in mine]
+        assert (await store.get(blocker.id)).status is JobStatus.PENDING  # type: ignore[union-attr]
+        assert await store.position(blocker.id) == 1
+        assert await store.position(third.id) == 2
+        assert await claim_many(now=T0, worker_id="w", lease_until=T0, kinds=(), limit=10) == []
+        both = await claim_many(now=T0, worker_id="w", lease_until=T0, kinds={"third", "other"}, limit=10)
+        assert [job.id for job in both] == [blocker.id, third.id]
+
+    async def test_claim_many_leases_to_the_worker(self, store: JobStore) -> None:
+        """Jobs from claim_many() are leased like claimed ones: renewed by their worker, expiring."""
+        claim_many = optional(store, "claim_many")
+        for _ in range(3):
+            await store.insert(make_job())
+        lease = T0 + timedelta(seconds=30)
+        claimed = await claim_many(now=T0, worker_id="w1", lease_until=lease, kinds=None, limit=3)
+        ids = [job.id for job in claimed]
+        held = await store.renew_leases("w1", ids[:2], T0 + timedelta(seconds=90))
+        assert sorted(job.id for job in held) == sorted(ids[:2])
+        assert await store.renew_leases("w2", ids, T0 + timedelta(seconds=90)) == []
+        expired = await store.expired_leases(T0 + timedelta(seconds=60), 10)
+        assert [job.id for job in expired] == [ids[2]]
+
+    async def test_concurrent_claim_many_get_each_job_exactly_once(self, store: JobStore) -> None:
+        """Concurrent claim_many() callers: every job is claimed once, none twice, none left."""
+        claim_many = optional(store, "claim_many")
+        ids = set()
+        for i in range(200):
+            job = make_job(priority=i % 3, kind="a" if i % 2 else "b")
+            ids.add(job.id)
+            await store.insert(job)
+        claimed: list[str] = []
+
+        async def claimer(worker: int) -> None:
+            kinds = None if worker % 3 == 0 else ["a"] if worker % 3 == 1 else ["b"]
+            while jobs := await claim_many(
+                now=T0, worker_id=f"w{worker}", lease_until=T0, kinds=kinds, limit=7
+            ):
+                claimed.extend(job.id for job in jobs)
+
+        async with anyio.create_task_group() as tg:
+            for worker in range(12):
+                tg.start_soon(claimer, worker)
+        assert sorted(claimed) == sorted(ids)
+
+    # -- optional: apply --------------------------------------------------------------
+
+    async def test_apply_writes_the_job_its_audit_record_and_purge_entry(self, store: JobStore) -> None:
+        """apply() of a replacement stores the job, appends the audit record and queues the prefix."""
+        apply = optional(store, "apply")
+        job = make_job()
+        await store.insert(job)
+        new = finished(job, T0, keep=60)
+        record = audit_record(job.id, action=AuditAction.CANCEL)
+        change = Change(job_id=job.id, expected_version=1, job=new, audit=record, purge="jobs/x/")
+        assert await apply(change) is True
+        assert await store.get(job.id) == new
+        assert await store.list_audit(job_id=job.id, tenant=None, limit=10) == [record]
+        assert await store.pending_purges(10) == ["jobs/x/"]
+        assert [j.id for j in await store.expired(T0 + timedelta(seconds=61), 10)] == [job.id]
+
+    async def test_apply_removes_with_its_audit_record(self, store: JobStore) -> None:
+        """apply() with job=None removes the record and appends the audit record."""
+        apply = optional(store, "apply")
+        job = finished(make_job(), T0, keep=1)
+        other = make_job()
+        await store.insert(job)
+        await store.insert(other)
+        record = audit_record(job.id)
+        assert await apply(Change(job_id=job.id, expected_version=job.version, job=None, audit=record))
+        assert await store.get(job.id) is None
+        assert await store.expired(T0 + timedelta(days=1), 10) == []
+        assert await store.list_audit(job_id=job.id, tenant=None, limit=10) == [record]
+        assert await store.get(other.id) == other
+        assert await store.pending_purges(10) == []
+
+    async def test_apply_that_loses_the_race_writes_nothing(self, store: JobStore) -> None:
+        """A stale or missing job: apply() returns False and writes neither job, audit nor purge."""
+        apply = optional(store, "apply")
+        job = make_job(version=3)
+        await store.insert(job)
+        stale = [
+            Change(job_id=job.id, expected_version=2, job=finished(job, T0), audit=audit_record(job.id)),
+            Change(job_id=job.id, expected_version=2, job=None, audit=audit_record(job.id), purge="p/"),
+            Change(job_id="missing", expected_version=1, job=None, audit=audit_record("missing")),
+        ]
+        for change in stale:
+            assert await apply(change) is False
+        assert await store.get(job.id) == job
+        assert await store.list_audit(job_id=None, tenant=None, limit=10) == []
+        assert await store.pending_purges(10) == []
+
+    async def test_apply_keeps_claim_order_and_indexes_current(self, store: JobStore) -> None:
+        """Jobs changed through apply() are claimed, listed and positioned like replaced ones."""
+        apply = optional(store, "apply")
+        first, second, gone = make_job(), make_job(), make_job()
+        for job in (first, second, gone):
+            await store.insert(job)
+        boosted = attrs.evolve(second, priority=4, version=2)
+        assert await apply(Change(job_id=second.id, expected_version=1, job=boosted))
+        assert await apply(Change(job_id=gone.id, expected_version=1, job=None))
+        assert await store.position(second.id) == 1
+        assert await store.position(gone.id) is None
+        claimed = await store.claim(now=T0, worker_id="w", lease_until=T0)
+        assert claimed is not None
+        assert claimed.id == second.id
+        jobs, _ = await store.list_jobs(
+            tenant=None, statuses=None, kind=None, include_deleted=False, before=None, limit=10
+        )
+        assert [job.id for job in jobs] == [second.id, first.id]
+
+    # -- optional: exclusive ----------------------------------------------------------
+
+    async def test_exclusive_is_granted_when_nobody_holds_it(self, store: JobStore) -> None:
+        """exclusive(name) yields True when no other process holds the name, again after release."""
+        exclusive = optional(store, "exclusive")
+        for _ in range(2):
+            async with exclusive("jobkit.sweeper") as mine:
+                assert mine is True
+        async with exclusive("another name") as mine:
+            assert mine is True
+
+    # -- optional: notifier -----------------------------------------------------------
+
+    async def test_notifier_delivers_notes_to_local_listeners(self, store: JobStore) -> None:
+        """A store's notifier is a Notifier that delivers notes in this process at once: event
+        notes to event listeners only, the others to the rest; stop() ends a listener."""
+        notifier = optional(store, "notifier")()
+        assert isinstance(notifier, Notifier)
+        notes: list[Note] = []
+        events: list[Note] = []
+        stop = notifier.listen(notes.append)
+        wanted = [notifier.wants_events]
+        stop_events = notifier.listen(events.append, events=True)
+        wanted.append(notifier.wants_events)
+        assert wanted == [False, True]
+        event = JobEvent(type=EventType.SUBMITTED, job_id="j", tenant=None, status=JobStatus.PENDING, at=T0)
+        sent = [
+            Note(kind=NoteKind.WAKE),
+            Note(kind=NoteKind.CANCEL, job_id="j"),
+            Note(kind=NoteKind.CHANGED, job_id=None),
+            Note(kind=NoteKind.EVENT, event=event),
+        ]
+        for note in sent:
+            notifier.notify(note)
+        assert notes == sent[:3]
+        assert events == sent[3:]
+        stop()
+        stop_events()
+        notifier.notify(Note(kind=NoteKind.WAKE))
+        assert len(notes) == 3
+
+    async def test_notifier_runs_until_cancelled(self, store: JobStore) -> None:
+        """notifier.run() keeps running (it never returns or raises on its own) until cancelled."""
+        notifier = optional(store, "notifier")()
+        with anyio.move_on_after(0.05) as scope:
+            await notifier.run()
+        assert scope.cancelled_caught
