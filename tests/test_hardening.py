@@ -24,6 +24,7 @@ from jobkit import (
     Job,
     JobContext,
     JobManager,
+    JobNotFound,
     JobStatus,
     Retention,
 )
@@ -337,3 +338,79 @@ class TestBackgroundWorkNeverKillsTheManager:
             clock.advance(5)
             report = await jobs.sweep()
             assert report.expired == 1
+
+
+class TestKinds:
+    async def test_a_declared_kind_is_submitted_here_and_run_by_the_process_with_its_handler(
+        self, tmp_path: Path
+    ) -> None:
+        """declare() lets a web process submit a kind it cannot run; it stays pending until a
+        worker with the handler claims it, and a worker never claims kinds it cannot run."""
+        path = tmp_path / "jobs.db"
+        web = JobManager(SQLiteStore(path), sweep_interval=None)
+        web.declare("transcode")
+        cpu = JobManager(SQLiteStore(path), sweep_interval=None, poll_interval=0.05)
+        cpu.register("report", noop)
+        gpu = JobManager(SQLiteStore(path), sweep_interval=None, poll_interval=0.05)
+        gpu.register("transcode", noop)
+        async with web, cpu:
+            job = await web.submit("transcode", "film")
+            with pytest.raises(InvalidInput, match="declare"):
+                await web.submit("unknown")
+            # The CPU worker runs only "report": the transcode job must stay pending.
+            other = await cpu.submit("report", "q3")
+            assert (await cpu.wait(other.id, timeout=10)).status is JobStatus.COMPLETED
+            assert (await web.get(job.id)).status is JobStatus.PENDING
+            async with gpu:
+                done = await gpu.wait(job.id, timeout=10)
+            assert done.status is JobStatus.COMPLETED
+            assert done.result == "film"
+
+
+class TestFencing:
+    async def test_a_run_that_lost_its_job_cannot_leave_artifacts_behind(
+        self, new_store: Callable[[], JobStore], clock: FakeClock, tmp_path: Path
+    ) -> None:
+        """Worker A's lease runs out; B recovers the job and deletes it; A's late put_artifact
+        is refused (its handler is told) and nothing is left under the job's prefix."""
+        from jobkit.blobs import FileBlobStore
+
+        store = new_store()
+        blobs = FileBlobStore(tmp_path / "artifacts")
+        go = anyio.Event()
+        told = anyio.Event()
+        outcome: list[str] = []
+        a = JobManager(store, blobs, sweep_interval=None, clock=clock, lease_duration=60)
+
+        @a.handler("slow")
+        async def slow(ctx: JobContext, payload: Any) -> None:
+            await go.wait()
+            try:
+                await ctx.put_artifact("late.txt", b"orphan?")
+            except Exception as exc:  # the handler is told
+                outcome.append(type(exc).__name__)
+                raise
+            finally:
+                told.set()
+            outcome.append("written")
+
+        b = JobManager(store, blobs, sweep_interval=None, clock=clock, concurrency=0)
+        b.declare("slow")
+        async with a, b:
+            async with a.subscribe() as events:
+                job = await b.submit("slow")
+                async for event in events:
+                    if event.type == "started":
+                        break
+            clock.advance(120)  # A's lease is long gone
+            report = await b.sweep()
+            assert report.recovered == 1
+            assert (await b.get(job.id)).status is JobStatus.FAILED  # one attempt only
+            await b.delete(job.id)
+            go.set()
+            with anyio.fail_after(10):
+                await told.wait()
+            with pytest.raises(JobNotFound):
+                await b.get(job.id)
+        assert outcome == ["JobCancelled"]
+        assert await blobs.list(f"jobs/{job.id}/") == []

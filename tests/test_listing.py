@@ -24,6 +24,7 @@ from jobkit import (
     JobStatus,
     PermissionDenied,
 )
+from jobkit.abc import Change
 from jobkit.blobs import MemoryBlobStore
 from jobkit.stores import MemoryStore
 from jobkit.testing import FakeClock
@@ -489,6 +490,11 @@ class YieldingStore(MemoryStore):
         self.writes += 1
         return await super().remove(job_id, expected_version=expected_version)
 
+    async def apply(self, change: Change) -> bool:
+        await anyio.lowlevel.checkpoint()
+        self.writes += 1
+        return await super().apply(change)
+
 
 class YieldingBlobs(MemoryBlobStore):
     """A MemoryBlobStore that lets other tasks run before deleting."""
@@ -508,11 +514,19 @@ class HeldRemoveStore(MemoryStore):
         self._removes = 0
 
     async def remove(self, job_id: str, *, expected_version: int) -> bool:
+        await self._hold()
+        return await super().remove(job_id, expected_version=expected_version)
+
+    async def apply(self, change: Change) -> bool:
+        if change.job is None:
+            await self._hold()
+        return await super().apply(change)
+
+    async def _hold(self) -> None:
         self._removes += 1
         if self._removes == 1:
             self.first_remove_started.set()
             await self.release.wait()
-        return await super().remove(job_id, expected_version=expected_version)
 
 
 class TestConcurrentDeletes:

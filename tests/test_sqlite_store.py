@@ -637,7 +637,7 @@ class TestThroughTheManager:
         """100 clients through one manager: no job waits for a poll_interval, also when the idle
         workers' poll timers run out together (claims see the jobs submitted in their group, so
         a worker that finds nothing goes idle only when there is nothing)."""
-        poll = 0.5
+        poll = 2.0
         jobs = JobManager(
             SQLiteStore(tmp_path / "jobs.db"), concurrency=100, sweep_interval=None, poll_interval=poll
         )
