@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,8 +20,9 @@ class ManagerFactory:
 
     ``sweep_interval`` defaults to None (tests sweep by hand), every other keyword goes to
     JobManager unchanged, and each call gets a fresh store of :attr:`kind` (a new SQLite
-    file per call) unless ``store=`` is passed. :meth:`new_store` gives a fresh store for a
-    test that shares one between managers.
+    file per call) unless ``store=`` is passed. ``handlers={kind: handler}`` registers
+    handlers on the new manager. :meth:`new_store` gives a fresh store for a test that
+    shares one between managers.
     """
 
     def __init__(self, kind: StoreKind, directory: Path) -> None:
@@ -37,11 +39,14 @@ class ManagerFactory:
             return MemoryStore()
         return SQLiteStore(self._directory / f"jobs-{next(self._numbers)}.db")
 
-    def __call__(self, **kwargs: Any) -> JobManager:
+    def __call__(self, *, handlers: Mapping[str, Callable[..., Any]] = {}, **kwargs: Any) -> JobManager:
         kwargs.setdefault("sweep_interval", None)
         if kwargs.get("store") is None:
             kwargs["store"] = self.new_store()
-        return JobManager(**kwargs)
+        jobs = JobManager(**kwargs)
+        for kind, handler in handlers.items():
+            jobs.register(kind, handler)
+        return jobs
 
 
 async def stored(store: JobStore, job_id: str) -> Job | None:
