@@ -14,6 +14,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "store(kind, *, reason): run a `make_manager` test on that one store kind only, and say why",
     )
+    config.addinivalue_line(
+        "markers",
+        "xfail_on_store(kind, *, reason, unreliable_on=()): a known bug of that store kind; "
+        "a strict xfail there, non-strict on the anyio backends in unreliable_on",
+    )
+
+
+def _store_kind_of(nodeid: str, marker: pytest.Mark) -> StoreKind:
+    [kind] = marker.args
+    if kind not in STORE_KINDS or not marker.kwargs.get("reason"):
+        raise pytest.UsageError(
+            f"{nodeid}: use @pytest.mark.{marker.name}({'|'.join(STORE_KINDS)}, reason=...)"
+        )
+    return kind  # type: ignore[no-any-return]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -21,16 +35,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ``@pytest.mark.store(kind, reason=...)`` picks one."""
     if "store_kind" not in metafunc.fixturenames:
         return
-    kinds: tuple[StoreKind, ...] = STORE_KINDS
-    marker = metafunc.definition.get_closest_marker("store")
-    if marker is not None:
-        [kind] = marker.args
-        if kind not in STORE_KINDS or not marker.kwargs.get("reason"):
-            raise pytest.UsageError(
-                f"{metafunc.definition.nodeid}: use @pytest.mark.store({'|'.join(STORE_KINDS)}, reason=...)"
-            )
-        kinds = (kind,)
+    only = metafunc.definition.get_closest_marker("store")
+    kinds = STORE_KINDS if only is None else (_store_kind_of(metafunc.definition.nodeid, only),)
     metafunc.parametrize("store_kind", kinds)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``@pytest.mark.xfail_on_store(kind, reason=...)``: expect the test to fail on that store
+    kind only; strictly, except on the anyio backends named in ``unreliable_on``."""
+    for item in items:
+        params = (
+            item.callspec.params if isinstance(item, pytest.Function) and hasattr(item, "callspec") else {}
+        )
+        for mark in item.iter_markers("xfail_on_store"):
+            if params.get("store_kind") == _store_kind_of(item.nodeid, mark):
+                strict = params.get("anyio_backend") not in mark.kwargs.get("unreliable_on", ())
+                item.add_marker(pytest.mark.xfail(strict=strict, reason=mark.kwargs["reason"]))
 
 
 @pytest.fixture(params=["asyncio", "trio"])
