@@ -41,7 +41,7 @@ class TestWorkers:
             with anyio.fail_after(5):
                 await full.wait()
             for _ in range(5):
-                await anyio.sleep(0)
+                await ctx.checkpoint()
             running -= 1
 
         async with jobs:
