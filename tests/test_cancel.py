@@ -183,7 +183,7 @@ class TestRunning:
             started.set()
             while True:
                 ctx.checkpoint()
-                ctx.token.wait_blocking(0.01)
+                ctx.token.wait_blocking()
 
         async with jobs:
             job = await jobs.submit("loop")

@@ -249,8 +249,7 @@ class TestShutdown:
         @jobs.handler("polite")
         def polite(ctx: SyncJobContext, payload: Any) -> None:
             try:
-                while not ctx.token.wait_blocking(0.01):
-                    pass
+                ctx.token.wait_blocking()
                 ctx.checkpoint()
             finally:
                 sync_done.set()
