@@ -44,8 +44,8 @@ class ManagerFactory:
         if kwargs.get("store") is None:
             kwargs["store"] = self.new_store()
         jobs = JobManager(**kwargs)
-        for kind, handler in handlers.items():
-            jobs.register(kind, handler)
+        for job_kind, handler in handlers.items():
+            jobs.register(job_kind, handler)
         return jobs
 
 
