@@ -14,10 +14,10 @@ from jobkit import (
     DefaultAuthorizer,
     Job,
     JobContext,
-    JobManager,
     JobNotFound,
     PermissionDenied,
 )
+from managers import ManagerFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -32,24 +32,20 @@ async def _write(ctx: JobContext, payload: Any) -> str:
     return "done"
 
 
-def manager(**kwargs: Any) -> JobManager:
-    kwargs.setdefault("sweep_interval", None)
-    jobs = JobManager(**kwargs)
-    jobs.register("work", _write)
-    return jobs
+HANDLERS = {"work": _write}
 
 
 class TestTenants:
-    async def test_submissions_get_the_actor_tenant(self) -> None:
+    async def test_submissions_get_the_actor_tenant(self, make_manager: ManagerFactory) -> None:
         """An actor's submission is stored under its tenant."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         async with jobs:
             job = await jobs.submit("work", actor=ALICE)
         assert job.tenant == "acme"
 
-    async def test_other_tenants_jobs_are_not_found_everywhere(self) -> None:
+    async def test_other_tenants_jobs_are_not_found_everywhere(self, make_manager: ManagerFactory) -> None:
         """Every method reports another tenant's job as JobNotFound, never PermissionDenied."""
-        jobs = manager()
+        jobs = make_manager(handlers=HANDLERS)
         async with jobs:
             job = await jobs.submit("work", actor=ALICE)
             await jobs.wait(job.id, timeout=5)
@@ -79,9 +75,9 @@ class TestTenants:
             assert (await jobs.get(job.id, actor=ALICE)).status == "completed"
             assert await jobs.read_artifact(job.id, "result.txt", actor=ALICE) == b"secret"
 
-    async def test_events_are_filtered_by_tenant(self) -> None:
+    async def test_events_are_filtered_by_tenant(self, make_manager: ManagerFactory) -> None:
         """A subscriber sees only its tenant's events; the host sees all."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         async with jobs, jobs.subscribe(actor=BOB) as bobs, jobs.subscribe() as hosts:
             await jobs.submit("work", actor=ALICE)
             mine = await jobs.submit("work", actor=BOB)
@@ -91,9 +87,9 @@ class TestTenants:
 
 
 class TestAuthorization:
-    async def test_set_priority_is_admin_only_by_default(self) -> None:
+    async def test_set_priority_is_admin_only_by_default(self, make_manager: ManagerFactory) -> None:
         """A non-admin gets PermissionDenied for set_priority; an admin of the tenant may."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         async with jobs:
             job = await jobs.submit("work", actor=ALICE)
             with pytest.raises(PermissionDenied):
@@ -101,12 +97,12 @@ class TestAuthorization:
             boosted, position = await jobs.set_priority(job.id, 10, actor=ACME_ADMIN)
             assert (boosted.priority, position) == (10, 1)
 
-    async def test_host_can_make_cancel_and_delete_admin_only(self) -> None:
+    async def test_host_can_make_cancel_and_delete_admin_only(self, make_manager: ManagerFactory) -> None:
         """With a stricter authorizer, cancel and delete need the admin role."""
         strict = DefaultAuthorizer(
             admin_actions={*DefaultAuthorizer().admin_actions, Action.CANCEL, Action.DELETE}
         )
-        jobs = manager(concurrency=0, authorizer=strict)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0, authorizer=strict)
         async with jobs:
             job = await jobs.submit("work", actor=ALICE)
             with pytest.raises(PermissionDenied):
@@ -116,7 +112,7 @@ class TestAuthorization:
                 await jobs.delete(job.id, actor=ALICE)
             await jobs.delete(job.id, actor=ACME_ADMIN)
 
-    async def test_custom_authorizer_protocol(self) -> None:
+    async def test_custom_authorizer_protocol(self, make_manager: ManagerFactory) -> None:
         """Any object with allows(actor, action, job) is an Authorizer."""
         decisions: list[tuple[str, str, str | None]] = []
 
@@ -125,7 +121,7 @@ class TestAuthorization:
                 decisions.append((actor.id, action.value, None if job is None else job.id))
                 return "intern" not in actor.roles or action is Action.READ
 
-        jobs = manager(concurrency=0, authorizer=ReadOnlyForInterns())
+        jobs = make_manager(handlers=HANDLERS, concurrency=0, authorizer=ReadOnlyForInterns())
         intern = Actor("ian", tenant="acme", roles={"intern"})
         async with jobs:
             with pytest.raises(PermissionDenied):
@@ -136,17 +132,17 @@ class TestAuthorization:
                 await jobs.cancel(job.id, actor=intern)
         assert ("ian", "cancel", job.id) in decisions
 
-    async def test_tenant_check_comes_before_permission(self) -> None:
+    async def test_tenant_check_comes_before_permission(self, make_manager: ManagerFactory) -> None:
         """A non-admin of another tenant gets JobNotFound, not PermissionDenied, for admin actions."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         async with jobs:
             job = await jobs.submit("work", actor=ALICE)
             with pytest.raises(JobNotFound):
                 await jobs.set_priority(job.id, 1, actor=BOB)
 
-    async def test_audit_trail_is_admin_only_and_tenant_scoped(self) -> None:
+    async def test_audit_trail_is_admin_only_and_tenant_scoped(self, make_manager: ManagerFactory) -> None:
         """Reading the audit trail needs admin; a tenant admin sees only its tenant's records."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         async with jobs:
             a = await jobs.submit("work", actor=ALICE)
             b = await jobs.submit("work", actor=BOB)
@@ -159,9 +155,9 @@ class TestAuthorization:
 
 
 class TestAudit:
-    async def test_every_management_action_is_audited(self) -> None:
+    async def test_every_management_action_is_audited(self, make_manager: ManagerFactory) -> None:
         """cancel, delete, delete_artifact and set_priority each leave a record with who/when/what."""
-        jobs = manager(concurrency=1)
+        jobs = make_manager(handlers=HANDLERS, concurrency=1)
         gate = anyio.Event()
 
         @jobs.handler("gate")
@@ -192,16 +188,16 @@ class TestAudit:
         assert by_action["set_priority"].details["to"] == 7
         assert by_action["cancel"].details["reason"] == "dup"
         for record in records:
-            assert "4111" not in repr(record), "the payload never reaches the audit trail"
+            assert "4111-1111" not in repr(record), "the payload never reaches the audit trail"
             assert record.at.tzinfo is not None
         [logged] = [entry for entry in logs if entry["event"] == "delete"]
         assert logged["job_id"] == done.id
         assert logged["actor"] == "alice"
         assert logged["log_level"] == "info"
 
-    async def test_audit_outlives_hard_delete(self) -> None:
+    async def test_audit_outlives_hard_delete(self, make_manager: ManagerFactory) -> None:
         """After a hard delete the job is gone but its audit records remain."""
-        jobs = manager()
+        jobs = make_manager(handlers=HANDLERS)
         async with jobs:
             job = await jobs.submit("work")
             await jobs.wait(job.id, timeout=5)

@@ -21,6 +21,7 @@ from jobkit import (
 )
 from jobkit.blobs import MemoryBlobStore
 from jobkit.testing import FakeClock
+from managers import ManagerFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -47,11 +48,7 @@ async def _write_two(ctx: JobContext, payload: Any) -> str:
     return "ok"
 
 
-def manager(blobs: MemoryBlobStore | None = None, **kwargs: Any) -> JobManager:
-    kwargs.setdefault("sweep_interval", None)
-    jobs = JobManager(blobs=blobs if blobs is not None else MemoryBlobStore(), **kwargs)
-    jobs.register("transcribe", _write_two)
-    return jobs
+HANDLERS = {"transcribe": _write_two}
 
 
 async def _finished(jobs: JobManager, **kwargs: Any) -> str:
@@ -61,10 +58,10 @@ async def _finished(jobs: JobManager, **kwargs: Any) -> str:
 
 
 class TestHardDelete:
-    async def test_deletes_record_and_every_artifact(self) -> None:
+    async def test_deletes_record_and_every_artifact(self, make_manager: ManagerFactory) -> None:
         """A hard delete removes the job and everything under jobs/<id>/, and nothing else."""
         blobs = MemoryBlobStore()
-        jobs = manager(blobs)
+        jobs = make_manager(handlers=HANDLERS, blobs=blobs)
         async with jobs:
             gone, kept = await _finished(jobs), await _finished(jobs)
             assert await jobs.artifacts(gone) == ["input/audio.wav", "output/transcript.txt"]
@@ -86,9 +83,11 @@ class TestHardDelete:
             ("pending", "Cannot delete pending job. Use cancel instead."),
         ],
     )
-    async def test_active_jobs_cannot_be_deleted(self, status: str, message: str) -> None:
+    async def test_active_jobs_cannot_be_deleted(
+        self, status: str, message: str, make_manager: ManagerFactory
+    ) -> None:
         """Running, cancelling and (by default) pending jobs give InvalidState with what to do."""
-        jobs = JobManager(sweep_interval=None, concurrency=0 if status == "pending" else 1)
+        jobs = make_manager(concurrency=0 if status == "pending" else 1)
         started, release = anyio.Event(), anyio.Event()
 
         @jobs.handler("block")
@@ -111,11 +110,12 @@ class TestHardDelete:
                 assert await jobs.artifacts(job.id) == ["a"]
             release.set()
 
-    async def test_pending_in_deletable_cancels_and_deletes_atomically(self) -> None:
+    async def test_pending_in_deletable_cancels_and_deletes_atomically(
+        self, make_manager: ManagerFactory
+    ) -> None:
         """With pending in `deletable`, deleting a pending job cancels and removes it; it never runs."""
         ran: list[str] = []
-        jobs = JobManager(
-            sweep_interval=None,
+        jobs = make_manager(
             concurrency=0,
             delete_policy=DeletePolicy(deletable={"pending", "completed", "failed", "cancelled"}),
         )
@@ -133,10 +133,10 @@ class TestHardDelete:
         assert types == ["submitted", "cancelled", "deleted"]
         assert ran == []
 
-    async def test_concurrent_deletes_exactly_one_wins(self) -> None:
+    async def test_concurrent_deletes_exactly_one_wins(self, make_manager: ManagerFactory) -> None:
         """100 concurrent deletes of one job: one succeeds, 99 get JobNotFound."""
         blobs = MemoryBlobStore()
-        jobs = manager(blobs)
+        jobs = make_manager(handlers=HANDLERS, blobs=blobs)
         results: list[str] = []
 
         async def attempt(job_id: str) -> None:
@@ -159,10 +159,14 @@ class TestHardDelete:
 
 
 class TestArtifactErrors:
-    async def test_defer_deletes_job_and_sweeper_retries_until_gone(self) -> None:
+    async def test_defer_deletes_job_and_sweeper_retries_until_gone(
+        self, make_manager: ManagerFactory
+    ) -> None:
         """on_artifact_error='defer': the job goes at once, the prefix is queued, sweeps retry until empty."""
         blobs = FlakyBlobs(failures=2)
-        jobs = manager(blobs, delete_policy=DeletePolicy(on_artifact_error="defer"))
+        jobs = make_manager(
+            handlers=HANDLERS, blobs=blobs, delete_policy=DeletePolicy(on_artifact_error="defer")
+        )
         async with jobs:
             job_id = await _finished(jobs)
             await jobs.delete(job_id)
@@ -180,10 +184,12 @@ class TestArtifactErrors:
             assert third.artifacts_deleted == 0
         assert blobs.attempts == 3, "the delete, one failing sweep, one successful; then no retries"
 
-    async def test_fail_leaves_job_intact_and_retry_works(self) -> None:
+    async def test_fail_leaves_job_intact_and_retry_works(self, make_manager: ManagerFactory) -> None:
         """on_artifact_error='fail': delete raises, the job and its artifacts stay; retrying succeeds."""
         blobs = FlakyBlobs(failures=1)
-        jobs = manager(blobs, delete_policy=DeletePolicy(on_artifact_error="fail"))
+        jobs = make_manager(
+            handlers=HANDLERS, blobs=blobs, delete_policy=DeletePolicy(on_artifact_error="fail")
+        )
         async with jobs:
             job_id = await _finished(jobs)
             before = await jobs.get(job_id)
@@ -198,9 +204,9 @@ class TestArtifactErrors:
 
 
 class TestSoftDelete:
-    async def test_soft_delete_hides_job_but_keeps_it_for_admins(self) -> None:
+    async def test_soft_delete_hides_job_but_keeps_it_for_admins(self, make_manager: ManagerFactory) -> None:
         """Soft delete sets deleted_at; the job is JobNotFound unless include_deleted by host or admin."""
-        jobs = manager(delete_policy=DeletePolicy(mode="soft"))
+        jobs = make_manager(handlers=HANDLERS, delete_policy=DeletePolicy(mode="soft"))
         user = Actor("u1", tenant="acme")
         admin = Actor("root", tenant="acme", roles={"admin"})
         async with jobs:
@@ -223,21 +229,28 @@ class TestSoftDelete:
             with pytest.raises(PermissionDenied, match="admins only"):
                 await jobs.artifacts(job_id, actor=user, include_deleted=True)
 
-    async def test_soft_delete_can_delete_artifacts(self) -> None:
+    async def test_soft_delete_can_delete_artifacts(self, make_manager: ManagerFactory) -> None:
         """artifacts='delete' removes the blobs even in soft mode."""
         blobs = MemoryBlobStore()
-        jobs = manager(blobs, delete_policy=DeletePolicy(mode="soft", artifacts="delete"))
+        jobs = make_manager(
+            handlers=HANDLERS, blobs=blobs, delete_policy=DeletePolicy(mode="soft", artifacts="delete")
+        )
         async with jobs:
             job_id = await _finished(jobs)
             await jobs.delete(job_id)
             assert await blobs.list(f"jobs/{job_id}/") == []
             assert (await jobs.get(job_id, include_deleted=True)).deleted_at is not None
 
-    async def test_soft_deleted_rows_are_purged_after_the_delay(self, clock: FakeClock) -> None:
+    async def test_soft_deleted_rows_are_purged_after_the_delay(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """purge_soft_deleted_after: the sweeper hard-purges old soft-deleted rows and their artifacts."""
         blobs = MemoryBlobStore()
-        jobs = manager(
-            blobs, clock=clock, delete_policy=DeletePolicy(mode="soft", purge_soft_deleted_after=3600)
+        jobs = make_manager(
+            handlers=HANDLERS,
+            blobs=blobs,
+            clock=clock,
+            delete_policy=DeletePolicy(mode="soft", purge_soft_deleted_after=3600),
         )
         async with jobs:
             job_id = await _finished(jobs)
@@ -254,9 +267,9 @@ class TestSoftDelete:
 
 
 class TestArtifactDelete:
-    async def test_delete_one_artifact(self) -> None:
+    async def test_delete_one_artifact(self, make_manager: ManagerFactory) -> None:
         """delete_artifact removes one blob, audits it and leaves the rest."""
-        jobs = manager()
+        jobs = make_manager(handlers=HANDLERS)
         async with jobs, jobs.subscribe() as events:
             job_id = await _finished(jobs)
             await jobs.delete_artifact(job_id, "input/audio.wav")
@@ -271,9 +284,9 @@ class TestArtifactDelete:
             seen = [e.type async for e in _take(events, 4)]
         assert seen[-1] == "artifact_deleted"
 
-    async def test_cannot_delete_artifact_of_running_job(self) -> None:
+    async def test_cannot_delete_artifact_of_running_job(self, make_manager: ManagerFactory) -> None:
         """Deleting an artifact of a running job is InvalidState."""
-        jobs = JobManager(sweep_interval=None)
+        jobs = make_manager()
         started, release = anyio.Event(), anyio.Event()
 
         @jobs.handler("block")

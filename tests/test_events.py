@@ -7,7 +7,8 @@ from typing import Any
 import anyio
 import pytest
 
-from jobkit import EventType, JobContext, JobManager
+from jobkit import EventType, Job, JobContext
+from managers import ManagerFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -18,17 +19,13 @@ async def _progress(ctx: JobContext, payload: Any) -> str:
     return "ok"
 
 
-def manager(**kwargs: Any) -> JobManager:
-    kwargs.setdefault("sweep_interval", None)
-    jobs = JobManager(**kwargs)
-    jobs.register("work", _progress)
-    return jobs
+HANDLERS = {"work": _progress}
 
 
 class TestEvents:
-    async def test_lifecycle_and_progress_events_in_order(self) -> None:
+    async def test_lifecycle_and_progress_events_in_order(self, make_manager: ManagerFactory) -> None:
         """A job yields submitted, started, progress x3, completed, then deleted — each after the write."""
-        jobs = manager()
+        jobs = make_manager(handlers=HANDLERS)
         async with jobs, jobs.subscribe() as events:
             job = await jobs.submit("work")
             await jobs.wait(job.id, timeout=5)
@@ -48,9 +45,9 @@ class TestEvents:
         assert all(e.job_id == job.id for e in seen)
         assert seen[5].status == "completed"
 
-    async def test_filter_by_job_id(self) -> None:
+    async def test_filter_by_job_id(self, make_manager: ManagerFactory) -> None:
         """subscribe(job_id=...) yields only that job's events."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         async with jobs:
             first = await jobs.submit("work")
             async with jobs.subscribe(job_id=first.id) as events:
@@ -59,11 +56,33 @@ class TestEvents:
                 event = await events.__anext__()
         assert (event.type, event.job_id, event.data["to"]) == ("priority_changed", first.id, 3)
 
-    async def test_slow_subscriber_never_blocks_workers_and_sees_overflow(self) -> None:
+    async def test_slow_subscriber_never_blocks_workers_and_sees_overflow(
+        self, make_manager: ManagerFactory
+    ) -> None:
         """A subscriber that does not read loses events past its buffer and is told how many."""
-        jobs = manager(concurrency=4)
+        store = make_manager.new_store()
+        # Workers claim nothing until all 20 jobs are in, so the first events are the 20
+        # submissions on every store (a SQLite submit lets a worker start between two).
+        submitted = anyio.Event()
+        claim = store.claim
+
+        async def claim_after_submitting(**kwargs: Any) -> Job | None:
+            await submitted.wait()
+            return await claim(**kwargs)
+
+        store.claim = claim_after_submitting  # type: ignore[method-assign]
+        claim_many = getattr(store, "claim_many", None)
+        if claim_many is not None:  # the batched claim the worker pool prefers
+
+            async def claim_many_after_submitting(**kwargs: Any) -> list[Job]:
+                await submitted.wait()
+                return await claim_many(**kwargs)  # type: ignore[no-any-return]
+
+            store.claim_many = claim_many_after_submitting  # type: ignore[attr-defined]
+        jobs = make_manager(handlers=HANDLERS, store=store, concurrency=4)
         async with jobs, jobs.subscribe(buffer=5) as events:
             ids = [(await jobs.submit("work")).id for _ in range(20)]
+            submitted.set()
             with anyio.fail_after(5):
                 for job_id in ids:
                     await jobs.wait(job_id)
@@ -73,9 +92,9 @@ class TestEvents:
         assert overflow.type is EventType.OVERFLOW
         assert overflow.data["missed"] == 20 * 6 - 5
 
-    async def test_subscriptions_end_when_the_manager_closes(self) -> None:
+    async def test_subscriptions_end_when_the_manager_closes(self, make_manager: ManagerFactory) -> None:
         """A reader's `async for` ends cleanly when the manager shuts down."""
-        jobs = manager(concurrency=0)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
         collected: list[str] = []
         ready, finished = anyio.Event(), anyio.Event()
 

@@ -12,13 +12,12 @@ from jobkit import (
     SWEEPER,
     DeletePolicy,
     JobContext,
-    JobManager,
     JobNotFound,
     Retention,
 )
 from jobkit.blobs import MemoryBlobStore
-from jobkit.stores import MemoryStore
 from jobkit.testing import FakeClock
+from managers import ManagerFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -30,22 +29,20 @@ async def _ok(ctx: JobContext, payload: Any) -> Any:
     return payload
 
 
-def manager(clock: FakeClock, **kwargs: Any) -> JobManager:
-    kwargs.setdefault("sweep_interval", None)
-    jobs = JobManager(clock=clock, **kwargs)
-    jobs.register("work", _ok)
-    return jobs
+HANDLERS = {"work": _ok}
 
 
 class TestExpiry:
-    async def test_expires_at_from_retention_per_status(self, clock: FakeClock) -> None:
+    async def test_expires_at_from_retention_per_status(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """A finished job's expires_at is finished_at plus the Retention for its status (None: never)."""
         retention = Retention(completed=60, failed=timedelta(hours=2), cancelled=None)
-        jobs = manager(clock, retention=retention)
+        jobs = make_manager(handlers=HANDLERS, clock=clock, retention=retention)
         async with jobs:
             ok = await jobs.wait((await jobs.submit("work", 1)).id, timeout=5)
             bad = await jobs.wait((await jobs.submit("work", "fail")).id, timeout=5)
-        idle = manager(clock, retention=retention, concurrency=0)
+        idle = make_manager(handlers=HANDLERS, clock=clock, retention=retention, concurrency=0)
         async with idle:
             pending = await idle.submit("work", 2)
             assert pending.expires_at is None
@@ -57,18 +54,20 @@ class TestExpiry:
         assert cancelled.finished_at is not None
         assert cancelled.expires_at is None
 
-    async def test_ttl_overrides_retention(self, clock: FakeClock) -> None:
+    async def test_ttl_overrides_retention(self, clock: FakeClock, make_manager: ManagerFactory) -> None:
         """A per-job ttl wins over the Retention."""
-        jobs = manager(clock, retention=Retention(completed=None))
+        jobs = make_manager(handlers=HANDLERS, clock=clock, retention=Retention(completed=None))
         async with jobs:
             job = await jobs.wait((await jobs.submit("work", 1, ttl=5)).id, timeout=5)
         assert job.finished_at is not None
         assert job.expires_at == job.finished_at + timedelta(seconds=5)
 
-    async def test_sweep_removes_only_expired_jobs_with_artifacts(self, clock: FakeClock) -> None:
+    async def test_sweep_removes_only_expired_jobs_with_artifacts(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """sweep() deletes expired jobs through the DeletePolicy and reports what it did."""
         blobs = MemoryBlobStore()
-        jobs = manager(clock, blobs=blobs)
+        jobs = make_manager(handlers=HANDLERS, clock=clock, blobs=blobs)
         async with jobs:
             short = await jobs.wait((await jobs.submit("work", 1, ttl=10)).id, timeout=5)
             long = await jobs.wait((await jobs.submit("work", 2, ttl=100)).id, timeout=5)
@@ -83,10 +82,14 @@ class TestExpiry:
             [record] = await jobs.audit(short.id)
             assert (record.action, record.actor_id) == ("expire", SWEEPER)
 
-    async def test_expiry_under_soft_policy_soft_deletes(self, clock: FakeClock) -> None:
+    async def test_expiry_under_soft_policy_soft_deletes(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """With a soft DeletePolicy, expired jobs are soft-deleted (kept for audit), then purged later."""
-        jobs = manager(
-            clock, delete_policy=DeletePolicy(mode="soft", purge_soft_deleted_after=timedelta(days=1))
+        jobs = make_manager(
+            handlers=HANDLERS,
+            clock=clock,
+            delete_policy=DeletePolicy(mode="soft", purge_soft_deleted_after=timedelta(days=1)),
         )
         async with jobs:
             job = await jobs.wait((await jobs.submit("work", 1, ttl=1)).id, timeout=5)
@@ -97,23 +100,27 @@ class TestExpiry:
             clock.advance(timedelta(days=1, seconds=1))
             assert (await jobs.sweep()).purged == 1
 
-    async def test_periodic_sweeper_runs_inside_async_with(self, clock: FakeClock) -> None:
+    async def test_periodic_sweeper_runs_inside_async_with(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """The sweeper runs every sweep_interval while the manager is open."""
-        jobs = manager(clock, sweep_interval=0.01)
+        jobs = make_manager(handlers=HANDLERS, clock=clock, sweep_interval=0.01)
         async with jobs:
             job = await jobs.wait((await jobs.submit("work", 1, ttl=1)).id, timeout=5)
-            clock.advance(5)
-            with anyio.fail_after(5):
-                while True:
-                    try:
-                        await jobs.get(job.id)
-                    except JobNotFound:
-                        break
-                    await anyio.sleep(0.01)
+            async with jobs.subscribe(job_id=job.id) as events:
+                clock.advance(5)
+                with anyio.fail_after(5):
+                    async for event in events:
+                        if event.type == "deleted":
+                            break
+            with pytest.raises(JobNotFound):
+                await jobs.get(job.id)
 
-    async def test_sweep_cost_follows_expired_jobs_not_kept_jobs(self, clock: FakeClock) -> None:
+    async def test_sweep_cost_follows_expired_jobs_not_kept_jobs(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """The sweep asks the store only for due jobs (index ordered by expiry)."""
-        store = MemoryStore()
+        store = make_manager.new_store()
         calls: list[int] = []
         original = store.expired
 
@@ -123,7 +130,9 @@ class TestExpiry:
             return found
 
         store.expired = counting  # type: ignore[method-assign]
-        jobs = manager(clock, store=store, retention=Retention(completed=timedelta(days=365)))
+        jobs = make_manager(
+            handlers=HANDLERS, clock=clock, store=store, retention=Retention(completed=timedelta(days=365))
+        )
         async with jobs:
             for i in range(30):
                 await jobs.wait((await jobs.submit("work", i, ttl=10 if i < 3 else None)).id, timeout=5)
@@ -133,9 +142,11 @@ class TestExpiry:
 
 
 class TestAuditRetention:
-    async def test_old_audit_records_are_removed(self, clock: FakeClock) -> None:
+    async def test_old_audit_records_are_removed(
+        self, clock: FakeClock, make_manager: ManagerFactory
+    ) -> None:
         """Audit records older than audit_retention are removed by the sweeper."""
-        jobs = manager(clock, audit_retention=timedelta(days=90))
+        jobs = make_manager(handlers=HANDLERS, clock=clock, audit_retention=timedelta(days=90))
         async with jobs:
             first = await jobs.wait((await jobs.submit("work", 1)).id, timeout=5)
             await jobs.delete(first.id)

@@ -26,8 +26,13 @@ from jobkit import (
 from jobkit.stores import MemoryStore, SQLiteStore, open_store
 from jobkit.stores._sqlite import SCHEMA_VERSION
 from jobkit.testing import FakeClock
+from managers import ManagerFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    # make_manager(store=SQLiteStore(db)): these managers share one file with each other and with workers.
+    pytest.mark.store("sqlite", reason="these tests are about SQLiteStore itself"),
+]
 
 WORKER = Path(__file__).with_name("sqlite_worker.py")
 
@@ -36,12 +41,7 @@ async def _noop(ctx: JobContext, payload: Any) -> Any:
     return payload
 
 
-def manager(path: Path, **kwargs: Any) -> JobManager:
-    kwargs.setdefault("sweep_interval", None)
-    jobs = JobManager(SQLiteStore(path), **kwargs)
-    jobs.register("mark", _noop)
-    jobs.register("hang", _noop)
-    return jobs
+HANDLERS = {"mark": _noop, "hang": _noop, "elsewhere": _noop}  # the worker script runs mark and hang
 
 
 class TestOpening:
@@ -140,7 +140,9 @@ class TestIndexes:
 
 
 class TestDurability:
-    async def test_jobs_audit_and_purge_queue_survive_a_restart(self, tmp_path: Path) -> None:
+    async def test_jobs_audit_and_purge_queue_survive_a_restart(
+        self, tmp_path: Path, make_manager: ManagerFactory
+    ) -> None:
         """Everything the manager wrote is there after reopening the file."""
         path = tmp_path / "jobs.db"
 
@@ -165,15 +167,14 @@ class TestDurability:
             async def delete_prefix(self, prefix: str) -> int:
                 raise OSError("down")
 
-        jobs = JobManager(SQLiteStore(path), BrokenBlobs(), sweep_interval=None)
-        jobs.register("mark", _noop)
+        jobs = make_manager(store=SQLiteStore(path), blobs=BrokenBlobs(), handlers={"mark": _noop})
         async with jobs:
             kept = await jobs.wait(
                 (await jobs.submit("mark", {"keep": True}, labels={"a": "b"})).id, timeout=5
             )
             gone = await jobs.wait((await jobs.submit("mark", 2)).id, timeout=5)
             await jobs.delete(gone.id)
-        again = manager(path)
+        again = make_manager(store=SQLiteStore(path), handlers=HANDLERS)
         async with again:
             assert await again.get(kept.id) == kept
             assert [r.action for r in await again.audit(gone.id)] == ["delete"]
@@ -189,10 +190,12 @@ def _spawn(db: Path, out: Path) -> subprocess.Popen[bytes]:
 
 
 class TestProcesses:
-    async def test_two_processes_run_every_job_exactly_once(self, tmp_path: Path) -> None:
+    async def test_two_processes_run_every_job_exactly_once(
+        self, tmp_path: Path, make_manager: ManagerFactory
+    ) -> None:
         """Two worker processes sharing one file run 1,000 jobs, each exactly once."""
         db = tmp_path / "jobs.db"
-        submitter = manager(db, concurrency=0)
+        submitter = make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=0)
         async with submitter:
             ids = [(await submitter.submit("mark", i)).id for i in range(1000)]
         outs = [tmp_path / "a.txt", tmp_path / "b.txt"]
@@ -202,18 +205,20 @@ class TestProcesses:
         runs = Counter(line for out in outs for line in out.read_text().split())
         assert set(runs) == set(ids)
         assert set(runs.values()) == {1}
-        check = manager(db, concurrency=0)
+        check = make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=0)
         async with check:
             page = await check.list(status="completed", limit=1000)
             assert len(page.items) == 1000
 
     @pytest.mark.parametrize("max_attempts", [1, 2])
-    async def test_killed_worker_job_is_recovered(self, tmp_path: Path, max_attempts: int) -> None:
+    async def test_killed_worker_job_is_recovered(
+        self, tmp_path: Path, max_attempts: int, make_manager: ManagerFactory
+    ) -> None:
         """A worker killed by SIGKILL mid-job: its job is recovered when the lease expires
         (failed 'worker lost', or pending again while attempts remain); nothing else is lost."""
         db = tmp_path / "jobs.db"
         out = tmp_path / "out.txt"
-        submitter = manager(db, concurrency=0)
+        submitter = make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=0)
         async with submitter:
             victim = await submitter.submit("hang", max_attempts=max_attempts)
         worker = _spawn(db, out)
@@ -222,14 +227,15 @@ class TestProcesses:
             with anyio.fail_after(30):
                 while not started.exists():
                     await anyio.sleep(0.01)
-            async with submitter_again(db) as jobs:
-                bystander = await jobs.submit("mark", "wait for me", priority=-1)
+            async with submitter_again(make_manager, db) as jobs:
+                # A kind the worker process cannot run: it must stay pending, untouched.
+                bystander = await jobs.submit("elsewhere", "wait for me", priority=-1)
         finally:
             worker.send_signal(signal.SIGKILL)
             await anyio.to_thread.run_sync(worker.wait)
         assert started.read_text() == victim.id
         later = FakeClock(datetime.now(UTC) + timedelta(hours=1))
-        recovering = manager(db, concurrency=0, clock=later)
+        recovering = make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=0, clock=later)
         async with recovering:
             assert (await recovering.get(victim.id)).status is JobStatus.RUNNING
             report = await recovering.sweep()
@@ -245,16 +251,18 @@ class TestProcesses:
             assert record.action == "recover"
             assert (await recovering.sweep()).recovered == 0
         if max_attempts == 2:
-            runner = manager(db, concurrency=1)
+            runner = make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=1)
             async with runner:
                 final = await runner.wait(victim.id, timeout=10)
                 assert (final.status, final.attempts) == (JobStatus.COMPLETED, 2)
 
-    async def test_cancel_from_another_process_reaches_the_worker(self, tmp_path: Path) -> None:
+    async def test_cancel_from_another_process_reaches_the_worker(
+        self, tmp_path: Path, make_manager: ManagerFactory
+    ) -> None:
         """A cancel written by another process stops the running handler (via the heartbeat)."""
         db = tmp_path / "jobs.db"
         out = tmp_path / "out.txt"
-        admin = manager(db, concurrency=0, poll_interval=0.05)
+        admin = make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=0, poll_interval=0.05)
         async with admin:
             job = await admin.submit("hang")
             worker = _spawn(db, out)
@@ -274,5 +282,5 @@ class TestProcesses:
                     worker.wait()
 
 
-def submitter_again(db: Path) -> JobManager:
-    return manager(db, concurrency=0, delete_policy=DeletePolicy())
+def submitter_again(make_manager: ManagerFactory, db: Path) -> JobManager:
+    return make_manager(store=SQLiteStore(db), handlers=HANDLERS, concurrency=0, delete_policy=DeletePolicy())

@@ -9,12 +9,14 @@ a store with transactions writes both or neither.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import anyio
 import structlog
 
 from ._errors import JobNotFound
@@ -29,6 +31,14 @@ audit_log = structlog.get_logger("jobkit.audit")
 WAKE = Note(kind=NoteKind.WAKE)
 
 
+class _Turn:
+    __slots__ = ("done", "users")
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.done = anyio.Event()
+
+
 def must_exist(job: Job | None, job_id: str) -> Job:
     """The re-read rule of management writes: a job gone or soft-deleted meanwhile is not found."""
     if job is None or job.deleted_at is not None:
@@ -39,7 +49,16 @@ def must_exist(job: Job | None, job_id: str) -> Job:
 class Core:
     """The store, blob store, clock and policies, with the write path every role uses."""
 
-    __slots__ = ("_atomic", "blobs", "clock", "delete_policy", "notifier", "retention", "store")
+    __slots__ = (
+        "_atomic",
+        "_managing",
+        "blobs",
+        "clock",
+        "delete_policy",
+        "notifier",
+        "retention",
+        "store",
+    )
 
     def __init__(
         self,
@@ -58,6 +77,7 @@ class Core:
         self.delete_policy = delete_policy
         self.notifier = notifier
         self._atomic = isinstance(store, AtomicWriter)
+        self._managing: dict[str, _Turn] = {}  # jobs with a management write under way here
 
     # -- writing -----------------------------------------------------------------------
 
@@ -96,6 +116,7 @@ class Core:
             returned for it (None when nothing needed writing).
         """
         store = self.store
+        conflicts = 0
         while True:
             change = decide(job)
             if change is None or change is job:
@@ -105,7 +126,32 @@ class Core:
                     return job, change
             elif await self.apply(change):
                 return job, change
+            conflicts += 1
+            if conflicts > 2:  # a busy writer elsewhere: step aside a little, at random
+                await anyio.sleep(random.uniform(0, 0.001 * 2 ** min(conflicts, 8)))
             job = reread(await store.get(job.id), job.id)
+
+    @asynccontextmanager
+    async def managing(self, job_id: str) -> AsyncIterator[None]:
+        """Mark a management write (cancel, priority) on ``job_id`` as under way: the job's own
+        run holds its progress and result writes back until it is done, so a handler that
+        writes at every step cannot starve a cancel."""
+        turn = self._managing.get(job_id)
+        if turn is None:
+            turn = self._managing[job_id] = _Turn()
+        turn.users += 1
+        try:
+            yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._managing[job_id]
+                turn.done.set()
+
+    async def after_management(self, job_id: str) -> None:
+        """Wait while a management write on ``job_id`` is under way in this process."""
+        while (turn := self._managing.get(job_id)) is not None:
+            await turn.done.wait()
 
     # -- after a write -----------------------------------------------------------------
 

@@ -430,7 +430,8 @@ class JobManager:
             audit = core.audit_record(AuditAction.CANCEL, actor_id, new, details)
             return Change(job_id=job.id, expected_version=job.version, job=new, audit=audit)
 
-        job, change = await core.write(job, decide)
+        async with core.managing(job.id):
+            job, change = await core.write(job, decide)
         if not isinstance(change, Change):
             return job
         assert change.job is not None
@@ -514,7 +515,8 @@ class JobManager:
         check_priority(priority)
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.SET_PRIORITY, job)
-        job, new = await self._core.write(job, lambda job: machine.set_priority(job, priority))
+        async with self._core.managing(job.id):
+            job, new = await self._core.write(job, lambda job: machine.set_priority(job, priority))
         assert not isinstance(new, Change)
         position = await self._store.position(job_id)
         if position is None:  # claimed in the meantime

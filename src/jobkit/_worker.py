@@ -114,6 +114,7 @@ class _Run:
             self.job = job
 
     async def _update(self, step: Callable[[Job], Job]) -> Job:
+        await self.pool.core.after_management(self.job.id)
         try:
             _, new = await self.pool.core.write(self.job, step, reread=_still_ours(self.job.attempts))
         except _Lost:
