@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 import pytest
-from structlog.testing import capture_logs
 
 from jobkit import (
     Action,
@@ -155,7 +155,9 @@ class TestAuthorization:
 
 
 class TestAudit:
-    async def test_every_management_action_is_audited(self, make_manager: ManagerFactory) -> None:
+    async def test_every_management_action_is_audited(
+        self, make_manager: ManagerFactory, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """cancel, delete, delete_artifact and set_priority each leave a record with who/when/what."""
         jobs = make_manager(handlers=HANDLERS, concurrency=1)
         gate = anyio.Event()
@@ -174,7 +176,8 @@ class TestAudit:
             await jobs.wait(blocker.id, timeout=5)
             await jobs.wait(done.id, timeout=5)
             await jobs.delete_artifact(done.id, "result.txt", actor=ALICE)
-            with capture_logs() as logs:
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="jobkit.audit"):
                 await jobs.delete(done.id, actor=ALICE)
             records = await jobs.audit()
         actions = [(r.action.value, r.actor_id, r.tenant) for r in records]
@@ -190,10 +193,11 @@ class TestAudit:
         for record in records:
             assert "4111-1111" not in repr(record), "the payload never reaches the audit trail"
             assert record.at.tzinfo is not None
-        [logged] = [entry for entry in logs if entry["event"] == "delete"]
-        assert logged["job_id"] == done.id
-        assert logged["actor"] == "alice"
-        assert logged["log_level"] == "info"
+        [logged] = [r for r in caplog.records if r.name == "jobkit.audit" and r.jobkit_event == "delete"]
+        assert logged.jobkit["job_id"] == done.id
+        assert logged.jobkit["actor"] == "alice"
+        assert logged.levelno == logging.INFO
+        assert logged.getMessage().startswith(f"delete job_id={done.id!r}")
 
     async def test_audit_outlives_hard_delete(self, make_manager: ManagerFactory) -> None:
         """After a hard delete the job is gone but its audit records remain."""

@@ -414,3 +414,73 @@ class TestFencing:
                 await b.get(job.id)
         assert outcome == ["JobCancelled"]
         assert await blobs.list(f"jobs/{job.id}/") == []
+
+
+QUIET_SCRIPT = """
+import anyio
+from jobkit import JobManager, Retention
+
+async def boom(ctx, payload):
+    ctx.log.info("handler says hello")
+    raise RuntimeError("boom")
+
+async def main():
+    jobs = JobManager(sweep_interval=None, retention=Retention(failed=0))
+    jobs.register("boom", boom)
+    async with jobs:
+        job = await jobs.submit("boom")
+        await jobs.wait(job.id, timeout=10)
+        await jobs.sweep()
+    print("script output")
+
+anyio.run(main)
+"""
+
+
+class TestLogging:
+    def test_a_library_user_sees_only_their_own_output(self) -> None:
+        """Without logging configured, jobkit prints nothing: not the failure, not the audit."""
+        import subprocess
+        import sys
+
+        result = subprocess.run(
+            [sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert result.stdout == "script output\n"
+        assert result.stderr == ""
+
+    async def test_logs_go_through_the_standard_loggers_and_obey_their_levels(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """'jobkit', 'jobkit.audit' and 'jobkit.job' are standard loggers the host controls."""
+        import logging
+
+        async def boom(ctx: JobContext, payload: Any) -> None:
+            ctx.log.info("handler says hello", step=1)
+            raise RuntimeError("boom")
+
+        jobs = JobManager(sweep_interval=None)
+        jobs.register("boom", boom)
+        async with jobs:
+            with caplog.at_level(logging.INFO, logger="jobkit"):
+                job = await jobs.submit("boom")
+                await jobs.wait(job.id, timeout=10)
+                await jobs.delete(job.id)
+            failed = [r for r in caplog.records if r.name == "jobkit" and r.jobkit_event == "job failed"]
+            assert [r.levelno for r in failed] == [logging.WARNING]
+            assert failed[0].exc_info is not None
+            assert failed[0].jobkit["job_id"] == job.id
+            [hello] = [r for r in caplog.records if r.name == "jobkit.job"]
+            assert (
+                hello.getMessage() == f"handler says hello job_id={job.id!r} kind='boom' tenant=None step=1"
+            )
+            assert [r.jobkit_event for r in caplog.records if r.name == "jobkit.audit"] == ["delete"]
+
+            caplog.clear()
+            logging.getLogger("jobkit").setLevel(logging.ERROR)
+            try:
+                job = await jobs.submit("boom")
+                await jobs.wait(job.id, timeout=10)
+            finally:
+                logging.getLogger("jobkit").setLevel(logging.NOTSET)
+            assert [r for r in caplog.records if r.name.startswith("jobkit")] == []

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.from_thread
-import structlog
 
 from ._errors import InvalidInput
+from ._log import get_logger
 from ._records import Job
 from ._token import CancelToken
 from ._validate import MAX_TEXT_LENGTH, check_optional_text
@@ -110,9 +110,7 @@ class JobContext:
         """A structlog logger bound to ``job_id``, ``kind`` and ``tenant``."""
         if self._log is None:
             job = self._run.job
-            self._log = structlog.get_logger("jobkit.job").bind(
-                job_id=job.id, kind=job.kind, tenant=job.tenant
-            )
+            self._log = get_logger("jobkit.job").bind(job_id=job.id, kind=job.kind, tenant=job.tenant)
         return self._log
 
     async def checkpoint(self) -> None:

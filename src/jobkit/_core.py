@@ -17,16 +17,16 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-import structlog
 
 from ._errors import JobNotFound
+from ._log import get_logger
 from ._policies import DeletePolicy, Retention
 from ._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
 from .abc import AtomicWriter, BlobStore, Change, ExclusiveSections, JobStore, Note, NoteKind, Notifier
 
 __all__ = ["Core", "must_exist"]
 
-audit_log = structlog.get_logger("jobkit.audit")
+audit_log = get_logger("jobkit.audit")
 
 WAKE = Note(kind=NoteKind.WAKE)
 

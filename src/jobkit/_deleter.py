@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import structlog
 
 from . import _machine as machine
 from ._core import Core, must_exist
 from ._errors import BackendError
+from ._log import get_logger
 from ._policies import DeleteMode
 from ._records import AuditAction, EventType, Job, JobStatus
 from ._validate import artifact_prefix
@@ -17,7 +17,7 @@ from .abc import Change
 
 __all__ = ["Deleter"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 
 class _Turn:

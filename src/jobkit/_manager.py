@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
 from . import _machine as machine
@@ -28,6 +27,7 @@ from ._errors import (
     PermissionDenied,
 )
 from ._events import EventHub, EventStream
+from ._log import get_logger
 from ._notify import LocalNotifier, Waiters
 from ._policies import Action, DefaultAuthorizer, DeletePolicy, Retention
 from ._records import (
@@ -64,7 +64,7 @@ from .abc import Authorizer, BlobStore, Change, JobStore, Notifier, SignalingSto
 
 __all__ = ["SWEEPER", "Handler", "JobManager"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-import structlog
 
+from ._log import get_logger
 from ._records import Job
 from .abc import Note, NoteCallback, NoteKind
 
 __all__ = ["LocalNotifier", "Waiters"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 
 class LocalNotifier:

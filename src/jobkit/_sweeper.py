@@ -15,19 +15,19 @@ from typing import TypeVar
 import anyio
 import anyio.lowlevel
 import attrs
-import structlog
 
 from . import _machine as machine
 from ._core import Core
 from ._deleter import Deleter
 from ._errors import BackendError, InvalidState, JobkitError, JobNotFound
+from ._log import get_logger
 from ._records import TERMINAL, AuditAction, EventType, Job, SweepReport
 from ._validate import artifact_prefix
 from .abc import Change
 
 __all__ = ["SWEEPER", "Sweeper"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 #: The actor id of the sweeper in audit records.
 SWEEPER = "system:sweeper"

@@ -20,13 +20,13 @@ from typing import Any, cast
 
 import anyio
 import anyio.to_thread
-import structlog
 from anyio.abc import TaskGroup
 
 from . import _machine as machine
 from ._context import JobContext, SyncJobContext, remove_scratch
 from ._core import Core
 from ._errors import InvalidInput, InvalidState, JobCancelled
+from ._log import get_logger
 from ._machine import Outcome, OutcomeKind
 from ._records import ACTIVE, EventType, Job, JobStatus
 from ._token import CancelSource, CancelToken
@@ -35,7 +35,7 @@ from .abc import BatchClaimer, Note, NoteKind
 
 __all__ = ["AsyncHandler", "Handler", "SyncHandler", "WorkerPool", "is_async"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 AsyncHandler = Callable[[JobContext, Any], Awaitable[Any]]
 SyncHandler = Callable[[SyncJobContext, Any], Any]

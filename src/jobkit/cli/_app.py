@@ -9,13 +9,14 @@ when given ``--audit-retention`` (audit trails are often kept on purpose).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,6 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import anyio
 import anyio.to_thread
 import attrs
-import structlog
 import typer
 
 from .._codec import job_to_json
@@ -195,35 +195,30 @@ def _guarded(settings: Settings, fn: Callable[[], T]) -> T:
         fail(settings, _message(exc), code, _error_code(exc))
 
 
-def _one_line_errors(
-    logger: object, method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+class _OneLineErrors(logging.Filter):
     """Show a failed demo job as one line (its error is on the job too), not a traceback."""
-    exc = event.pop("exc_info", None)
-    if isinstance(exc, BaseException):
-        event["error"] = f"{type(exc).__name__}: {exc}"
-    return event
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} error={type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def _quiet_logs(level: str, *, tracebacks: bool = True) -> None:
     """Send jobkit's logs to stderr (never into ``--json`` output) unless the host configured them."""
-    if structlog.is_configured():
+    logger = logging.getLogger("jobkit")
+    if any(not isinstance(h, logging.NullHandler) for h in logger.handlers) or logging.getLogger().handlers:
         return
-    import logging
-
-    first: list[structlog.typing.Processor] = [] if tracebacks else [_one_line_errors]
-    structlog.configure(
-        processors=[
-            *first,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            structlog.dev.ConsoleRenderer(
-                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
-            ),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)-7s] %(message)s", "%H:%M:%S"))
+    if not tracebacks:
+        handler.addFilter(_OneLineErrors())
+    logger.addHandler(handler)
+    logger.setLevel(getattr(logging, level))
 
 
 def _open_store(settings: Settings) -> JobStore:

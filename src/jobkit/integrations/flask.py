@@ -36,10 +36,10 @@ try:
 except ImportError as exc:
     raise ImportError("jobkit.integrations.flask needs Flask: pip install 'jobkit[flask]'") from exc
 
-import structlog
 
 from .._blocking import BlockingJobManager
 from .._errors import InvalidInput, JobkitError
+from .._log import get_logger
 from .._records import Actor, JobEvent
 from ._http import (
     SSE_HEADERS,
@@ -59,7 +59,7 @@ from ._http import (
 
 __all__ = ["job_blueprint"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 #: Seconds without an event after which the event stream sends a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
