@@ -84,6 +84,7 @@ class TestSchema:
         conn.close()
         assert "AUTOINCREMENT" not in table_sql(path, "jobs").upper()
         assert "WHERE status = 'pending'" in table_sql(path, "jobs_claim")
+        assert "WHERE tenant IS NOT NULL" in table_sql(path, "jobs_tenant_status")
         assert table_sql(path, "events")
         assert table_sql(path, "listeners")
 

@@ -154,7 +154,9 @@ MIGRATIONS: tuple[str, ...] = (
     #   SQLite can only drop it by rebuilding the table. `seq_floor` keeps seq from going
     #   back below a value once handed out, as AUTOINCREMENT did (see _INSERT).
     # - the claim index holds pending jobs only: starting and finishing jobs no longer move
-    #   entries in it. The listing indexes stay (tenant, tenant+status, status, kind).
+    #   entries in it. The listing indexes stay (tenant, tenant+status, status, kind); the
+    #   tenant ones hold only jobs with a tenant (listing by tenant always names one), so
+    #   jobs without a tenant cost two indexes less.
     """
     """
     + _JOBS_TABLE.format(name="jobs_v2")
@@ -169,8 +171,8 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN old.seq > coalesce((SELECT max(seq) FROM jobs), 0)
         BEGIN INSERT OR REPLACE INTO seq_floor VALUES ('jobs', old.seq); END;
     CREATE INDEX jobs_claim ON jobs (status, priority DESC, seq, kind) WHERE status = 'pending';
-    CREATE INDEX jobs_tenant ON jobs (tenant, seq);
-    CREATE INDEX jobs_tenant_status ON jobs (tenant, status, seq);
+    CREATE INDEX jobs_tenant ON jobs (tenant, seq) WHERE tenant IS NOT NULL;
+    CREATE INDEX jobs_tenant_status ON jobs (tenant, status, seq) WHERE tenant IS NOT NULL;
     CREATE INDEX jobs_status ON jobs (status, seq);
     CREATE INDEX jobs_kind ON jobs (kind, seq);
     CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
