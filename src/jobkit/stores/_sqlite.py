@@ -376,9 +376,16 @@ class _Op:
 class SQLiteStore:
     """A :class:`~jobkit.abc.JobStore` in one SQLite file; several processes may share it.
 
-    It has the optional members too: ``claim_many``, ``apply`` (one transaction),
-    ``exclusive`` (always granted) and ``notifier`` (wake-ups, changes and events between
-    processes sharing the file, see :class:`~jobkit.stores._sqlite_notify.SQLiteNotifier`).
+    Operations run on the event loop's thread, grouped into shared transactions (see the
+    module docstring); a group that would wait for another process's lock, or run longer
+    than ``INLINE_BUDGET``, runs in a worker thread instead. It has the optional members
+    too: ``claim_many``, ``apply`` (one transaction), ``exclusive`` (always granted) and
+    ``notifier`` (wake-ups, changes and events between processes sharing the file, see
+    :class:`~jobkit.stores._sqlite_notify.SQLiteNotifier`).
+
+    One store serves one manager: managers sharing a store object share its connection,
+    and a connection does not see its own commits as changes, so their notifiers would
+    not hear each other (give each manager its own ``SQLiteStore`` on the file).
 
     :param path: the database file; created (with its schema) if missing.
     :param busy_timeout: seconds to wait for another process's write lock (in a worker
