@@ -1,8 +1,9 @@
 """A process that listens for cross-process events on a SQLite file (run as a script).
 
 usage: sqlite_notify_worker.py DB_PATH
-Prints "listening" once its event listener is registered, then each event it receives
-from other processes as one JSON line, until terminated.
+Prints "listening" once it listens for events (its registration reaches the other
+processes with its next check), then each event it receives from other processes as one
+JSON line, until terminated.
 """
 
 from __future__ import annotations
@@ -28,11 +29,8 @@ async def main(db: str) -> None:
             print(encode_event(note.event), flush=True)
 
     notifier.listen(show, events=True)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(notifier.run)
-        while not notifier._listening:
-            await anyio.sleep(0.005)
-        print("listening", flush=True)
+    print("listening", flush=True)
+    await notifier.run()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -83,6 +84,7 @@ class TestSchema:
         conn.close()
         assert "AUTOINCREMENT" not in table_sql(path, "jobs").upper()
         assert "WHERE status = 'pending'" in table_sql(path, "jobs_claim")
+        assert "WHERE tenant IS NOT NULL" in table_sql(path, "jobs_tenant_status")
         assert table_sql(path, "events")
         assert table_sql(path, "listeners")
 
@@ -254,6 +256,67 @@ class TestGroupedExecution:
             other.execute("ROLLBACK")
             other.close()
         await store.insert(make_job())  # works again
+        await store.close()
+
+    async def test_long_operation_moves_to_a_worker_thread(self, store: SQLiteStore) -> None:
+        """An operation still running after the inline budget is undone and run again in a
+        worker thread, so a long query never holds up the event loop."""
+        loop_thread = threading.get_ident()
+        ran_in: list[bool] = []
+
+        def count(conn: sqlite3.Connection) -> int:
+            ran_in.append(threading.get_ident() == loop_thread)
+            return int(
+                conn.execute(
+                    "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 2000000) "
+                    "SELECT count(*) FROM r"
+                ).fetchone()[0]
+            )
+
+        assert await store._run(count) == 2_000_000
+        assert ran_in == [True, False]
+        assert await store._run(_sqlite._fetch, "SELECT 1", ()) == [(1,)]  # short ones stay inline
+
+    async def test_work_moved_to_a_thread_takes_effect_exactly_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no inline budget at all, every read and every grouped write is stopped and run
+        again in a thread: each insert, claim and apply still takes effect exactly once."""
+        monkeypatch.setattr(_sqlite, "INLINE_BUDGET", 0.0)
+        monkeypatch.setattr(_sqlite, "_PROGRESS_STEPS", 1)
+        store = SQLiteStore(tmp_path / "jobs.db")
+        await store.open()
+        jobs = [make_job(priority=i % 3) for i in range(40)]
+        await store.insert(jobs[0])  # alone
+        async with anyio.create_task_group() as tg:  # grouped
+            for job in jobs[1:]:
+                tg.start_soon(store.insert, job)
+        claimed: list[str] = []
+
+        async def claim() -> None:
+            job = await store.claim(now=T0, worker_id="w", lease_until=T0)
+            assert job is not None
+            claimed.append(job.id)
+
+        async with anyio.create_task_group() as tg:
+            for _ in jobs:
+                tg.start_soon(claim)
+        assert sorted(claimed) == sorted(job.id for job in jobs)
+        assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None
+
+        async def finish(job: Any) -> None:
+            change = Change(job_id=job.id, expected_version=2, job=None, audit=audit_record(job.id))
+            assert await store.apply(change) is True
+
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(finish, job)
+        records = await store.list_audit(job_id=None, tenant=None, limit=100)
+        assert sorted(r.job_id for r in records) == sorted(job.id for job in jobs)
+        listed, _ = await store.list_jobs(
+            tenant=None, statuses=None, kind=None, include_deleted=True, before=None, limit=100
+        )
+        assert listed == []
         await store.close()
 
     async def test_cancelled_waiter_withdraws_its_operation(self, tmp_path: Path) -> None:

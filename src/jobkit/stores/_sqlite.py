@@ -4,9 +4,10 @@ Python's own ``sqlite3`` in WAL mode, on asyncio and trio. Operations run on the
 loop's thread, grouped: an operation first yields once (a cancel-shielded checkpoint) so
 that the operations other ready tasks start meanwhile join it, then the whole group runs
 in one transaction (group commit; an operation alone runs in autocommit mode). Inline work
-never waits for another process's lock: the connection's busy timeout is 0 there, and a
-group that finds the database locked runs again in a worker thread, which waits up to
-``busy_timeout`` for it.
+never waits for another process's lock, and never runs long: the connection's busy timeout
+is 0 there, and a group that finds the database locked, or still runs after
+``INLINE_BUDGET`` seconds, is undone and runs again in a worker thread (which waits up to
+``busy_timeout`` for locks).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,9 @@ APPLICATION_ID = 0x6A6F626B
 #: so small pages make the small transactions of a job queue much cheaper (measured: about
 #: a third less time per job than 4 KiB pages). Existing files keep their page size.
 PAGE_SIZE = 1024
+
+#: WAL size at which a commit checkpoints it into the database file.
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 _COLUMNS = (
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message",
@@ -149,7 +154,9 @@ MIGRATIONS: tuple[str, ...] = (
     #   SQLite can only drop it by rebuilding the table. `seq_floor` keeps seq from going
     #   back below a value once handed out, as AUTOINCREMENT did (see _INSERT).
     # - the claim index holds pending jobs only: starting and finishing jobs no longer move
-    #   entries in it. The listing indexes stay (tenant, tenant+status, status, kind).
+    #   entries in it. The listing indexes stay (tenant, tenant+status, status, kind); the
+    #   tenant ones hold only jobs with a tenant (listing by tenant always names one), so
+    #   jobs without a tenant cost two indexes less.
     """
     """
     + _JOBS_TABLE.format(name="jobs_v2")
@@ -164,8 +171,8 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN old.seq > coalesce((SELECT max(seq) FROM jobs), 0)
         BEGIN INSERT OR REPLACE INTO seq_floor VALUES ('jobs', old.seq); END;
     CREATE INDEX jobs_claim ON jobs (status, priority DESC, seq, kind) WHERE status = 'pending';
-    CREATE INDEX jobs_tenant ON jobs (tenant, seq);
-    CREATE INDEX jobs_tenant_status ON jobs (tenant, status, seq);
+    CREATE INDEX jobs_tenant ON jobs (tenant, seq) WHERE tenant IS NOT NULL;
+    CREATE INDEX jobs_tenant_status ON jobs (tenant, status, seq) WHERE tenant IS NOT NULL;
     CREATE INDEX jobs_status ON jobs (status, seq);
     CREATE INDEX jobs_kind ON jobs (kind, seq);
     CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
@@ -190,10 +197,16 @@ _timedelta = timedelta
 _dumps_json = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
 _loads_json = json.loads
 
-# sqlite3 result codes (the low byte of an extended code) that mean "another connection
-# holds a lock": inline work gives up at once and retries in a thread, which waits.
+#: Longest a group runs on the event loop's thread; longer ones move to a worker thread.
+INLINE_BUDGET = 0.005
+#: SQLite virtual-machine steps between two looks at the clock while running inline.
+_PROGRESS_STEPS = 2000
+# sqlite3 result codes (the low byte of an extended code) after which inline work moves to
+# a worker thread: another connection holds a lock (the thread waits for it), or the
+# progress handler stopped a group past its budget.
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_INTERRUPT = 9
 
 
 def _statements(script: str) -> list[str]:
@@ -335,12 +348,19 @@ def _others_ready() -> bool:
 
 
 def _is_busy(exc: BaseException) -> bool:
+    """True for "another connection holds a lock"."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
+def _must_move(exc: BaseException) -> bool:
+    """True when inline work must move to a worker thread: locked, or past its budget."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_INTERRUPT)
+
+
 class _Busy(Exception):
-    """Inline work met another connection's lock; the group must run in a thread."""
+    """Inline work met another connection's lock or ran too long; the group must run in a thread."""
 
 
 class _Op:
@@ -356,9 +376,16 @@ class _Op:
 class SQLiteStore:
     """A :class:`~jobkit.abc.JobStore` in one SQLite file; several processes may share it.
 
-    It has the optional members too: ``claim_many``, ``apply`` (one transaction),
-    ``exclusive`` (always granted) and ``notifier`` (wake-ups, changes and events between
-    processes sharing the file, see :class:`~jobkit.stores._sqlite_notify.SQLiteNotifier`).
+    Operations run on the event loop's thread, grouped into shared transactions (see the
+    module docstring); a group that would wait for another process's lock, or run longer
+    than ``INLINE_BUDGET``, runs in a worker thread instead. It has the optional members
+    too: ``claim_many``, ``apply`` (one transaction), ``exclusive`` (always granted) and
+    ``notifier`` (wake-ups, changes and events between processes sharing the file, see
+    :class:`~jobkit.stores._sqlite_notify.SQLiteNotifier`).
+
+    One store serves one manager: managers sharing a store object share its connection,
+    and a connection does not see its own commits as changes, so their notifiers would
+    not hear each other (give each manager its own ``SQLiteStore`` on the file).
 
     :param path: the database file; created (with its schema) if missing.
     :param busy_timeout: seconds to wait for another process's write lock (in a worker
@@ -376,6 +403,8 @@ class SQLiteStore:
         self._draining = False
         # True while a worker thread uses the connection (the loop thread must not).
         self._in_thread = False
+        # While a group runs inline: when it must stop (perf_counter); 0.0 otherwise.
+        self._deadline = 0.0
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -404,6 +433,12 @@ class SQLiteStore:
         try:
             self._check_and_migrate(conn)
             conn.execute("PRAGMA busy_timeout=0")  # inline work never waits (see _execute)
+            conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+            # Checkpoint when the WAL holds about 4 MiB, whatever the page size (SQLite's
+            # default of 1,000 pages assumes 4 KiB pages; with 1 KiB pages it would
+            # checkpoint, and fsync, four times as often).
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA wal_autocheckpoint={max(1000, WAL_CHECKPOINT_BYTES // page_size)}")
         except BaseException:
             conn.close()
             raise
@@ -452,6 +487,12 @@ class SQLiteStore:
         if self._conn is None:
             raise JobkitError(f"{self!r} is not open: the JobManager opens it in `async with`.")
         op = _Op(fn, args)
+        alone = not self._draining and not _others_ready()
+        if alone and self._execute([op], inline=True):
+            # Nothing else could run before this operation is done: it is a group of one.
+            if op.error is not None:
+                raise op.error
+            return op.result  # type: ignore[no-any-return]
         self._queue.append(op)
         if self._draining:
             # Another task runs the operations: wait for the group ours lands in.
@@ -468,28 +509,36 @@ class SQLiteStore:
                         await done.wait()
                 raise
         else:
-            await self._drain()
+            await self._drain(gather=not alone)  # alone: it was tried inline already
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[no-any-return]
 
-    async def _drain(self) -> None:
+    async def _drain(self, *, gather: bool = True) -> None:
         """Run queued operations, group after group, until the queue is empty.
 
         Between the last look at the queue and ``_draining = False`` nothing awaits, so
-        an operation queued while draining is always run.
+        an operation queued while draining is always run. Without ``gather``, the queue
+        holds one operation that could not run inline: it goes to a thread at once.
         """
         self._draining = True
+        inline = gather
         try:
             # Let the other ready tasks queue their operations: they join this group.
-            if _others_ready():
+            if gather and _others_ready():
                 await anyio.lowlevel.cancel_shielded_checkpoint()
             while self._queue:
                 batch, self._queue = self._queue, []
                 done, self._queue_done = self._queue_done, None
                 try:
-                    if not self._execute(batch, inline=True):
+                    if not (inline and self._execute(batch, inline=True)):
                         await self._execute_in_thread(batch)
+                    inline = True
+                except BaseException as exc:
+                    for op in batch:
+                        if op.error is None:
+                            op.result, op.error = None, BackendError(f"SQLite store {self.path!r}: {exc!r}")
+                    raise
                 finally:
                     if done is not None:
                         done.set()
@@ -523,6 +572,11 @@ class SQLiteStore:
         if done is not None:
             done.set()
 
+    def _past_deadline(self) -> bool:
+        """SQLite's progress handler: True stops the statement (SQLITE_INTERRUPT)."""
+        deadline = self._deadline
+        return deadline != 0.0 and time.perf_counter() > deadline
+
     def _execute_waiting(self, batch: list[_Op]) -> None:
         """In a worker thread: run ``batch``, waiting up to busy_timeout for locks."""
         conn = self._conn
@@ -537,16 +591,22 @@ class SQLiteStore:
         """Run ``batch``: one transaction when it writes (one autocommit statement alone).
 
         Each operation gets its result or its error. Returns False (and leaves nothing
-        written) when ``inline`` and another connection holds a lock.
+        written) when ``inline`` and another connection holds a lock, or the group ran
+        past ``INLINE_BUDGET``.
         """
         conn = self._conn
         assert conn is not None
+        # The budget applies to reads and to statements inside a transaction, never to a
+        # write in autocommit mode nor to COMMIT: SQLite may report the interruption after
+        # the commit happened, and the work would then be done twice.
         try:
-            if len(batch) == 1 and batch[0].fn in _SINGLE:
-                self._one(conn, batch[0], inline)
-            elif all(op.fn in _READS for op in batch):
+            if all(op.fn in _READS for op in batch):
+                if inline:
+                    self._deadline = time.perf_counter() + INLINE_BUDGET
                 for op in batch:
                     self._one(conn, op, inline)
+            elif len(batch) == 1 and batch[0].fn in _SINGLE:
+                self._one(conn, batch[0], inline)
             else:
                 # The operations of a group are concurrent: any order is a valid one. New
                 # jobs go first and claims last, so a claim sees the jobs submitted with it.
@@ -555,6 +615,8 @@ class SQLiteStore:
             for op in batch:
                 op.result = op.error = None
             return False
+        finally:
+            self._deadline = 0.0
         return True
 
     def _one(self, conn: sqlite3.Connection, op: _Op, inline: bool) -> None:
@@ -563,7 +625,7 @@ class SQLiteStore:
         except JobkitError as exc:
             op.error = exc
         except Exception as exc:
-            if inline and _is_busy(exc):
+            if inline and _must_move(exc):
                 raise _Busy from None
             op.error = self._error(exc)
 
@@ -571,12 +633,14 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            if inline and _is_busy(exc):
+            if inline and _must_move(exc):
                 raise _Busy from None
             error = BackendError(f"SQLite store {self.path!r} is unavailable: {exc}")
             for op in batch:
                 op.error = error
             return
+        if inline:
+            self._deadline = time.perf_counter() + INLINE_BUDGET
         try:
             for op in batch:
                 single = op.fn in _SINGLE
@@ -585,7 +649,7 @@ class SQLiteStore:
                 try:
                     op.result = op.fn(conn, *op.args)
                 except Exception as exc:
-                    if inline and _is_busy(exc):
+                    if inline and _must_move(exc):
                         raise _Busy from None
                     # One statement that fails changes nothing (SQLite undoes it); several
                     # are undone through their savepoint.
@@ -598,15 +662,18 @@ class SQLiteStore:
                         return
                 if not single:
                     conn.execute("RELEASE op")
+            self._deadline = 0.0
             conn.execute("COMMIT")
         except _Busy:
+            self._deadline = 0.0  # never interrupt the rollback
             if conn.in_transaction:
                 conn.rollback()
             raise
         except sqlite3.Error as exc:
+            self._deadline = 0.0
             if conn.in_transaction:
                 conn.rollback()
-            if inline and _is_busy(exc):
+            if inline and _must_move(exc):
                 raise _Busy from None
             error = BackendError(f"SQLite commit failed for {self.path!r}: {exc}")
             for op in batch:
@@ -978,6 +1045,6 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[
     return conn.execute(sql, params).fetchall()
 
 
-@operation()
+@operation(single=False)  # may touch many rows: in a transaction, so the budget applies
 def _execute_sql(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
     return conn.execute(sql, params).rowcount

@@ -183,6 +183,14 @@ class SQLiteNotifier(LocalNotifier):
     def wants_events(self) -> bool:
         return bool(self._event_listeners) or self._others_listen
 
+    def events_wanted(self) -> None:
+        # The first local event listener: register at the next (fast) check.
+        self._last_change = time.monotonic()
+
+    def events_idle(self) -> None:
+        # The last one left: unregister at the next (fast) check.
+        self._last_change = time.monotonic()
+
     async def run(self) -> None:
         """Check for other processes' commits every ``interval`` until cancelled.
 
