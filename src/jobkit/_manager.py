@@ -248,6 +248,7 @@ class JobManager:
             stack.callback(notifier.listen(self._pool.on_note))
             stack.callback(notifier.listen(self._waiters.on_note))
             tg.start_soon(notifier.run)
+            tg.start_soon(self._tick)
             self._pool.start(tg)
             if self._sweep_interval is not None:
                 tg.start_soon(self._sweeper.run_forever, self._sweep_interval.total_seconds(), self._is_open)
@@ -268,6 +269,14 @@ class JobManager:
             self._waiters.close()
             stack, self._stack = self._stack, None
             await stack.__aexit__(*exc_info)
+
+    async def _tick(self) -> None:
+        """One timer for every poll: idle workers and waiters look at the store again, in case
+        another process changed it without a note reaching us."""
+        while True:
+            await anyio.sleep(self._poll)
+            self._pool.poke()
+            self._waiters.poke()
 
     def _is_open(self) -> bool:
         return self._state is _State.RUNNING
@@ -554,7 +563,7 @@ class JobManager:
                 return job
             with anyio.fail_after(None if limit is None else limit.total_seconds()):
                 while True:
-                    await self._waiters.wait(waiter, self._poll)  # another process may finish it
+                    await self._waiters.wait(waiter)
                     self._check_open()
                     if waiter.job is not None:
                         return waiter.job

@@ -119,13 +119,16 @@ class Waiters:
                 del self._by_job[job_id]
 
     @staticmethod
-    async def wait(waiter: _Waiter, timeout: float) -> None:
-        """Block until a note arrives for the waiter, or ``timeout`` seconds pass."""
+    async def wait(waiter: _Waiter) -> None:
+        """Block until a note arrives for the waiter (or the poll tick, see :meth:`poke`)."""
         if not waiter.noted:
             waiter.event = anyio.Event()
-            with anyio.move_on_after(timeout):
-                await waiter.event.wait()
+            await waiter.event.wait()
         waiter.noted = False
+
+    def poke(self) -> None:
+        """The poll tick: every waiter re-reads its job (another process may have finished it)."""
+        self.close()
 
     def on_note(self, note: Note) -> None:
         if note.kind is not NoteKind.CHANGED or not self._by_job:

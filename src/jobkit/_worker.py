@@ -213,6 +213,12 @@ class WorkerPool:
             # Another process changed the store: it may have cancelled one of ours.
             self._check.set()
 
+    def poke(self) -> None:
+        """The poll tick: look at the store again, whatever the notes said."""
+        self._more = True
+        self._wakes += 1
+        self._wake.set()
+
     # -- the producer ------------------------------------------------------------------
 
     def start(self, tg: TaskGroup) -> None:
@@ -275,13 +281,9 @@ class WorkerPool:
                 if self._more:
                     await anyio.lowlevel.checkpoint()
                     continue
-            if self._busy >= self._concurrency:
-                await self._wake.wait()  # a runner fills for itself once it is free
-            else:
-                with anyio.move_on_after(self._poll) as waited:
-                    await self._wake.wait()
-                if waited.cancelled_caught:
-                    self._more = True  # another process may have submitted
+            # A note, a freed slot, or the manager's poll tick (another process may have
+            # submitted) wakes us; a runner fills for itself while it is busy.
+            await self._wake.wait()
             self._wake = anyio.Event()
 
     async def _runner(self) -> None:
