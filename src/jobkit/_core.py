@@ -29,6 +29,7 @@ __all__ = ["Core", "must_exist"]
 audit_log = get_logger("jobkit.audit")
 
 WAKE = Note(kind=NoteKind.WAKE)
+RECENT = 4096
 
 
 class _Turn:
@@ -56,6 +57,7 @@ class Core:
         "clock",
         "delete_policy",
         "notifier",
+        "recent",
         "retention",
         "store",
     )
@@ -78,6 +80,9 @@ class Core:
         self.notifier = notifier
         self._atomic = isinstance(store, AtomicWriter)
         self._managing: dict[str, _Turn] = {}  # jobs with a management write under way here
+        #: The jobs this process wrote last, as written (bounded; oldest dropped first). Only a
+        #: hint: another process may have changed them since.
+        self.recent: dict[str, Job] = {}
 
     # -- writing -----------------------------------------------------------------------
 
@@ -180,9 +185,15 @@ class Core:
         if event is not None:
             self.publish(event, job, data)
         notify = self.notifier.notify
+        recent = self.recent
         if removed:
+            recent.pop(job.id, None)
             notify(Note(kind=NoteKind.CHANGED, job_id=job.id))
             return
+        recent.pop(job.id, None)
+        recent[job.id] = job
+        if len(recent) > RECENT:
+            del recent[next(iter(recent))]
         if job.status is JobStatus.PENDING:
             if event is not EventType.SUBMITTED:  # nobody waits on a job that did not exist
                 notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))

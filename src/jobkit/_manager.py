@@ -308,6 +308,19 @@ class JobManager:
             self._authorize(actor, Action.READ_DELETED, job)
         return job
 
+    def _recent(self, job_id: str, actor: Actor | None) -> Job | None:
+        """An unfinished job this process wrote lately, if the actor may see it; None to read
+        the store. A finished one is always read again: it may have been deleted since."""
+        check_job_id(job_id)
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        job = self._core.recent.get(job_id)
+        if job is None or job.is_terminal or job.deleted_at is not None:
+            return None
+        if actor is not None and actor.tenant is not None and job.tenant != actor.tenant:
+            raise JobNotFound(job_id)
+        return job
+
     @staticmethod
     def _actor_id(actor: Actor | None) -> str | None:
         return None if actor is None else actor.id
@@ -558,9 +571,13 @@ class JobManager:
         # Registered before the first read, so a finish while we read is not missed.
         waiter = self._waiters.add(job_id)
         try:
-            job = await self._load(job_id, actor)
-            if job.is_terminal:
-                return job
+            job = self._recent(job_id, actor)
+            if job is None:  # not written here lately (or already finished): read it
+                job = await self._load(job_id, actor)
+                if job.is_terminal:
+                    return job
+            else:
+                self._authorize(actor, Action.READ, job)
             with anyio.fail_after(None if limit is None else limit.total_seconds()):
                 while True:
                     await self._waiters.wait(waiter)
