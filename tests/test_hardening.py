@@ -484,3 +484,36 @@ class TestLogging:
             finally:
                 logging.getLogger("jobkit").setLevel(logging.NOTSET)
             assert [r for r in caplog.records if r.name.startswith("jobkit")] == []
+
+
+class TestOrdering:
+    async def test_a_submit_that_resumes_after_its_job_ran_does_not_hide_the_finish(self) -> None:
+        """The job runs and finishes before submit() returns (a store that yields late): wait()
+        still sees it finished at once, not at the next poll."""
+        finished = anyio.Event()
+
+        class LateInsert(MemoryStore):
+            async def insert(self, job: Job) -> None:
+                await super().insert(job)
+                await finished.wait()  # the write is in; the caller hears of it only later
+
+        jobs = JobManager(LateInsert(), sweep_interval=None, poll_interval=3600)
+
+        @jobs.handler("quick")
+        async def quick(ctx: JobContext, payload: Any) -> str:
+            return "done"
+
+        async with jobs, jobs.subscribe() as events:
+
+            async def release_after_completion() -> None:
+                async for event in events:
+                    if event.type == "completed":
+                        finished.set()
+                        return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(release_after_completion)
+                job = await jobs.submit("quick")
+            with anyio.fail_after(5):
+                done = await jobs.wait(job.id)
+            assert done.status is JobStatus.COMPLETED

@@ -190,8 +190,12 @@ class Core:
             recent.pop(job.id, None)
             notify(Note(kind=NoteKind.CHANGED, job_id=job.id))
             return
-        recent.pop(job.id, None)
-        recent[job.id] = job
+        known = recent.pop(job.id, None)
+        if known is not None and known.version > job.version:
+            job_to_keep = known  # announced out of order (a submit resumed after its job ran)
+        else:
+            job_to_keep = job
+        recent[job.id] = job_to_keep
         if len(recent) > RECENT:
             del recent[next(iter(recent))]
         if job.status is JobStatus.PENDING:
