@@ -191,11 +191,9 @@ class Core:
             notify(Note(kind=NoteKind.CHANGED, job_id=job.id))
             return
         known = recent.pop(job.id, None)
-        if known is not None and known.version > job.version:
-            job_to_keep = known  # announced out of order (a submit resumed after its job ran)
-        else:
-            job_to_keep = job
-        recent[job.id] = job_to_keep
+        # Never back to an older version: announcements can come out of order (a submit
+        # that resumes after its job already ran).
+        recent[job.id] = known if known is not None and known.version > job.version else job
         if len(recent) > RECENT:
             del recent[next(iter(recent))]
         if job.status is JobStatus.PENDING:

@@ -46,6 +46,8 @@ class EventStream(AsyncIterator[JobEvent]):
         self._clock = clock
 
     def _matches(self, event: JobEvent) -> bool:
+        if event.type is EventType.OVERFLOW:
+            return True  # events were lost upstream (another process): every reader is told
         if self._tenant is not None and event.tenant != self._tenant:
             return False
         return self._job_id is None or event.job_id == self._job_id

@@ -65,6 +65,7 @@ class _Unrecordable(Exception):
 
 
 CONCLUDE_TRIES = 12
+RECHECK_GAP = 0.005
 LOST_REASON = "The job is no longer running here (its lease was lost)."
 _UNRECORDABLE = "The job's outcome could not be recorded (see the jobkit log)."
 
@@ -182,7 +183,7 @@ class WorkerPool:
         self._more = True  # the store may hold jobs we could claim
         self._wakes = 0  # WAKE notes so far: one arriving during a claim is not lost
         self._wake = anyio.Event()
-        self._check = anyio.Event()  # renew leases now (another process changed something)
+        self._recheck = anyio.Event()  # re-read the running jobs (another process wrote)
         self._open = False
         self._tg: TaskGroup | None = None
         self._ready: deque[Job] = deque()  # claimed, waiting for a runner
@@ -208,10 +209,10 @@ class WorkerPool:
                     run.learn(note.job)
                 self.stop(run, run.job.cancel_reason, CancelSource.USER)
             elif note.job is None:
-                self._check.set()
+                self._recheck.set()
         elif kind is NoteKind.CHANGED and note.job_id is None and self.running:
             # Another process changed the store: it may have cancelled one of ours.
-            self._check.set()
+            self._recheck.set()
 
     def poke(self) -> None:
         """The poll tick: look at the store again, whatever the notes said."""
@@ -228,6 +229,7 @@ class WorkerPool:
         tg.start_soon(self._run)
         if self._concurrency:
             tg.start_soon(self._heartbeat)
+            tg.start_soon(self._watch_running)
 
     async def _run(self) -> None:
         try:
@@ -469,13 +471,12 @@ class WorkerPool:
     # -- leases ------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Renew our leases, and learn of cancels written by other processes."""
+        """Renew our leases every ``min(poll_interval, lease_duration / 3)``; learn of cancels
+        and of jobs recovered elsewhere."""
         interval = min(self._poll, self._lease.total_seconds() / 3)
         core = self.core
         while True:
-            with anyio.move_on_after(interval):
-                await self._check.wait()
-            self._check = anyio.Event()
+            await anyio.sleep(interval)
             if not self.running:
                 continue
             sent = list(self.running)
@@ -496,6 +497,32 @@ class WorkerPool:
                 run.learn(job)
                 if job.status is JobStatus.CANCELLING:
                     self.stop(run, job.cancel_reason, CancelSource.USER)
+
+    async def _watch_running(self) -> None:
+        """When another process wrote to the store, re-read our running jobs (reads only: a
+        renewal is a write, and would wake the other processes in turn), at most every
+        ``RECHECK_GAP`` seconds."""
+        store = self.core.store
+        while True:
+            await self._recheck.wait()
+            self._recheck = anyio.Event()
+            for job_id in list(self.running):
+                run = self.running.get(job_id)
+                if run is None:
+                    continue
+                try:
+                    job = await store.get(job_id)
+                except Exception:
+                    log.exception("could not re-read a running job; the heartbeat will", job_id=job_id)
+                    break
+                if job is None or job.attempts != run.job.attempts or job.status not in ACTIVE:
+                    if job is None or job.attempts != run.job.attempts:
+                        self.lose(run)
+                    continue
+                run.learn(job)
+                if job.status is JobStatus.CANCELLING:
+                    self.stop(run, job.cancel_reason, CancelSource.USER)
+            await anyio.sleep(RECHECK_GAP)
 
     def lose(self, run: _Run) -> None:
         """The run's job is no longer its own: tell the handler, and fence its writes."""

@@ -155,8 +155,8 @@ class JobStore(Protocol):
 class Change:
     """One atomic write: a compare-and-swap on a job, with what must be written with it.
 
-    ``job`` is the new record (None removes the stored one); nothing at all is written
-    when the stored version is not ``expected_version``.
+    ``job`` is the new record (None removes the stored one), and its ``id`` is ``job_id``;
+    nothing at all is written when the stored version is not ``expected_version``.
     """
 
     job_id: str
@@ -208,7 +208,8 @@ class ExclusiveSections(Protocol):
         """Try to become the only holder of ``name`` among every process using the store.
 
         Yields True when this caller holds it for the duration of the block, False when
-        another process does (it does not wait).
+        another process does (it does not wait). A store may always grant (MemoryStore,
+        SQLiteStore do): correctness never depends on it, only duplicate work does.
         """
 
 
@@ -270,7 +271,11 @@ class SignalingStore(Protocol):
     """Optional :class:`JobStore` member: a notifier that reaches other processes."""
 
     def notifier(self) -> Notifier:
-        """A new :class:`Notifier` for one manager, crossing processes through the store."""
+        """A new :class:`Notifier` for one manager, crossing processes through the store.
+
+        Give each manager its own store object: a store may not hear its own writes (a
+        SQLite connection never sees its own commits as changes).
+        """
 
 
 @runtime_checkable
