@@ -721,3 +721,20 @@ class TestThroughTheManager:
                     for _ in range(100):
                         tg.start_soon(client)
         assert slowest < poll, f"a job took {slowest:.3f} s"
+
+
+class TestCancellation:
+    async def test_a_loop_of_store_calls_obeys_the_callers_timeout(self, tmp_path: Path) -> None:
+        """Store calls that run inline without waiting are still cancellation points."""
+        store = SQLiteStore(tmp_path / "jobs.db")
+        await store.open()
+        try:
+            calls = 0
+            with anyio.move_on_after(0.05) as scope:
+                while calls < 10_000_000:
+                    await store.get("missing")
+                    calls += 1
+            assert scope.cancelled_caught
+            assert calls < 10_000_000
+        finally:
+            await store.close()

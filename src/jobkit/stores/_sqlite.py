@@ -59,6 +59,8 @@ _COLUMNS = (
 if tuple(field.name for field in attrs.fields(Job)) != _COLUMNS:  # pragma: no cover
     raise ImportError("jobkit.stores._sqlite: _COLUMNS must list Job's fields in order")
 _SELECT = ", ".join(_COLUMNS)
+#: After this many store calls in a row, one yields to the event loop (see ``_run``).
+INLINE_STREAK = 32
 _ACTIVE = ("running", "cancelling")
 
 # The jobs table as schema 2 has it (schema 1 had AUTOINCREMENT on seq: see MIGRATIONS[1]).
@@ -405,6 +407,7 @@ class SQLiteStore:
         self._in_thread = False
         # While a group runs inline: when it must stop (perf_counter); 0.0 otherwise.
         self._deadline = 0.0
+        self._streak = 0  # calls since the last one that yielded to the loop
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -486,6 +489,15 @@ class SQLiteStore:
         """Run ``fn(conn, *args)`` with the operations other tasks start meanwhile."""
         if self._conn is None:
             raise JobkitError(f"{self!r} is not open: the JobManager opens it in `async with`.")
+        # Every call is a cancellation point, also when it runs inline and never waits, and
+        # every INLINE_STREAK-th call in a row that did not wait yields to the loop: a loop of
+        # store calls stays interruptible by a timeout and never starves other tasks.
+        self._streak += 1
+        if self._streak >= INLINE_STREAK:
+            self._streak = 0
+            await anyio.lowlevel.checkpoint()
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
         op = _Op(fn, args)
         alone = not self._draining and not _others_ready()
         if alone and self._execute([op], inline=True):
@@ -527,6 +539,7 @@ class SQLiteStore:
             # Let the other ready tasks queue their operations: they join this group.
             if gather and _others_ready():
                 await anyio.lowlevel.cancel_shielded_checkpoint()
+                self._streak = 0
             while self._queue:
                 batch, self._queue = self._queue, []
                 done, self._queue_done = self._queue_done, None
