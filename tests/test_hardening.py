@@ -517,3 +517,70 @@ class TestOrdering:
             with anyio.fail_after(5):
                 done = await jobs.wait(job.id)
             assert done.status is JobStatus.COMPLETED
+
+
+class TestAllOrNothing:
+    async def test_fail_mode_deleting_a_requeued_pending_job_leaves_it_as_it_was(self) -> None:
+        """pending in `deletable` + on_artifact_error="fail": a blob failure raises and the job
+        and its artifacts stay; nothing is queued; retrying deletes both."""
+        from jobkit.blobs import MemoryBlobStore
+
+        class FailingOnce(MemoryBlobStore):
+            failures = 1
+
+            async def delete_prefix(self, prefix: str) -> int:
+                if self.failures:
+                    self.failures -= 1
+                    raise OSError("storage unavailable")
+                return await super().delete_prefix(prefix)
+
+        blobs = FailingOnce()
+        store = MemoryStore()
+        jobs = JobManager(
+            store,
+            blobs,
+            sweep_interval=None,
+            concurrency=0,
+            delete_policy=DeletePolicy(
+                deletable={"pending", "completed", "failed", "cancelled"}, on_artifact_error="fail"
+            ),
+        )
+        jobs.register("noop", noop)
+        async with jobs:
+            job = await jobs.submit("noop")
+            await blobs.put(f"jobs/{job.id}/partial.bin", b"from an earlier attempt")
+            with pytest.raises(BackendError, match="not deleted"):
+                await jobs.delete(job.id)
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING
+            assert await jobs.artifacts(job.id) == ["partial.bin"]
+            assert await store.pending_purges(10) == []
+            assert await jobs.audit(job_id=job.id) == []
+            await jobs.delete(job.id)
+            with pytest.raises(JobNotFound):
+                await jobs.get(job.id)
+            assert await blobs.list(f"jobs/{job.id}/") == []
+            [record] = await jobs.audit(job_id=job.id)
+            assert record.details["artifacts_deleted"] == 1
+
+    async def test_a_priority_change_that_loses_a_race_with_a_claim_is_still_whole(self) -> None:
+        """The new priority is stored, then a worker takes the job: the change is reported,
+        audited and announced (not an InvalidState with the change silently kept)."""
+
+        class ClaimAfterWrite(MemoryStore):
+            async def position(self, job_id: str) -> int | None:
+                # A worker claims the job between the write and the position lookup.
+                now = datetime(2030, 1, 1, tzinfo=UTC)
+                await self.claim_many(now=now, worker_id="w", lease_until=now, kinds=None, limit=1)
+                return await super().position(job_id)
+
+        jobs = JobManager(ClaimAfterWrite(), sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        async with jobs, jobs.subscribe() as events:
+            job = await jobs.submit("noop")
+            new, position = await jobs.set_priority(job.id, 9)
+            assert (new.priority, position) == (9, 1)
+            assert (await jobs.get(job.id)).priority == 9
+            [record] = await jobs.audit(job_id=job.id)
+            assert record.action == "set_priority"
+            seen = [await events.__anext__() for _ in range(2)]
+            assert [e.type for e in seen] == ["submitted", "priority_changed"]

@@ -81,15 +81,17 @@ class Deleter:
             pending = job.status is JobStatus.PENDING
             now = core.clock()
             final = machine.cancel(job, now, core.retention, "deleted while pending") if pending else job
-            deleted, deferred = 0, False
+            deleted, deferred, later = 0, False, False
             if policy.deletes_artifacts:
-                if pending:
-                    # It may be claimed until our write lands: count now, delete after.
+                fail = policy.on_artifact_error == "fail"
+                if pending and not fail:
+                    # It may be claimed until our write lands: count now, delete after (the
+                    # prefix is queued with the removal, so nothing can be orphaned).
                     deleted = len(await core.blobs.list(prefix))
+                    later = deleted > 0
                 else:
-                    deleted, deferred = await self.drop_artifacts(
-                        prefix, fail=policy.on_artifact_error == "fail"
-                    )
+                    # "fail": everything goes, or the job stays as it was.
+                    deleted, deferred = await self.drop_artifacts(prefix, fail=fail)
             details: dict[str, Any] = {"mode": policy.mode.value, "status": job.status.value}
             details["artifacts_deleted"] = deleted
             if deferred:
@@ -101,7 +103,7 @@ class Deleter:
                 job=None if policy.mode is DeleteMode.HARD else machine.mark_deleted(final, now),
                 audit=audit,
                 # Queued with the removal, so a crash before the blobs are gone orphans nothing.
-                purge=prefix if deferred or (pending and deleted) else None,
+                purge=prefix if deferred or later else None,
             )
             if await core.apply(change):
                 break

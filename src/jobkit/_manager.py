@@ -541,10 +541,14 @@ class JobManager:
             job, new = await self._core.write(job, lambda job: machine.set_priority(job, priority))
         assert not isinstance(new, Change)
         position = await self._store.position(job_id)
-        if position is None:  # claimed in the meantime
-            raise InvalidState("Cannot change priority of a running job.")
         if new is None:
+            if position is None:  # claimed in the meantime: nothing was written
+                raise InvalidState("Cannot change priority of a running job.")
             return job, position
+        if position is None:
+            # The new priority was stored, then a worker took the job: the change happened
+            # (and is audited); the job was next to run and has started.
+            position = 1
         data = {"from": job.priority, "to": priority, "position": position}
         self._core.publish(EventType.PRIORITY_CHANGED, new, data)
         record = self._core.audit_record(AuditAction.SET_PRIORITY, self._actor_id(actor), new, data)
