@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from fastapi import FastAPI
 
-from jobkit import DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFound
+from jobkit import DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFound, JobStatus
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations.fastapi import console_router, install_error_handlers, job_router, lifespan
 from web_handlers import HANDLERS, header_actor
@@ -928,19 +928,20 @@ class TestOpenAPI:
         assert list(success("/events", "get", "200")) == ["text/event-stream"]
 
     def test_error_responses_are_documented_with_the_error_body(self) -> None:
-        """Every route documents 422 and 503 (and 404/409 where they apply) as ErrorResponse."""
+        """Every route documents 401, 422 and 503 (and 404/409 where they apply) as ErrorResponse."""
         schema = self.schema()
         expected = {
-            ("/jobs", "post"): {"403", "422", "503"},
-            ("/jobs", "get"): {"403", "422", "503"},
-            ("/jobs/{job_id}", "get"): {"403", "404", "422", "503"},
-            ("/jobs/{job_id}/cancel", "post"): {"403", "404", "409", "422", "503"},
-            ("/jobs/{job_id}", "delete"): {"403", "404", "409", "422", "503"},
-            ("/jobs/{job_id}/priority", "patch"): {"403", "404", "409", "422", "503"},
-            ("/jobs/{job_id}/artifacts", "get"): {"403", "404", "422", "503"},
-            ("/jobs/{job_id}/artifacts/{name}", "get"): {"403", "404", "422", "503"},
-            ("/jobs/{job_id}/artifacts/{name}", "delete"): {"403", "404", "409", "422", "503"},
-            ("/events", "get"): {"403", "404", "422", "503"},
+            ("/jobs", "post"): {"401", "403", "422", "503"},
+            ("/jobs", "get"): {"401", "403", "422", "503"},
+            ("/jobs/{job_id}", "get"): {"401", "403", "404", "422", "503"},
+            ("/jobs/{job_id}/cancel", "post"): {"401", "403", "404", "409", "422", "503"},
+            ("/jobs/{job_id}", "delete"): {"401", "403", "404", "409", "422", "503"},
+            ("/jobs/{job_id}/priority", "patch"): {"401", "403", "404", "409", "422", "503"},
+            ("/jobs/{job_id}/artifacts", "get"): {"401", "403", "404", "422", "503"},
+            ("/jobs/{job_id}/artifacts/{name}", "get"): {"401", "403", "404", "422", "503"},
+            ("/jobs/{job_id}/artifacts/{name}", "delete"): {"401", "403", "404", "409", "422", "503"},
+            ("/events", "get"): {"401", "403", "404", "422", "503"},
+            ("/me", "get"): {"401", "422"},  # 422: the actor dependency's own parameters
         }
         for (path, method), statuses in expected.items():
             responses = schema["paths"]["/api/v1" + path][method]["responses"]
@@ -1115,3 +1116,35 @@ class TestServedByUvicorn:
         assert [frame.event for frame in seen] == ["submitted", "started", "progress", "completed"]
         assert done.json()["result"] == "done"
         assert_error(missing, 404, "job_not_found")
+
+
+class TestWhoIsAsking:
+    """A dependency returning None is nobody signed in (401); host access must be explicit."""
+
+    async def test_nobody_signed_in_is_401_on_every_route_and_nothing_changes(self) -> None:
+        jobs = make_jobs(concurrency=0)
+        nobody = {"X-Actor": "-"}  # the test identity returns None: nobody signed in
+        async with serve(jobs) as client:
+            job = await jobs.submit("echo", {"secret": 1})
+            for method, path in [
+                ("GET", "/jobs"),
+                ("GET", f"/jobs/{job.id}"),
+                ("POST", f"/jobs/{job.id}/cancel"),
+                ("DELETE", f"/jobs/{job.id}"),
+                ("GET", "/me"),
+                ("POST", "/jobs"),
+                ("GET", "/events"),
+            ]:
+                response = await client.request(method, path, json={"kind": "echo"}, headers=nobody)
+                assert response.status_code == 401, (method, path)
+                assert response.json()["error"]["code"] == "unauthenticated"
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING
+            assert len(await jobs.list()) == 1
+
+    async def test_as_host_is_the_explicit_way_to_act_as_the_host(self) -> None:
+        """GET /me says who the server thinks is asking: the host only through AS_HOST."""
+        async with serve(make_jobs(concurrency=0)) as client:
+            host = (await client.get("/me")).json()  # no X-Actor: the test identity says AS_HOST
+            assert host == {"id": None, "tenant": None, "roles": [], "host": True}
+            me = (await client.get("/me", headers=ALICE_ADMIN)).json()
+            assert me == {"id": "root", "tenant": "acme", "roles": ["admin", "ops"], "host": False}

@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from jobkit import Actor, BlockingJobManager, DeletePolicy, InvalidInput
+from jobkit import BlockingJobManager, DeletePolicy, InvalidInput
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations.flask import job_blueprint
 from web_handlers import HANDLERS, actor_from_headers
@@ -34,7 +34,7 @@ JOB_FIELDS = [
 ]  # fmt: skip
 
 
-def header_actor() -> Actor | None:
+def header_actor() -> Any:
     """The test identity from X-Actor, X-Tenant and X-Roles; none = the trusted host."""
     headers = flask.request.headers
     return actor_from_headers(headers.get("X-Actor"), headers.get("X-Tenant"), headers.get("X-Roles"))
@@ -511,3 +511,30 @@ class TestEvents:
         except subprocess.TimeoutExpired:
             pytest.fail("leaving `with jobs:` hung while an event stream was open")
         assert done.stdout.strip() == "stopped", done.stderr
+
+
+class TestWhoIsAsking:
+    def test_nobody_signed_in_is_401_and_host_access_is_explicit(self) -> None:
+        """An actor callable returning None gets 401 everywhere; AS_HOST is the host; /me tells."""
+        with serve(concurrency=0) as (jobs, client):
+            job = jobs.submit("echo", {"secret": 1})
+            nobody = {"X-Actor": "-"}
+            for method, path in [
+                ("GET", "/jobs"),
+                ("GET", f"/jobs/{job.id}"),
+                ("POST", f"/jobs/{job.id}/cancel"),
+                ("DELETE", f"/jobs/{job.id}"),
+                ("GET", "/me"),
+            ]:
+                response = client.open(API + path, method=method, headers=nobody)
+                assert response.status_code == 401, (method, path)
+                assert response.get_json()["error"]["code"] == "unauthenticated"
+            assert jobs.get(job.id).status == "pending"
+            assert client.get(f"{API}/me").get_json() == {
+                "id": None,
+                "tenant": None,
+                "roles": [],
+                "host": True,
+            }
+            alice = {"X-Actor": "alice", "X-Tenant": "acme"}
+            assert client.get(f"{API}/me", headers=alice).get_json()["id"] == "alice"

@@ -7,12 +7,16 @@ from typing import Annotated, Any
 from fastapi import Header
 
 from jobkit import Actor, JobContext
+from jobkit.integrations._http import AS_HOST
 
 
-def actor_from_headers(actor: str | None, tenant: str | None, roles: str | None) -> Actor | None:
-    """The test identity: X-Actor, X-Tenant and X-Roles (comma-separated); none = the host."""
-    if not actor:
+def actor_from_headers(actor: str | None, tenant: str | None, roles: str | None) -> Any:
+    """The test identity: X-Actor, X-Tenant and X-Roles (comma-separated); none = the host
+    (explicitly, AS_HOST); ``X-Actor: -`` = nobody signed in."""
+    if actor == "-":
         return None
+    if not actor:
+        return AS_HOST
     role_set = frozenset(role.strip() for role in (roles or "").split(",") if role.strip())
     return Actor(actor, tenant=tenant or None, roles=role_set)
 
@@ -21,7 +25,7 @@ async def header_actor(
     x_actor: Annotated[str | None, Header()] = None,
     x_tenant: Annotated[str | None, Header()] = None,
     x_roles: Annotated[str | None, Header()] = None,
-) -> Actor | None:
+) -> Any:
     """The FastAPI dependency for the test identity."""
     return actor_from_headers(x_actor, x_tenant, x_roles)
 

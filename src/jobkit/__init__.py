@@ -16,6 +16,7 @@ from ._errors import JobCancelled as JobCancelled
 from ._errors import JobkitError as JobkitError
 from ._errors import JobNotFound as JobNotFound
 from ._errors import PermissionDenied as PermissionDenied
+from ._errors import Unauthenticated as Unauthenticated
 from ._events import EventStream as EventStream
 from ._manager import SWEEPER as SWEEPER
 from ._manager import JobManager as JobManager
@@ -64,6 +65,7 @@ __all__ = [
     "JobkitError",
     "Page",
     "PermissionDenied",
+    "Unauthenticated",
     "Retention",
     "SweepReport",
     "SyncJobContext",

@@ -67,6 +67,12 @@ class PermissionDenied(JobkitError, PermissionError):
     code = "forbidden"
 
 
+class Unauthenticated(JobkitError, PermissionError):
+    """Nobody is signed in: the request's actor dependency found no identity (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
 class InvalidInput(JobkitError, ValueError):
     """An argument is malformed: nothing was stored or changed."""
 

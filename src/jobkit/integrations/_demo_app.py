@@ -51,6 +51,7 @@ from .._records import Actor
 from ..blobs import FileBlobStore
 from ..stores import SQLiteStore
 from ._console import console_router
+from ._http import AS_HOST
 from .fastapi import install_error_handlers, job_router, lifespan
 
 __all__ = ["create_demo_app", "demo_actor", "register_demo_handlers"]
@@ -92,12 +93,13 @@ def _identity(request: Request, header: str, query: str) -> str | None:
     return value or None
 
 
-async def demo_actor(request: Request) -> Actor | None:
+async def demo_actor(request: Request) -> object:
     """The demo's (insecure) actor dependency: ``X-Actor``/``X-Tenant``/``X-Roles`` headers,
-    else the ``actor``/``tenant``/``roles`` query parameters; no actor id = the trusted host."""
+    else the ``actor``/``tenant``/``roles`` query parameters; no actor id = the trusted host
+    (an insecure demo says so explicitly: :data:`AS_HOST`)."""
     actor_id = _identity(request, "x-actor", "actor")
     if actor_id is None:
-        return None
+        return AS_HOST
     roles = _identity(request, "x-roles", "roles") or ""
     return Actor(
         id=actor_id,

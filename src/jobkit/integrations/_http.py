@@ -20,11 +20,13 @@ from .._errors import (
     JobkitError,
     JobNotFound,
     PermissionDenied,
+    Unauthenticated,
 )
-from .._records import JobEvent
+from .._records import Actor, JobEvent
 from .._validate import check_statuses
 
 __all__ = [
+    "AS_HOST",
     "CANCEL_FIELDS",
     "ERROR_STATUS",
     "PRIORITY_FIELDS",
@@ -38,6 +40,8 @@ __all__ = [
     "error_status",
     "event_to_json",
     "job_to_json",
+    "me_to_json",
+    "resolve_actor",
     "list_arguments",
     "parse_json",
     "priority_value",
@@ -50,6 +54,7 @@ __all__ = [
 #: ArtifactNotFound (a JobNotFound) is a 404 too. Any other JobkitError is a 503: the
 #: manager is not running (not started yet, or shut down).
 ERROR_STATUS: tuple[tuple[type[JobkitError], int], ...] = (
+    (Unauthenticated, 401),
     (JobNotFound, 404),
     (InvalidState, 409),
     (PermissionDenied, 403),
@@ -189,3 +194,41 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     return "Invalid request: " + "; ".join(parts) + "."
+
+
+class _AsHost:
+    """The type of :data:`AS_HOST`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "AS_HOST"
+
+
+#: What an actor dependency returns for a request that really acts as the trusted host
+#: (an internal job, a health check behind your own auth). Explicit, so it can be grepped:
+#: a dependency that returns None means "nobody signed in" and gets 401.
+AS_HOST = _AsHost()
+
+
+def resolve_actor(found: object) -> Actor | None:
+    """The manager's ``actor`` for what the host's actor dependency returned.
+
+    :raises Unauthenticated: it returned None (nobody signed in).
+    """
+    if found is AS_HOST:
+        return None
+    if isinstance(found, Actor):
+        return found
+    if found is None:
+        raise Unauthenticated("Sign in first: this request has no identity.")
+    raise TypeError(
+        f"The actor dependency must return a jobkit.Actor, AS_HOST or None, got {type(found).__name__}."
+    )
+
+
+def me_to_json(actor: Actor | None) -> dict[str, Any]:
+    """The body of ``GET /me``: who the server thinks is asking."""
+    if actor is None:
+        return {"id": None, "tenant": None, "roles": [], "host": True}
+    return {"id": actor.id, "tenant": actor.tenant, "roles": sorted(actor.roles), "host": False}

@@ -53,6 +53,7 @@ from .._manager import JobManager
 from .._records import Actor, JobStatus
 from .._validate import MAX_KIND_LENGTH, MAX_PRIORITY, MIN_PRIORITY
 from ._http import (
+    AS_HOST,
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
@@ -60,11 +61,13 @@ from ._http import (
     error_body,
     error_status,
     job_to_json,
+    me_to_json,
+    resolve_actor,
     sse_frame,
     validation_message,
 )
 
-__all__ = ["console_router", "install_error_handlers", "job_router", "lifespan"]
+__all__ = ["AS_HOST", "console_router", "install_error_handlers", "job_router", "lifespan"]
 
 #: Seconds without an event after which the event stream sends a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
@@ -171,13 +174,15 @@ class ErrorResponse(BaseModel):
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
+        401: "Nobody is signed in (the actor dependency found no identity).",
         403: "The actor is not allowed to do this.",
         404: "No such job (or artifact) visible to the actor.",
         409: "Not allowed in the job's current status; the message says what to do.",
         422: "Invalid input (body, query or path).",
         503: "A backend failed, or the job manager is not running; retry later.",
     }
-    return {status: {"model": ErrorResponse, "description": described[status]} for status in statuses}
+    every = (401, *statuses)  # any route may find nobody signed in
+    return {status: {"model": ErrorResponse, "description": described[status]} for status in every}
 
 
 # -- error translation -----------------------------------------------------------------
@@ -325,15 +330,20 @@ def job_router(
 ) -> APIRouter:
     """The job routes over ``manager``, to mount with ``app.include_router(router, prefix=...)``.
 
-    :param actor: a FastAPI dependency returning the request's :class:`~jobkit.Actor`, or
-        None for the trusted host. None here: every request is the trusted host.
+    :param actor: a FastAPI dependency returning the request's :class:`~jobkit.Actor`;
+        :data:`AS_HOST` for a request that acts as the trusted host; None when nobody is
+        signed in (the route answers 401 ``unauthenticated``). Without ``actor``, every
+        request is the trusted host: only for an internal app.
     :param heartbeat: seconds without an event after which ``GET /events`` sends a comment.
 
     Call :func:`install_error_handlers` on the app too (see the module docstring).
     """
     if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not heartbeat > 0:
         raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
-    ActorDep = Annotated[Actor | None, Depends(actor or _trusted_host)]
+    async def resolved(found: Annotated[Any, Depends(actor or _trusted_host)]) -> Actor | None:
+        return None if actor is None else resolve_actor(found)
+
+    ActorDep = Annotated[Actor | None, Depends(resolved)]
     router = APIRouter(route_class=_JobRoute, tags=["jobs"])
 
     @router.post(
@@ -443,6 +453,10 @@ def job_router(
     async def delete_artifact(job_id: str, name: str, actor: ActorDep) -> Response:
         await manager.delete_artifact(job_id, name, actor=actor)
         return Response(status_code=204)
+
+    @router.get("/me", responses=_errors(422), summary="Who the server thinks is asking")
+    async def me(actor: ActorDep) -> Response:
+        return _json(me_to_json(actor))
 
     @router.get(
         "/events",

@@ -42,6 +42,7 @@ from .._errors import InvalidInput, JobkitError
 from .._log import get_logger
 from .._records import Actor, JobEvent
 from ._http import (
+    AS_HOST,
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
@@ -51,13 +52,15 @@ from ._http import (
     error_status,
     job_to_json,
     list_arguments,
+    me_to_json,
     parse_json,
     priority_value,
+    resolve_actor,
     sse_frame,
     submit_arguments,
 )
 
-__all__ = ["job_blueprint"]
+__all__ = ["AS_HOST", "job_blueprint"]
 
 log = get_logger("jobkit")
 
@@ -171,14 +174,16 @@ class _EventStream:
 def job_blueprint(
     manager: BlockingJobManager,
     *,
-    actor: Callable[[], Actor | None] | None = None,
+    actor: Callable[[], object] | None = None,
     heartbeat: float = DEFAULT_HEARTBEAT,
     name: str = "jobkit",
 ) -> Blueprint:
     """The job routes over ``manager``; register with ``app.register_blueprint(bp, url_prefix=...)``.
 
-    :param actor: called in each request, returns its :class:`~jobkit.Actor` or None for
-        the trusted host. None here: every request is the trusted host.
+    :param actor: called in each request, returns its :class:`~jobkit.Actor`,
+        :data:`AS_HOST` for a request that acts as the trusted host, or None when nobody is
+        signed in (401 ``unauthenticated``). Without ``actor``, every request is the
+        trusted host: only for an internal app.
     :param heartbeat: seconds without an event after which ``GET /events`` sends a comment.
     :param name: the blueprint's name (change it to register the routes twice).
     """
@@ -189,7 +194,7 @@ def job_blueprint(
     bp.record_once(_add_converter)
 
     def who() -> Actor | None:
-        return None if actor is None else actor()
+        return None if actor is None else resolve_actor(actor())
 
     def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
         def register(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -246,6 +251,10 @@ def job_blueprint(
     def delete_artifact(job_id: str, name: str) -> Response:
         manager.delete_artifact(job_id, name, actor=who())
         return _no_content()
+
+    @route("/me", ["GET"])
+    def me() -> Response:
+        return _json(me_to_json(who()))
 
     @route("/events", ["GET"])
     def events() -> Response:
