@@ -340,6 +340,7 @@ def job_router(
     """
     if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not heartbeat > 0:
         raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
+
     async def resolved(found: Annotated[Any, Depends(actor or _trusted_host)]) -> Actor | None:
         return None if actor is None else resolve_actor(found)
 
