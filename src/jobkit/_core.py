@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -82,7 +83,7 @@ class Core:
         self._managing: dict[str, _Turn] = {}  # jobs with a management write under way here
         #: The jobs this process wrote last, as written (bounded; oldest dropped first). Only a
         #: hint: another process may have changed them since.
-        self.recent: dict[str, Job] = {}
+        self.recent: OrderedDict[str, Job] = OrderedDict()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -190,12 +191,16 @@ class Core:
             recent.pop(job.id, None)
             notify(Note(kind=NoteKind.CHANGED, job_id=job.id))
             return
-        known = recent.pop(job.id, None)
+        known = recent.get(job.id)
         # Never back to an older version: announcements can come out of order (a submit
         # that resumes after its job already ran).
-        recent[job.id] = known if known is not None and known.version > job.version else job
-        if len(recent) > RECENT:
-            del recent[next(iter(recent))]
+        if known is None:
+            recent[job.id] = job
+            if len(recent) > RECENT:
+                recent.popitem(last=False)
+        elif known.version < job.version:
+            recent[job.id] = job
+            recent.move_to_end(job.id)
         if job.status is JobStatus.PENDING:
             if event is not EventType.SUBMITTED:  # nobody waits on a job that did not exist
                 notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))
