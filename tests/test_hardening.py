@@ -584,3 +584,40 @@ class TestAllOrNothing:
             assert record.action == "set_priority"
             seen = [await events.__anext__() for _ in range(2)]
             assert [e.type for e in seen] == ["submitted", "priority_changed"]
+
+
+class TestUrls:
+    @pytest.mark.parametrize(
+        ("path", "expected"),
+        [("jobs.db", "sqlite:///jobs.db"), ("/var/lib/app/jobs.db", "sqlite:////var/lib/app/jobs.db")],
+    )
+    def test_a_bare_path_as_a_store_url_names_the_url_to_use(self, path: str, expected: str) -> None:
+        """The error shows the right URL (three slashes relative, four absolute)."""
+        from jobkit.stores import open_store
+
+        with pytest.raises(InvalidInput, match="use " + expected.replace(".", r"\.")):
+            open_store(path)
+
+    @pytest.mark.parametrize(
+        ("path", "expected"), [("artifacts", "file://artifacts"), ("/srv/artifacts", "file:///srv/artifacts")]
+    )
+    def test_a_bare_path_as_a_blob_url_names_the_url_to_use(self, path: str, expected: str) -> None:
+        from jobkit.blobs import open_blobs
+
+        with pytest.raises(InvalidInput, match="use " + expected):
+            open_blobs(path)
+
+    def test_the_documented_urls_mean_what_the_docs_say(self, tmp_path: Path) -> None:
+        """sqlite:////abs and file:///abs are absolute; sqlite:///rel and file://rel relative."""
+        from jobkit.blobs import FileBlobStore, open_blobs
+        from jobkit.stores import open_store
+
+        absolute = open_store(f"sqlite:///{tmp_path}/jobs.db")
+        assert isinstance(absolute, SQLiteStore)
+        assert absolute.path == f"{tmp_path}/jobs.db"
+        relative = open_store("sqlite:///jobs.db")
+        assert isinstance(relative, SQLiteStore)
+        assert relative.path == "jobs.db"
+        blobs = open_blobs(f"file://{tmp_path}/artifacts")
+        assert isinstance(blobs, FileBlobStore)
+        assert str(blobs.root) == f"{tmp_path}/artifacts"

@@ -34,6 +34,10 @@ def open_blobs(url: str) -> BlobStore:
         from ._file import FileBlobStore
 
         return FileBlobStore(root)
+    if not parts.scheme and url:
+        # file:// then the path: file:///abs for an absolute one, file://rel for a relative one.
+        raise InvalidInput(f"{url!r} is a path, not a blob store URL: use file://{url} (or memory://).")
     raise InvalidInput(
-        f"Unknown blob store URL scheme {parts.scheme!r} in {url!r}; use memory:// or file:///path."
+        f"Unknown blob store URL scheme {parts.scheme!r} in {url!r}; use memory://, "
+        "file://relative/folder or file:///absolute/folder."
     )

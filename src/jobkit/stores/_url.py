@@ -34,6 +34,11 @@ def open_store(url: str) -> JobStore:
         from ._sqlite import SQLiteStore
 
         return SQLiteStore(unquote(parts.path[1:]))
+    if not parts.scheme and url:
+        # A bare path: say which URL means it (a relative path has three slashes, an
+        # absolute one four).
+        raise InvalidInput(f"{url!r} is a path, not a store URL: use sqlite:///{url} (or memory://).")
     raise InvalidInput(
-        f"Unknown store URL scheme {parts.scheme!r} in {url!r}; use memory:// or sqlite:///path."
+        f"Unknown store URL scheme {parts.scheme!r} in {url!r}; use memory://, sqlite:///relative.db "
+        "or sqlite:////absolute/path.db."
     )
