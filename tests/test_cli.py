@@ -302,7 +302,7 @@ class TestDelete:
     def test_anything_but_yes_keeps_the_job(self, host: Host, answer: str) -> None:
         """No, end of input or Enter: nothing is deleted and the exit code is 1."""
         result = host.invoke("jobs", "delete", host.ids["done"], input=answer)
-        assert result.exit_code == 1
+        assert result.exit_code == 8  # aborted: not the code of an unexpected error
         assert result.stderr.endswith("\nerror: Not confirmed: the job was not deleted.\n") or (
             result.stderr.endswith("[y/N]:error: Not confirmed: the job was not deleted.\n")  # no echo
         )
@@ -859,3 +859,33 @@ def test_module_runs_as_python_dash_m(tmp_path: Path) -> None:
     )
     assert result.returncode == 0
     assert "Usage: jobkit" in result.stdout
+
+
+class TestUntrustedText:
+    def test_control_characters_and_markup_are_shown_escaped(self, host: Host) -> None:
+        """Labels, reasons and names come from HTTP clients: no terminal escapes, no markup."""
+        evil = "\x1b[2J\x1b[31m[bold]owned[/bold]\x07"
+
+        async def run() -> str:
+            async with host_manager(host.db, host.blobs, concurrency=0) as jobs:
+                job = await jobs.submit("report", labels={"note": evil})
+                await jobs.cancel(job.id, reason=evil)
+                return job.id
+
+        job_id = anyio.run(run)
+        result = host.invoke("jobs", "show", job_id)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout
+        assert "\x07" not in result.stdout
+        assert "\\x1b[2J\\x1b[31m[bold]owned[/bold]\\x07" in result.stdout  # shown, escaped, unstyled
+
+    def test_a_mistyped_blobs_folder_is_refused_before_anything_is_deleted(self, host: Host) -> None:
+        """--blobs pointing at no folder: exit 6, the job and its real artifacts stay."""
+        missing = f"file://{host.artifacts_root}-typo"
+        result = invoke(
+            "--store", host.store, "--blobs", missing, "jobs", "delete", host.ids["done"], "--yes"
+        )
+        assert_one_line_error(result, 6, "No artifacts folder")
+        assert host.get("done").status is JobStatus.COMPLETED
+        assert host.artifacts("done")
+        assert not Path(f"{host.artifacts_root}-typo").exists()

@@ -61,6 +61,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_INVALID_INPUT = 6
+#: The user answered "no" at a confirmation prompt: nothing was done.
+EXIT_ABORTED = 8
 
 _STORE_HELP = "Where jobs live: sqlite:///jobs.db (relative), sqlite:////abs/jobs.db, memory://."
 _BLOBS_HELP = (
@@ -244,7 +246,16 @@ def _open_blobs(settings: Settings, command: str, needs_blobs: bool) -> BlobStor
     from ..blobs import MemoryBlobStore, open_blobs
 
     if settings.blobs:
-        return open_blobs(settings.blobs)
+        blobs = open_blobs(settings.blobs)
+        root = getattr(blobs, "root", None)
+        if root is not None and not os.path.isdir(root):
+            # Opening would create an empty folder: a mistyped path would delete jobs and
+            # orphan their real artifacts.
+            raise InvalidInput(
+                f"No artifacts folder at {os.fspath(root)!r} (from {settings.blobs}). Check --blobs; "
+                "the folder is created when the host app or a worker first writes an artifact."
+            )
+        return blobs
     if needs_blobs and not (settings.store or "").startswith("memory:"):
         fail(
             settings,
@@ -436,7 +447,7 @@ def delete_job(
 
     deleted = _manage(settings, "jobs delete", action, needs_blobs=True, soft=soft)
     if not deleted:
-        fail(settings, "Not confirmed: the job was not deleted.", EXIT_UNEXPECTED, "aborted")
+        fail(settings, "Not confirmed: the job was not deleted.", EXIT_ABORTED, "aborted")
     if settings.json:
         _out({"deleted": job_id})
         return

@@ -103,6 +103,16 @@ def status_text(status: JobStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE[status])
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
+
+
+def plain(value: str) -> Text:
+    """Text that came from outside (kinds, labels, reasons, messages, names): shown as is,
+    never as rich markup, with control characters (terminal escapes) escaped."""
+    return Text(value.translate(_CONTROL))
+
+
 def _progress(job: Job) -> str:
     if job.progress is None:
         return "-" if job.status is not JobStatus.COMPLETED else "100%"
@@ -125,9 +135,9 @@ def jobs_table(jobs: Sequence[Job], now: datetime) -> Table:
         status = status_text(job.status)
         if job.deleted_at is not None:
             status.append(" (deleted)", style="dim")
-        row: list[str | Text] = [job.id, job.kind, status, str(job.priority), _progress(job)]
+        row: list[str | Text] = [job.id, plain(job.kind), status, str(job.priority), _progress(job)]
         if show_tenant:
-            row.append(job.tenant or "-")
+            row.append(plain(job.tenant or "-"))
         row.append(_relative(job.created_at, now))
         table.add_row(*row)
     return table
@@ -152,15 +162,15 @@ def job_detail(job: Job, *, position: int | None, now: datetime) -> Table:
     table.add_column(overflow="fold")
     rows: list[tuple[str, str | Text]] = [
         ("id", job.id),
-        ("kind", job.kind),
+        ("kind", plain(job.kind)),
         ("status", status_text(job.status)),
     ]
     if position is not None:
         rows.append(("queue position", f"{position} (1 runs next)"))
     rows += [
-        ("tenant", job.tenant or "-"),
+        ("tenant", plain(job.tenant or "-")),
         ("priority", str(job.priority)),
-        ("progress", _progress(job) + (f"  {job.progress_message}" if job.progress_message else "")),
+        ("progress", plain(_progress(job) + (f"  {job.progress_message}" if job.progress_message else ""))),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
         ("created", when(job.created_at, now)),
         ("started", when(job.started_at, now)),
@@ -171,11 +181,15 @@ def job_detail(job: Job, *, position: int | None, now: datetime) -> Table:
         rows.append(("deleted", when(job.deleted_at, now)))
     rows += [("ttl", _seconds(job.ttl)), ("timeout", _seconds(job.timeout))]
     if job.labels:
-        rows.append(("labels", ", ".join(f"{key}={value}" for key, value in sorted(job.labels.items()))))
+        rows.append(
+            ("labels", plain(", ".join(f"{key}={value}" for key, value in sorted(job.labels.items()))))
+        )
     if job.cancel_reason is not None:
-        rows.append(("cancel reason", job.cancel_reason))
+        rows.append(("cancel reason", plain(job.cancel_reason)))
     if job.error is not None:
-        rows.append(("error", Text(job.error, style="red")))
+        error = plain(job.error)
+        error.stylize("red")
+        rows.append(("error", error))
     rows.append(("payload", _json_text(job.payload)))
     if job.result is not None:
         rows.append(("result", _json_text(job.result)))
@@ -189,7 +203,7 @@ def names_table(names: Iterable[str]) -> Table:
     table = _table()
     table.add_column("ARTIFACT", overflow="fold")
     for name in names:
-        table.add_row(name)
+        table.add_row(plain(name))
     return table
 
 
@@ -227,10 +241,10 @@ def audit_table(records: Sequence[AuditRecord]) -> Table:
         table.add_row(
             when(record.at),
             record.action.value,
-            record.actor_id or Text("host", style="dim"),
-            record.tenant or "-",
-            record.job_id,
-            _details(record.details),
+            plain(record.actor_id) if record.actor_id else Text("host", style="dim"),
+            plain(record.tenant or "-"),
+            plain(record.job_id),
+            plain(_details(record.details)),
         )
     return table
 
