@@ -33,6 +33,8 @@ BASE = "http://testserver/api/v1"
 ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
 ALICE_ADMIN = {"X-Actor": "root", "X-Tenant": "acme", "X-Roles": "ops, admin"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
+#: What a same-site script sends, so body-less POSTs are accepted (see TestCrossSite).
+SAME_SITE = {"X-Requested-With": "tests"}
 
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
@@ -63,7 +65,10 @@ def make_app(jobs: JobManager, **router_options: Any) -> FastAPI:
 async def serve(jobs: JobManager, **router_options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The manager running and a client of its app, in process."""
     app = make_app(jobs, **router_options)
-    async with jobs, httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+    async with (
+        jobs,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE) as client,
+    ):
         yield client
 
 
@@ -200,7 +205,9 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
 async def streaming_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         anyio.create_task_group() as tg,
-        httpx.AsyncClient(transport=StreamingASGITransport(app, tg), base_url=BASE) as client,
+        httpx.AsyncClient(
+            transport=StreamingASGITransport(app, tg), base_url=BASE, headers=SAME_SITE
+        ) as client,
     ):
         yield client
 
@@ -823,7 +830,9 @@ class TestServiceErrors:
         """Before the manager starts (or after it closed) every route answers 503."""
         jobs = make_jobs()
         app = make_app(jobs)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE
+        ) as client:
             response = await client.get("/jobs")
         assert_error(response, 503, "jobkit_error")
         assert "async with" in response.json()["error"]["message"]
@@ -833,7 +842,10 @@ class TestServiceErrors:
         jobs = make_jobs()
         app = FastAPI()
         app.include_router(job_router(jobs), prefix="/api/v1")
-        async with jobs, httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+        async with (
+            jobs,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE) as client,
+        ):
             missing = await client.get("/jobs/nope")
             invalid = await client.get("/jobs?limit=0")
         assert_error(missing, 404, "job_not_found")
@@ -848,7 +860,10 @@ class TestServiceErrors:
         async def mine(job_id: str, n: int) -> dict[str, Any]:
             raise JobNotFound(job_id)
 
-        async with jobs, httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+        async with (
+            jobs,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE) as client,
+        ):
             missing = await client.get("http://testserver/mine/x?n=1")
             invalid = await client.get("http://testserver/mine/x?n=one")
         assert_error(missing, 404, "job_not_found")
@@ -867,7 +882,9 @@ class TestConfiguration:
         """console_router comes from the FastAPI integration and serves the page at its root."""
         app = FastAPI()
         app.include_router(console_router(), prefix="/console")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE
+        ) as client:
             response = await client.get("http://testserver/console/")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
@@ -889,12 +906,14 @@ class TestLifespan:
         app.include_router(job_router(jobs), prefix="/api/v1")
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE) as client,
         ):
             job = await submit(client)
             done = await jobs.wait(job["id"], timeout=5)
         assert done.status == "completed"
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url=BASE, headers=SAME_SITE
+        ) as client:
             response = await client.get("/jobs")
         assert_error(response, 503, "jobkit_error")
 
@@ -1103,7 +1122,7 @@ class TestServedByUvicorn:
     async def test_routes_and_event_stream_over_http(self, uvicorn_url: str) -> None:
         """Over a real connection: submit, stream the job's events to completion, read it
         back; the server stops promptly after the client hung up."""
-        async with httpx.AsyncClient(base_url=uvicorn_url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=uvicorn_url, timeout=10, headers=SAME_SITE) as client:
             with anyio.fail_after(20):
                 async with client.stream("GET", "/events", headers=ALICE) as response:
                     assert response.status_code == 200
@@ -1148,3 +1167,31 @@ class TestWhoIsAsking:
             assert host == {"id": None, "tenant": None, "roles": [], "host": True}
             me = (await client.get("/me", headers=ALICE_ADMIN)).json()
             assert me == {"id": "root", "tenant": "acme", "roles": ["admin", "ops"], "host": False}
+
+
+class TestCrossSite:
+    """A POST that another web page could send without a preflight changes nothing."""
+
+    @pytest.mark.parametrize(
+        "request_options",
+        [
+            {},  # no body, no content type
+            {"content": b"", "headers": {"Content-Type": "text/plain"}},
+            {"content": b"reason=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            {"content": b"", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+        ],
+    )
+    async def test_a_forgeable_post_is_refused(self, request_options: dict[str, Any]) -> None:
+        jobs = make_jobs(concurrency=0)
+        app = make_app(jobs)
+        async with jobs, httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE) as client:
+            job = await jobs.submit("echo")
+            response = await client.post(f"/jobs/{job.id}/cancel", **request_options)
+            assert response.status_code == 422
+            assert "another web site" in response.json()["error"]["message"]
+            submitted = await client.post("/jobs", **request_options)
+            assert submitted.status_code == 422
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING
+            assert len(await jobs.list()) == 1
+            # JSON (even empty), or the custom header, is what a same-site client sends.
+            assert (await client.post(f"/jobs/{job.id}/cancel", json={})).status_code == 200

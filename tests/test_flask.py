@@ -51,7 +51,9 @@ def make_jobs(**kwargs: Any) -> BlockingJobManager:
 def make_client(jobs: BlockingJobManager, **options: Any) -> FlaskClient:
     app = flask.Flask(__name__)
     app.register_blueprint(job_blueprint(jobs, actor=header_actor, **options), url_prefix=API)
-    return app.test_client()
+    client = app.test_client()
+    client.environ_base["HTTP_X_REQUESTED_WITH"] = "tests"  # a same-site script (see TestCrossSite)
+    return client
 
 
 @contextmanager
@@ -538,3 +540,23 @@ class TestWhoIsAsking:
             }
             alice = {"X-Actor": "alice", "X-Tenant": "acme"}
             assert client.get(f"{API}/me", headers=alice).get_json()["id"] == "alice"
+
+
+class TestCrossSite:
+    def test_a_forgeable_post_is_refused(self) -> None:
+        """No body, text/plain or a form: 422, nothing changes; JSON is accepted."""
+        with serve(concurrency=0) as (jobs, _):
+            app = flask.Flask(__name__)
+            app.register_blueprint(job_blueprint(jobs, actor=header_actor), url_prefix=API)
+            client = app.test_client()
+            job = jobs.submit("echo")
+            for options in (
+                {},
+                {"data": b"", "content_type": "text/plain"},
+                {"data": {"reason": "x"}},
+            ):
+                response = client.post(f"{API}/jobs/{job.id}/cancel", **options)
+                assert response.status_code == 422, options
+                assert "another web site" in response.get_json()["error"]["message"]
+            assert jobs.get(job.id).status == "pending"
+            assert client.post(f"{API}/jobs/{job.id}/cancel", json={}).status_code == 200

@@ -9,7 +9,7 @@ The FastAPI router and the Flask blueprint only wire these to their framework.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._codec import dumps, event_to_json, job_to_json
@@ -27,6 +27,7 @@ from .._validate import check_statuses
 
 __all__ = [
     "AS_HOST",
+    "CSRF_HEADER",
     "CANCEL_FIELDS",
     "ERROR_STATUS",
     "PRIORITY_FIELDS",
@@ -41,6 +42,7 @@ __all__ = [
     "event_to_json",
     "job_to_json",
     "me_to_json",
+    "check_not_cross_site",
     "resolve_actor",
     "list_arguments",
     "parse_json",
@@ -232,3 +234,24 @@ def me_to_json(actor: Actor | None) -> dict[str, Any]:
     if actor is None:
         return {"id": None, "tenant": None, "roles": [], "host": True}
     return {"id": actor.id, "tenant": actor.tenant, "roles": sorted(actor.roles), "host": False}
+
+
+#: The header a client may send instead of a JSON content type on a POST without a body.
+CSRF_HEADER = "X-Requested-With"
+
+
+def check_not_cross_site(content_type: str | None, headers: Iterable[str]) -> None:
+    """Refuse a state-changing POST that another web page could send without a CORS
+    preflight (no body, a form, ``text/plain``): it must say ``Content-Type:
+    application/json`` or carry an ``X-Requested-With`` header, which no foreign page can
+    send with the user's cookies.
+
+    :raises InvalidInput: neither is there.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or CSRF_HEADER.lower() in (name.lower() for name in headers):
+        return
+    raise InvalidInput(
+        "Send this request with Content-Type: application/json (an empty body is fine) or an "
+        f"{CSRF_HEADER} header: a request without either could come from another web site."
+    )

@@ -57,6 +57,7 @@ from ._http import (
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
+    check_not_cross_site,
     dumps,
     error_body,
     error_status,
@@ -341,6 +342,11 @@ def job_router(
     if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or not heartbeat > 0:
         raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
 
+    async def not_cross_site(request: Request) -> None:
+        check_not_cross_site(request.headers.get("content-type"), request.headers.keys())
+
+    same_site = [Depends(not_cross_site)]
+
     async def resolved(found: Annotated[Any, Depends(actor or _trusted_host)]) -> Actor | None:
         return None if actor is None else resolve_actor(found)
 
@@ -349,6 +355,7 @@ def job_router(
 
     @router.post(
         "/jobs",
+        dependencies=same_site,
         status_code=201,
         response_model=Job,
         responses=_errors(403, 422, 503),
@@ -388,6 +395,7 @@ def job_router(
 
     @router.post(
         "/jobs/{job_id}/cancel",
+        dependencies=same_site,
         response_model=Job,
         responses=_errors(403, 404, 409, 422, 503),
         summary="Cancel a job",

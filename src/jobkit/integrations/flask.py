@@ -23,6 +23,7 @@ events from a generator (one extra thread per open stream).
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ from ._http import (
     SSE_HEARTBEAT,
     SSE_OPEN,
     cancel_reason,
+    check_not_cross_site,
     dumps,
     error_body,
     error_status,
@@ -198,6 +200,14 @@ def job_blueprint(
 
     def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
         def register(view: Callable[..., Response]) -> Callable[..., Response]:
+            if "POST" in methods:
+                bare = view
+
+                @functools.wraps(bare)
+                def view(*args: Any, **kwargs: Any) -> Response:
+                    check_not_cross_site(request.headers.get("Content-Type"), request.headers.keys())
+                    return bare(*args, **kwargs)
+
             bp.add_url_rule(rule, view_func=view, methods=methods, merge_slashes=False)
             return view
 
