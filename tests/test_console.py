@@ -88,7 +88,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def api(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server}/api/v1", timeout=30) as client:
+    # A same-site script: body-less POSTs (the cleanup's cancels) carry X-Requested-With.
+    headers = {"X-Requested-With": "tests"}
+    with httpx.Client(base_url=f"{server}/api/v1", timeout=30, headers=headers) as client:
         yield client
 
 
