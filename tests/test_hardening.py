@@ -621,3 +621,36 @@ class TestUrls:
         blobs = open_blobs(f"file://{tmp_path}/artifacts")
         assert isinstance(blobs, FileBlobStore)
         assert str(blobs.root) == f"{tmp_path}/artifacts"
+
+
+class TestSymlinkedPrefix:
+    async def test_deleting_a_job_never_touches_another_jobs_files_through_a_symlink(
+        self, tmp_path: Path
+    ) -> None:
+        """jobs/A made a symlink to jobs/B: listing A shows nothing, deleting A removes only the
+        link, and B keeps its artifacts."""
+        import os
+
+        from jobkit.blobs import FileBlobStore
+
+        blobs = FileBlobStore(tmp_path / "artifacts")
+        jobs = JobManager(MemoryStore(), blobs, sweep_interval=None)
+
+        @jobs.handler("write")
+        async def write(ctx: JobContext, payload: Any) -> None:
+            await ctx.put_artifact("data.bin", payload.encode())
+
+        async with jobs:
+            a = await jobs.submit("write", "a")
+            b = await jobs.submit("write", "b")
+            for job in (a, b):
+                await jobs.wait(job.id, timeout=10)
+            folder_a = tmp_path / "artifacts" / "jobs" / a.id
+            (folder_a / "data.bin").unlink()
+            folder_a.rmdir()
+            os.symlink(tmp_path / "artifacts" / "jobs" / b.id, folder_a)
+            assert await jobs.artifacts(a.id) == []
+            await jobs.delete(a.id)
+            assert not os.path.lexists(folder_a)
+            assert await jobs.artifacts(b.id) == ["data.bin"]
+            assert await jobs.read_artifact(b.id, "data.bin") == b"b"

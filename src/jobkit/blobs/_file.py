@@ -294,7 +294,13 @@ class FileBlobStore:
         return True
 
     def _delete_prefix_sync(self, prefix: str) -> int:
-        found = builtins.list(self._walk_prefix(prefix, None))
+        found = builtins.list(self._walk_prefix(prefix, None))  # never follows a symlink
+        parts, partial = prefix_parts(prefix)
+        if parts and not partial:
+            link = os.path.join(self._real(), *parts)
+            if os.path.islink(link):
+                os.unlink(link)  # the link goes, never what it points to
+                return 0
         deleted = 0
         folders: set[str] = set()
         for _, path in found:
@@ -325,9 +331,14 @@ class FileBlobStore:
         """``(key, path)`` of every blob under ``prefix`` sorting after ``after``, in key order."""
         folders, partial = prefix_parts(prefix)
         root = self._real()
-        start = os.path.realpath(os.path.join(root, *folders))
+        lexical = os.path.normpath(os.path.join(root, *folders))
+        start = os.path.realpath(lexical)
         if not _within(start, root):
             raise InvalidInput(f"The blob prefix {prefix!r} leads outside the store's root folder.")
+        if start != lexical:
+            # A folder of the prefix is a symlink (made by someone with file-system access):
+            # never follow it, or deleting jobs/A/ could delete another job's jobs/B/.
+            return iter(())
         base = "".join(f"{folder}/" for folder in folders)
         return self._walk(root, start, base, partial, after)
 
