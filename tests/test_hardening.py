@@ -654,3 +654,52 @@ class TestSymlinkedPrefix:
             assert not os.path.lexists(folder_a)
             assert await jobs.artifacts(b.id) == ["data.bin"]
             assert await jobs.read_artifact(b.id, "data.bin") == b"b"
+
+
+class TestRequestBodies:
+    def test_flask_a_deeply_nested_body_is_422_not_500(self) -> None:
+        import flask
+
+        from jobkit import BlockingJobManager
+        from jobkit.integrations.flask import job_blueprint
+
+        jobs = BlockingJobManager(sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        app = flask.Flask(__name__)
+        app.register_blueprint(job_blueprint(jobs), url_prefix="/api")
+        client = app.test_client()
+        deep = b'{"kind": "noop", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        huge_reason = b'{"reason": "' + b"x" * 20_000_000 + b'"}'
+        with jobs:
+            response = client.post("/api/jobs", data=deep, content_type="application/json")
+            assert response.status_code == 422
+            assert response.get_json()["error"]["code"] == "invalid_input"
+            job = jobs.submit("noop")
+            response = client.post(
+                f"/api/jobs/{job.id}/cancel", data=huge_reason, content_type="application/json"
+            )
+            assert response.status_code == 422
+            assert "at most" in response.get_json()["error"]["message"]
+            assert jobs.get(job.id).status == "pending"
+
+    async def test_fastapi_a_huge_cancel_reason_is_refused_before_it_is_read(self) -> None:
+        import httpx
+        from fastapi import FastAPI
+
+        from jobkit.integrations.fastapi import install_error_handlers, job_router
+
+        jobs = JobManager(sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        app = FastAPI()
+        install_error_handlers(app)
+        app.include_router(job_router(jobs), prefix="/api")
+        transport = httpx.ASGITransport(app)
+        async with jobs, httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            job = await jobs.submit("noop")
+            body = b'{"reason": "' + b"x" * 2_000_000 + b'"}'
+            response = await client.post(
+                f"/api/jobs/{job.id}/cancel", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code == 422
+            assert "at most" in response.json()["error"]["message"]
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING

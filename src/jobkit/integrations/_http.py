@@ -27,6 +27,8 @@ from .._validate import check_statuses
 
 __all__ = [
     "AS_HOST",
+    "BODY_LIMITS",
+    "check_body_size",
     "CSRF_HEADER",
     "CANCEL_FIELDS",
     "ERROR_STATUS",
@@ -113,6 +115,28 @@ def parse_json(raw: bytes, *, required: bool) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise InvalidInput("The request body is nested too deeply.") from None
+
+
+#: The largest request body each state-changing route reads, in bytes (a job's payload is
+#: at most 1 MiB of JSON; a cancel reason or a priority much less).
+BODY_LIMITS: Mapping[str, int] = {"submit": 1 << 20, "cancel": 64 << 10, "priority": 4 << 10}
+
+
+def check_body_size(content_length: str | None, limit: int) -> None:
+    """Refuse a body the client announces as larger than ``limit`` before reading it.
+
+    :raises InvalidInput: it is larger.
+    """
+    if content_length is None:
+        return
+    try:
+        size = int(content_length)
+    except ValueError:
+        raise InvalidInput("The Content-Length header is not a number.") from None
+    if size > limit:
+        raise InvalidInput(f"The request body is {size} bytes; this route takes at most {limit}.")
 
 
 def _object(body: Any, fields: frozenset[str], what: str) -> Mapping[str, Any]:

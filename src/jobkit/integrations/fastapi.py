@@ -54,9 +54,11 @@ from .._records import Actor, JobStatus
 from .._validate import MAX_KIND_LENGTH, MAX_PRIORITY, MIN_PRIORITY
 from ._http import (
     AS_HOST,
+    BODY_LIMITS,
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
+    check_body_size,
     check_not_cross_site,
     dumps,
     error_body,
@@ -345,7 +347,13 @@ def job_router(
     async def not_cross_site(request: Request) -> None:
         check_not_cross_site(request.headers.get("content-type"), request.headers.keys())
 
-    same_site = [Depends(not_cross_site)]
+    def sized(route: str) -> list[Any]:
+        limit = BODY_LIMITS[route]
+
+        async def body_size(request: Request) -> None:
+            check_body_size(request.headers.get("content-length"), limit)
+
+        return [Depends(not_cross_site), Depends(body_size)]
 
     async def resolved(found: Annotated[Any, Depends(actor or _trusted_host)]) -> Actor | None:
         return None if actor is None else resolve_actor(found)
@@ -355,7 +363,7 @@ def job_router(
 
     @router.post(
         "/jobs",
-        dependencies=same_site,
+        dependencies=sized("submit"),
         status_code=201,
         response_model=Job,
         responses=_errors(403, 422, 503),
@@ -395,7 +403,7 @@ def job_router(
 
     @router.post(
         "/jobs/{job_id}/cancel",
-        dependencies=same_site,
+        dependencies=sized("cancel"),
         response_model=Job,
         responses=_errors(403, 404, 409, 422, 503),
         summary="Cancel a job",
@@ -419,6 +427,7 @@ def job_router(
 
     @router.patch(
         "/jobs/{job_id}/priority",
+        dependencies=sized("priority")[1:],  # PATCH needs a preflight: only the size check
         response_model=PriorityChange,
         responses=_errors(403, 404, 409, 422, 503),
         summary="Change a pending job's priority",

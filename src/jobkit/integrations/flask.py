@@ -44,10 +44,12 @@ from .._log import get_logger
 from .._records import Actor, JobEvent
 from ._http import (
     AS_HOST,
+    BODY_LIMITS,
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
     cancel_reason,
+    check_body_size,
     check_not_cross_site,
     dumps,
     error_body,
@@ -215,7 +217,7 @@ def job_blueprint(
 
     @route("/jobs", ["POST"])
     def submit_job() -> Response:
-        arguments = submit_arguments(parse_json(request.get_data(), required=True))
+        arguments = submit_arguments(parse_json(_body("submit"), required=True))
         job = manager.submit(actor=who(), **arguments)
         return _json(job_to_json(job), 201)
 
@@ -234,7 +236,7 @@ def job_blueprint(
 
     @route("/jobs/<job_id>/cancel", ["POST"])
     def cancel_job(job_id: str) -> Response:
-        reason = cancel_reason(parse_json(request.get_data(), required=False))
+        reason = cancel_reason(parse_json(_body("cancel"), required=False))
         return _json(job_to_json(manager.cancel(job_id, actor=who(), reason=reason)))
 
     @route("/jobs/<job_id>", ["DELETE"])
@@ -244,7 +246,7 @@ def job_blueprint(
 
     @route("/jobs/<job_id>/priority", ["PATCH"])
     def set_priority(job_id: str) -> Response:
-        priority = priority_value(parse_json(request.get_data(), required=True))
+        priority = priority_value(parse_json(_body("priority"), required=True))
         job, position = manager.set_priority(job_id, priority, actor=who())
         return _json({"job": job_to_json(job), "position": position})
 
@@ -274,3 +276,13 @@ def job_blueprint(
         return Response(body, mimetype="text/event-stream", headers=dict(SSE_HEADERS))
 
     return bp
+
+
+def _body(route: str) -> bytes:
+    """The request body, read up to the route's limit (a larger one is refused, unread)."""
+    limit = BODY_LIMITS[route]
+    check_body_size(request.headers.get("Content-Length"), limit)
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(f"The request body is larger than this route takes ({limit} bytes).")
+    return data
