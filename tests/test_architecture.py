@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
         "abc",
     },
     "_manager": {
+        "_context",
         "_core",
         "_deleter",
         "_errors",

@@ -7,6 +7,7 @@ kills the manager, one bad row that stops the whole sweep.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -703,3 +704,50 @@ class TestRequestBodies:
             assert response.status_code == 422
             assert "at most" in response.json()["error"]["message"]
             assert (await jobs.get(job.id)).status is JobStatus.PENDING
+
+
+class TestLeftovers:
+    async def test_deleting_a_prefix_removes_temp_files_and_empty_folders(self, tmp_path: Path) -> None:
+        """What a killed put (a temp file) or a killed delete (empty folders) left goes too."""
+        from jobkit.blobs import FileBlobStore
+        from jobkit.blobs._file import TEMP_PREFIX
+
+        root = tmp_path / "artifacts"
+        blobs = FileBlobStore(root)
+        await blobs.open()
+        await blobs.put("jobs/j1/out/result.txt", b"ok")
+        stale = root / "jobs" / "j1" / "out" / f"{TEMP_PREFIX}deadbeef"
+        stale.write_bytes(b"half a put")
+        os.utime(stale, (1_000_000_000, 1_000_000_000))  # left by a process killed long ago
+        (root / "jobs" / "j1" / "empty" / "deeper").mkdir(parents=True)
+        await blobs.put("jobs/j2/keep.txt", b"other job")
+        assert await blobs.delete_prefix("jobs/j1/") == 1
+        assert not (root / "jobs" / "j1").exists()
+        assert await blobs.list("jobs/") == ["jobs/j2/keep.txt"]
+
+    async def test_a_start_removes_the_scratch_folders_of_killed_processes(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Scratch folders carry their process id; those of dead processes are removed at start."""
+        import subprocess
+        import sys
+        import tempfile
+
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        stale = tmp_path / f"jobkit-{dead.stdout.strip()}-0123456789ab-x1"
+        (stale / "inside").mkdir(parents=True)
+        mine = tmp_path / f"jobkit-{os.getpid()}-0123456789ab-x2"
+        mine.mkdir()
+        other = tmp_path / "jobkit-not-a-pid"
+        other.mkdir()
+        async with JobManager(sweep_interval=None, concurrency=0):
+            pass
+        assert not stale.exists()
+        assert mine.exists()
+        assert other.exists()

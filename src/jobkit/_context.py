@@ -102,7 +102,9 @@ class JobContext:
     def scratch(self) -> Path:
         """A private temporary directory, removed when the job ends."""
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix=f"jobkit-{self._run.job.id[:12]}-"))
+            # The process id in the name lets a later start remove what a killed process left.
+            prefix = f"{SCRATCH_PREFIX}{os.getpid()}-{self._run.job.id[:12]}-"
+            self._scratch = Path(tempfile.mkdtemp(prefix=prefix))
         return self._scratch
 
     @property
@@ -215,6 +217,41 @@ async def _stop_on_cancel(process: anyio.abc.Process, token: CancelToken, grace:
 def remove_scratch(path: Path | None) -> None:
     if path is not None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+SCRATCH_PREFIX = "jobkit-"
+
+
+def remove_stale_scratch() -> int:
+    """Remove the scratch folders of processes that are gone (killed before their jobs'
+    cleanup ran); return how many. A folder whose process still runs is left alone."""
+    removed = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(SCRATCH_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid_text = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or not a pid at all: leave it
+    return True
 
 
 class SyncJobContext:

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from . import _machine as machine
+from ._context import remove_stale_scratch
 from ._core import Core
 from ._deleter import Deleter
 from ._errors import (
@@ -242,6 +244,7 @@ class JobManager:
             stack.push_async_callback(self._store.close)
             await self._blobs.open()
             stack.push_async_callback(self._blobs.close)
+            await anyio.to_thread.run_sync(remove_stale_scratch)
             self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
             self._state = _State.RUNNING
             notifier = self._notifier

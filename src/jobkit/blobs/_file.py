@@ -33,6 +33,7 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from itertools import islice
 from typing import BinaryIO, TypeVar
@@ -47,6 +48,8 @@ T = TypeVar("T")
 
 #: Name prefix of the temporary files of writes in progress (reserved: never a key segment).
 TEMP_PREFIX = ".jobkit-tmp-"
+#: A temporary file this old (seconds) is left over from a put that was killed.
+STALE_TEMP_SECONDS = 300
 
 _MAX_SEGMENT_BYTES = 255
 _PUT_ATTEMPTS = 100
@@ -310,9 +313,32 @@ class FileBlobStore:
                 continue  # deleted meanwhile by someone else
             deleted += 1
             folders.add(os.path.dirname(path))
+        if parts and not partial:
+            # What an interrupted put or delete left under the prefix: temporary files
+            # (the job is finished, nobody writes there) and empty folders.
+            folders.update(self._sweep_leftovers(os.path.join(self._real(), *parts)))
         for folder in sorted(folders, key=lambda f: f.count(os.sep), reverse=True):
             self._prune(folder)
         return deleted
+
+    @staticmethod
+    def _sweep_leftovers(top: str) -> builtins.list[str]:
+        """Remove stale temporary files under ``top`` (never following links); its folders.
+
+        A temporary file older than :data:`STALE_TEMP_SECONDS` belongs to a put that will
+        never finish (its process was killed); a younger one may be a put in progress.
+        """
+        seen: builtins.list[str] = []
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for folder, _, files in os.walk(top, topdown=False, followlinks=False):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    path = os.path.join(folder, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.lstat(path).st_mtime < cutoff:
+                            os.unlink(path)
+            seen.append(folder)
+        return seen
 
     def _prune(self, folder: str) -> None:
         """Remove ``folder`` and its parents while they are empty, up to (not including) the root."""
