@@ -46,6 +46,8 @@ WAIT_MS = 15_000
 Console = Callable[..., Page]  # opens the console with a query string
 EVENTS = "**/api/v1/events*"
 UNAVAILABLE = {"error": {"code": "backend_error", "message": "The event stream is unavailable."}}
+ME = "**/api/v1/me"
+UNAUTHENTICATED = {"error": {"code": "unauthenticated", "message": "Sign in first."}}
 
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -122,11 +124,13 @@ def open_console(server: str, browser: Browser) -> Iterator[Console]:
     contexts = []
     errors: list[str] = []
 
-    def open_page(query: str = "", *, events_down: bool = False) -> Page:
+    def open_page(query: str = "", *, events_down: bool = False, signed_out: bool = False) -> Page:
         context = browser.new_context(viewport={"width": 1280, "height": 720})
         contexts.append(context)
         if events_down:  # the event stream answers 503 until the test unroutes EVENTS
             context.route(EVENTS, lambda route: route.fulfill(status=503, json=UNAVAILABLE))
+        if signed_out:  # the server's actor dependency finds nobody: GET /me is a 401
+            context.route(ME, lambda route: route.fulfill(status=401, json=UNAUTHENTICATED))
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
@@ -389,6 +393,17 @@ class TestFilters:
 
 @needs_chromium
 class TestIdentity:
+    def test_the_page_shows_who_the_server_says_is_asking(self, open_console: Console) -> None:
+        """The identity comes from GET /me: the host, a tenant's user, or nobody (never a guess)."""
+        host_page = open_console()
+        expect(host_page.locator("#identity")).to_have_text("Signed in as the trusted host")
+        alice = open_console("?actor=alice&tenant=acme&roles=admin")
+        expect(alice.locator("#identity")).to_have_text("Signed in as alice · tenant acme · roles admin")
+        expect(alice.locator("body")).to_have_attribute("data-admin", "true")
+        nobody = open_console("?actor=alice&roles=admin", signed_out=True)
+        expect(nobody.locator("#identity")).to_have_text("Not signed in")
+        expect(nobody.locator("body")).to_have_attribute("data-admin", "false")
+
     def test_a_tenant_sees_only_its_jobs(self, open_console: Console, api: httpx.Client) -> None:
         """Opened as alice of acme, the page lists acme's jobs only, on load and live."""
         acme = submit(api, QUICK_REPORT, headers=ALICE)
