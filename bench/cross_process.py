@@ -30,12 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import _common
 import anyio
+from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobkit import Job, JobCancelled, JobContext, JobManager, JobStatus
@@ -109,18 +111,25 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _line_reader(process: Process) -> Callable[[], Awaitable[list[str]]]:
+    """Reads the child's next line of output, as words (within 30 s)."""
+    assert process.stdout is not None
+    output = BufferedByteReceiveStream(process.stdout)
+
+    async def line() -> list[str]:
+        with anyio.fail_after(30):
+            return (await output.receive_until(b"\n", 4096)).decode().split()
+
+    return line
+
+
 async def measure(db: Path, backend: str, samples: int) -> dict[str, Any]:
     jobs = JobManager(SQLiteStore(db), concurrency=0, sweep_interval=None)
     jobs.register("spin", lambda ctx, payload: None)
     result: dict[str, Any] = {"start": [], "cancel": [], "seen": [], "cancel_call": []}
     command = [sys.executable, __file__, "--worker", str(db), "--backend", backend]
     async with jobs, await anyio.open_process(command, stdout=subprocess.PIPE) as process:
-        assert process.stdout is not None
-        output = BufferedByteReceiveStream(process.stdout)
-
-        async def line() -> list[str]:
-            with anyio.fail_after(30):
-                return (await output.receive_until(b"\n", 4096)).decode().split()
+        line = _line_reader(process)
 
         try:
             assert await line() == ["ready"]
@@ -161,12 +170,7 @@ async def measure_signal(db: Path, backend: str, samples: int) -> dict[str, Any]
     result: dict[str, Any] = {"wake": []}
     command = [sys.executable, __file__, "--listener", str(db), "--backend", backend]
     async with await anyio.open_process(command, stdout=subprocess.PIPE) as process:
-        assert process.stdout is not None
-        output = BufferedByteReceiveStream(process.stdout)
-
-        async def line() -> list[str]:
-            with anyio.fail_after(30):
-                return (await output.receive_until(b"\n", 4096)).decode().split()
+        line = _line_reader(process)
 
         try:
             assert await line() == ["ready"]

@@ -8,7 +8,6 @@ kills the manager, one bad row that stops the whole sweep.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,25 +30,13 @@ from jobkit import (
 )
 from jobkit import _machine as machine
 from jobkit._records import MAX_DURATION
-from jobkit.abc import JobStore
 from jobkit.stores import MemoryStore, SQLiteStore
 from jobkit.testing import FakeClock
+from managers import ManagerFactory
 
 pytestmark = pytest.mark.anyio
 
 SURROGATE = "bad \ud800 text"
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], JobStore]:
-    counter = iter(range(1000))
-
-    def make() -> JobStore:
-        if request.param == "memory":
-            return MemoryStore()
-        return SQLiteStore(tmp_path / f"jobs-{next(counter)}.db")
-
-    return make
 
 
 async def noop(ctx: JobContext, payload: Any) -> Any:
@@ -65,10 +52,10 @@ class TestDurationBounds:
         "value", [300_000_000_000, timedelta.max, MAX_DURATION + timedelta(seconds=1), 1e300, float("inf")]
     )
     async def test_a_ttl_or_timeout_past_the_bound_is_invalid_input_and_nothing_is_stored(
-        self, new_store: Callable[[], JobStore], value: Any
+        self, make_manager: ManagerFactory, value: Any
     ) -> None:
         """ttl=9,500 years or timedelta.max is InvalidInput on every store, not an overflow later."""
-        jobs = JobManager(new_store(), sweep_interval=None, concurrency=0)
+        jobs = JobManager(make_manager.new_store(), sweep_interval=None, concurrency=0)
         jobs.register("noop", noop)
         async with jobs:
             for field in ("ttl", "timeout"):
@@ -77,10 +64,10 @@ class TestDurationBounds:
             assert await count_jobs(jobs) == 0
 
     async def test_the_bound_itself_is_accepted_and_the_job_finishes(
-        self, new_store: Callable[[], JobStore]
+        self, make_manager: ManagerFactory
     ) -> None:
         """A 100-year ttl is fine: the job completes and expires in 100 years."""
-        jobs = JobManager(new_store(), sweep_interval=None)
+        jobs = JobManager(make_manager.new_store(), sweep_interval=None)
         jobs.register("noop", noop)
         async with jobs:
             job = await jobs.submit("noop", ttl=MAX_DURATION, timeout=MAX_DURATION)
@@ -127,10 +114,10 @@ class TestDurationBounds:
 
 class TestText:
     async def test_lone_surrogates_are_refused_everywhere_a_string_is_stored(
-        self, new_store: Callable[[], JobStore]
+        self, make_manager: ManagerFactory
     ) -> None:
         """Kind, labels, payload strings, job ids and cancel reasons: InvalidInput, nothing stored."""
-        jobs = JobManager(new_store(), sweep_interval=None, concurrency=0)
+        jobs = JobManager(make_manager.new_store(), sweep_interval=None, concurrency=0)
         jobs.register("noop", noop)
         async with jobs:
             for call in (
@@ -152,10 +139,10 @@ class TestText:
             assert [j.id for j in page.items] == [job.id]
 
     async def test_a_handler_cannot_store_bad_text_and_its_error_is_made_storable(
-        self, new_store: Callable[[], JobStore]
+        self, make_manager: ManagerFactory
     ) -> None:
         """Progress messages and artifact names are checked; an exception's text is escaped."""
-        jobs = JobManager(new_store(), sweep_interval=None)
+        jobs = JobManager(make_manager.new_store(), sweep_interval=None)
         refused: list[str] = []
 
         @jobs.handler("work")
@@ -191,13 +178,11 @@ class TestText:
                 await jobs.cancel(job.id, reason="x" * 20_000_000)
             assert (await jobs.get(job.id)).status is JobStatus.PENDING
 
-    async def test_a_cursor_with_a_huge_number_is_invalid_input(
-        self, new_store: Callable[[], JobStore]
-    ) -> None:
+    async def test_a_cursor_with_a_huge_number_is_invalid_input(self, make_manager: ManagerFactory) -> None:
         """A well-formed cursor whose number no store can hold is InvalidInput, not a backend error."""
         from jobkit._validate import encode_cursor
 
-        jobs = JobManager(new_store(), sweep_interval=None, concurrency=0)
+        jobs = JobManager(make_manager.new_store(), sweep_interval=None, concurrency=0)
         async with jobs:
             with pytest.raises(InvalidInput, match="cursor"):
                 await jobs.list(cursor=encode_cursor(10**30))
@@ -370,13 +355,13 @@ class TestKinds:
 
 class TestFencing:
     async def test_a_run_that_lost_its_job_cannot_leave_artifacts_behind(
-        self, new_store: Callable[[], JobStore], clock: FakeClock, tmp_path: Path
+        self, make_manager: ManagerFactory, clock: FakeClock, tmp_path: Path
     ) -> None:
         """Worker A's lease runs out; B recovers the job and deletes it; A's late put_artifact
         is refused (its handler is told) and nothing is left under the job's prefix."""
         from jobkit.blobs import FileBlobStore
 
-        store = new_store()
+        store = make_manager.new_store()
         blobs = FileBlobStore(tmp_path / "artifacts")
         go = anyio.Event()
         told = anyio.Event()

@@ -25,7 +25,7 @@ from ._policies import DeletePolicy, Retention
 from ._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
 from .abc import AtomicWriter, BlobStore, Change, ExclusiveSections, JobStore, Note, NoteKind, Notifier
 
-__all__ = ["Core", "must_exist"]
+__all__ = ["Core", "Turns", "must_exist"]
 
 audit_log = get_logger("jobkit.audit")
 
@@ -34,11 +34,43 @@ RECENT = 4096
 
 
 class _Turn:
-    __slots__ = ("done", "users")
+    __slots__ = ("done", "lock", "users")
 
     def __init__(self) -> None:
         self.users = 0
+        self.lock = anyio.Lock()
         self.done = anyio.Event()
+
+
+class Turns:
+    """Management writes on one job take turns in this process (so, e.g., only the delete
+    that wins removes and counts the artifacts); the job's run can wait until none is left.
+    Entries live only while someone holds or waits for a turn."""
+
+    __slots__ = ("_by_job",)
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, _Turn] = {}
+
+    @asynccontextmanager
+    async def hold(self, job_id: str) -> AsyncIterator[None]:
+        turn = self._by_job.get(job_id)
+        if turn is None:
+            turn = self._by_job[job_id] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._by_job[job_id]
+                turn.done.set()
+
+    async def wait_clear(self, job_id: str) -> None:
+        """Return once no management write on ``job_id`` is under way here."""
+        while (turn := self._by_job.get(job_id)) is not None:
+            await turn.done.wait()
 
 
 def must_exist(job: Job | None, job_id: str) -> Job:
@@ -53,7 +85,6 @@ class Core:
 
     __slots__ = (
         "_atomic",
-        "_managing",
         "blobs",
         "clock",
         "delete_policy",
@@ -61,6 +92,7 @@ class Core:
         "recent",
         "retention",
         "store",
+        "turns",
     )
 
     def __init__(
@@ -80,7 +112,9 @@ class Core:
         self.delete_policy = delete_policy
         self.notifier = notifier
         self._atomic = isinstance(store, AtomicWriter)
-        self._managing: dict[str, _Turn] = {}  # jobs with a management write under way here
+        #: Management writes under way here, one job at a time: a handler that writes at
+        #: every step holds its writes back (``turns.wait_clear``) and cannot starve a cancel.
+        self.turns = Turns()
         #: The jobs this process wrote last, as written (bounded; oldest dropped first). Only a
         #: hint: another process may have changed them since.
         self.recent: OrderedDict[str, Job] = OrderedDict()
@@ -136,28 +170,6 @@ class Core:
             if conflicts > 2:  # a busy writer elsewhere: step aside a little, at random
                 await anyio.sleep(random.uniform(0, 0.001 * 2 ** min(conflicts, 8)))
             job = reread(await store.get(job.id), job.id)
-
-    @asynccontextmanager
-    async def managing(self, job_id: str) -> AsyncIterator[None]:
-        """Mark a management write (cancel, priority) on ``job_id`` as under way: the job's own
-        run holds its progress and result writes back until it is done, so a handler that
-        writes at every step cannot starve a cancel."""
-        turn = self._managing.get(job_id)
-        if turn is None:
-            turn = self._managing[job_id] = _Turn()
-        turn.users += 1
-        try:
-            yield
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._managing[job_id]
-                turn.done.set()
-
-    async def after_management(self, job_id: str) -> None:
-        """Wait while a management write on ``job_id`` is under way in this process."""
-        while (turn := self._managing.get(job_id)) is not None:
-            await turn.done.wait()
 
     # -- after a write -----------------------------------------------------------------
 

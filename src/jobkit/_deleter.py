@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
-
 from . import _machine as machine
 from ._core import Core, must_exist
 from ._errors import BackendError
@@ -20,16 +18,6 @@ __all__ = ["Deleter"]
 log = get_logger("jobkit")
 
 
-class _Turn:
-    """A lock shared by the callers deleting one job, dropped when the last one leaves."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.users = 0
-
-
 class Deleter:
     """Removes jobs (hard or soft) with their artifacts; nothing is orphaned.
 
@@ -38,37 +26,28 @@ class Deleter:
     as the record's removal and its audit record, and the sweeper retries it.
     """
 
-    __slots__ = ("_core", "_turns")
+    __slots__ = ("_core",)
 
     def __init__(self, core: Core) -> None:
         self._core = core
-        self._turns: dict[str, _Turn] = {}
 
     async def delete(
         self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]
     ) -> int:
         """Delete ``job`` under the policy; return how many artifacts were deleted.
 
-        Deletes of one job in this manager take turns, so only the one that wins removes
-        (and counts) the artifacts; the compare-and-swap still decides between processes.
+        Management writes on one job in this manager take turns (:class:`~jobkit._core.Turns`),
+        so only the delete that wins removes (and counts) the artifacts; the compare-and-swap
+        still decides between processes.
 
         :raises JobNotFound: it is gone (another delete won).
         :raises InvalidState: its status is not deletable.
         :raises BackendError: ``on_artifact_error="fail"`` and the artifacts could not be
             deleted; the job is left as it was.
         """
-        turn = self._turns.get(job.id)
-        if turn is None:
-            turn = self._turns[job.id] = _Turn()
-        turn.users += 1
-        try:
-            async with turn.lock:
-                fresh = must_exist(await self._core.store.get(job.id), job.id)
-                return await self._delete_now(fresh, actor_id, action, deletable)
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._turns[job.id]
+        async with self._core.turns.hold(job.id):
+            fresh = must_exist(await self._core.store.get(job.id), job.id)
+            return await self._delete_now(fresh, actor_id, action, deletable)
 
     async def _delete_now(
         self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]

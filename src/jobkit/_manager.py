@@ -269,7 +269,7 @@ class JobManager:
         finally:
             self._hub.close()
             self._state = _State.CLOSED
-            self._waiters.close()
+            self._waiters.wake_all()
             stack, self._stack = self._stack, None
             await stack.__aexit__(*exc_info)
 
@@ -298,11 +298,9 @@ class JobManager:
         if not self._authorizer.allows(actor, action, job):
             raise PermissionDenied(f"Actor {actor.id!r} is not allowed to {_ACTION_PHRASES[action]}.")
 
-    async def _load(self, job_id: str, actor: Actor | None, *, include_deleted: bool = False) -> Job:
-        check_job_id(job_id)
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
-        job = await self._store.get(job_id)
+    def _visible(self, job: Job | None, job_id: str, actor: Actor | None, include_deleted: bool) -> Job:
+        """``job`` as ``actor`` may see it: another tenant's (or a missing) job is not found, a
+        soft-deleted one only with ``include_deleted`` and the right to read deleted jobs."""
         if job is None or (actor is not None and actor.tenant is not None and job.tenant != actor.tenant):
             raise JobNotFound(job_id)
         if job.deleted_at is not None:
@@ -311,18 +309,24 @@ class JobManager:
             self._authorize(actor, Action.READ_DELETED, job)
         return job
 
-    def _recent(self, job_id: str, actor: Actor | None) -> Job | None:
-        """An unfinished job this process wrote lately, if the actor may see it; None to read
-        the store. A finished one is always read again: it may have been deleted since."""
+    @staticmethod
+    def _check_ids(job_id: str, actor: Actor | None) -> None:
         check_job_id(job_id)
         if actor is not None and not isinstance(actor, Actor):
             raise InvalidInput("actor must be a jobkit.Actor or None.")
+
+    async def _load(self, job_id: str, actor: Actor | None, *, include_deleted: bool = False) -> Job:
+        self._check_ids(job_id, actor)
+        return self._visible(await self._store.get(job_id), job_id, actor, include_deleted)
+
+    def _recent(self, job_id: str, actor: Actor | None) -> Job | None:
+        """An unfinished job this process wrote lately, if the actor may see it; None to read
+        the store. A finished one is always read again: it may have been deleted since."""
+        self._check_ids(job_id, actor)
         job = self._core.recent.get(job_id)
         if job is None or job.is_terminal or job.deleted_at is not None:
             return None
-        if actor is not None and actor.tenant is not None and job.tenant != actor.tenant:
-            raise JobNotFound(job_id)
-        return job
+        return self._visible(job, job_id, actor, include_deleted=False)
 
     @staticmethod
     def _actor_id(actor: Actor | None) -> str | None:
@@ -455,7 +459,7 @@ class JobManager:
             audit = core.audit_record(AuditAction.CANCEL, actor_id, new, details)
             return Change(job_id=job.id, expected_version=job.version, job=new, audit=audit)
 
-        async with core.managing(job.id):
+        async with core.turns.hold(job.id):
             job, change = await core.write(job, decide)
         if not isinstance(change, Change):
             return job
@@ -540,7 +544,7 @@ class JobManager:
         check_priority(priority)
         job = await self._load(job_id, actor)
         self._authorize(actor, Action.SET_PRIORITY, job)
-        async with self._core.managing(job.id):
+        async with self._core.turns.hold(job.id):
             job, new = await self._core.write(job, lambda job: machine.set_priority(job, priority))
         assert not isinstance(new, Change)
         position = await self._store.position(job_id)
@@ -581,10 +585,9 @@ class JobManager:
             job = self._recent(job_id, actor)
             if job is None:  # not written here lately (or already finished): read it
                 job = await self._load(job_id, actor)
-                if job.is_terminal:
-                    return job
-            else:
-                self._authorize(actor, Action.READ, job)
+            self._authorize(actor, Action.READ, job)
+            if job.is_terminal:
+                return job
             with anyio.fail_after(None if limit is None else limit.total_seconds()):
                 while True:
                     await self._waiters.wait(waiter)

@@ -128,15 +128,13 @@ class Waiters:
 
     def poke(self) -> None:
         """The poll tick: every waiter re-reads its job (another process may have finished it)."""
-        self.close()
+        self.wake_all()
 
     def on_note(self, note: Note) -> None:
         if note.kind is not NoteKind.CHANGED or not self._by_job:
             return
         if note.job_id is None:
-            for waiters in self._by_job.values():
-                for waiter in waiters:
-                    self._wake(waiter, None)
+            self.wake_all()
             return
         found = self._by_job.get(note.job_id)
         if found is None:
@@ -147,7 +145,8 @@ class Waiters:
         for waiter in found:
             self._wake(waiter, job)
 
-    def close(self) -> None:
+    def wake_all(self) -> None:
+        """Every waiter re-reads its job (also how waiters learn that the manager closed)."""
         for waiters in self._by_job.values():
             for waiter in waiters:
                 self._wake(waiter, None)

@@ -70,17 +70,6 @@ LOST_REASON = "The job is no longer running here (its lease was lost)."
 _UNRECORDABLE = "The job's outcome could not be recorded (see the jobkit log)."
 
 
-def _still_ours(attempts: int) -> Callable[[Job | None, str], Job]:
-    """The re-read rule of a run's own writes: the job must still be active, same attempt."""
-
-    def check(job: Job | None, job_id: str) -> Job:
-        if job is None or job.status not in ACTIVE or job.attempts != attempts:
-            raise _Lost(job_id)
-        return job
-
-    return check
-
-
 class _Run:
     """One job running here; the :class:`~jobkit._context.RunPort` of its context."""
 
@@ -109,15 +98,24 @@ class _Run:
         self.lost = False  # the job is no longer this run's: nothing more may be written
         self.context = JobContext(self)
 
+    def reread(self, job: Job | None, job_id: str) -> Job:
+        """The re-read rule of the run's own writes: the job must still be active, same attempt.
+
+        :raises _Lost: it is not (recovered, deleted, or claimed again elsewhere).
+        """
+        if job is None or job.status not in ACTIVE or job.attempts != self.job.attempts:
+            raise _Lost(job_id)
+        return job
+
     def learn(self, job: Job) -> None:
         """Take a newer copy of the job (from a cancel or the heartbeat), if it is this attempt's."""
         if job.attempts == self.job.attempts and job.version > self.job.version:
             self.job = job
 
     async def _update(self, step: Callable[[Job], Job]) -> Job:
-        await self.pool.core.after_management(self.job.id)
+        await self.pool.core.turns.wait_clear(self.job.id)
         try:
-            _, new = await self.pool.core.write(self.job, step, reread=_still_ours(self.job.attempts))
+            _, new = await self.pool.core.write(self.job, step, reread=self.reread)
         except _Lost:
             self.pool.lose(self)
             raise JobCancelled(LOST_REASON, CancelSource.USER) from None
@@ -148,9 +146,8 @@ class _Run:
 
     async def _check_ours(self) -> None:
         if not self.lost:
-            job = await self.pool.core.store.get(self.job.id)
             try:
-                _still_ours(self.job.attempts)(job, self.job.id)
+                self.reread(await self.pool.core.store.get(self.job.id), self.job.id)
             except _Lost:
                 self.pool.lose(self)
         if self.lost:
@@ -207,7 +204,7 @@ class WorkerPool:
             if run is not None:
                 if note.job is not None:
                     run.learn(note.job)
-                self.stop(run, run.job.cancel_reason, CancelSource.USER)
+                self.stop(run, run.job.cancel_reason, CancelSource.USER)  # cancelled: say so
             elif note.job is None:
                 self._recheck.set()
         elif kind is NoteKind.CHANGED and note.job_id is None and self.running:
@@ -418,8 +415,8 @@ class WorkerPool:
         delay = 0.01
         for _ in range(CONCLUDE_TRIES):
             try:
-                _, new = await core.write(run.job, decide, reread=_still_ours(run.job.attempts))
-            except _Lost:
+                _, new = await core.write(run.job, decide, reread=run.reread)
+            except (_Lost, InvalidState):
                 return  # recovered (and maybe claimed again) elsewhere: not ours to write
             except _Unrecordable:
                 log.exception("job outcome could not be recorded; failing the job", job_id=run.job.id)
@@ -488,15 +485,8 @@ class WorkerPool:
             still = {job.id: job for job in held}
             for job_id in sent:
                 run = self.running.get(job_id)
-                if run is None:
-                    continue  # finished meanwhile
-                job = still.get(job_id)
-                if job is None or job.attempts != run.job.attempts:
-                    self.lose(run)  # recovered elsewhere: stop it, write nothing more
-                    continue
-                run.learn(job)
-                if job.status is JobStatus.CANCELLING:
-                    self.stop(run, job.cancel_reason, CancelSource.USER)
+                if run is not None:  # else finished meanwhile
+                    self._take_news(run, still.get(job_id))
 
     async def _watch_running(self) -> None:
         """When another process wrote to the store, re-read our running jobs (reads only: a
@@ -515,14 +505,20 @@ class WorkerPool:
                 except Exception:
                     log.exception("could not re-read a running job; the heartbeat will", job_id=job_id)
                     break
-                if job is None or job.attempts != run.job.attempts or job.status not in ACTIVE:
-                    if job is None or job.attempts != run.job.attempts:
-                        self.lose(run)
-                    continue
-                run.learn(job)
-                if job.status is JobStatus.CANCELLING:
-                    self.stop(run, job.cancel_reason, CancelSource.USER)
+                self._take_news(run, job)
             await anyio.sleep(RECHECK_GAP)
+
+    def _take_news(self, run: _Run, job: Job | None) -> None:
+        """What the store says of a running job: gone or another attempt (recovered
+        elsewhere: stop it, write nothing more), or cancelled (stop it)."""
+        if job is None or job.attempts != run.job.attempts:
+            self.lose(run)
+            return
+        if job.status not in ACTIVE:
+            return  # finished: its run is concluding
+        run.learn(job)
+        if job.status is JobStatus.CANCELLING:
+            self.stop(run, job.cancel_reason, CancelSource.USER)
 
     def lose(self, run: _Run) -> None:
         """The run's job is no longer its own: tell the handler, and fence its writes."""
