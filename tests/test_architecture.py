@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "jobkit"
 ALLOWED: dict[str, set[str]] = {
     "_errors": set(),
     "_log": set(),  # the loggers: every module may log
+    "_process": set(),
     "_records": {"_errors"},
     "_policies": {"_errors", "_records"},
     "_validate": {"_errors", "_records"},
@@ -26,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "abc": {"_policies", "_records"},
     "_notify": {"abc", "_records"},
     "_events": {"abc", "_records"},
-    "_context": {"_errors", "_records", "_token", "_validate"},
+    "_context": {"_errors", "_process", "_records", "_token", "_validate"},
     "_core": {"abc", "_errors", "_policies", "_records"},
     "_deleter": {"_core", "_errors", "_machine", "_policies", "_records", "_validate", "abc"},
     "_sweeper": {"_core", "_deleter", "_errors", "_machine", "_records", "_validate", "abc"},
@@ -60,7 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     "_blocking": {"_errors", "_events", "_manager", "_policies", "_records", "abc"},
 }
 #: Backends know the interfaces and the records, never the manager or its roles.
-BACKEND_ALLOWED = {"_errors", "_log", "_records", "_machine", "_notify", "abc", "_validate"}
+BACKEND_ALLOWED = {"_errors", "_log", "_process", "_records", "_machine", "_notify", "abc", "_validate"}
 
 
 def jobkit_imports(path: Path) -> set[str]:

@@ -154,7 +154,7 @@ class TestDurability:
                 raise KeyError(key)
 
             async def list(self, prefix: str) -> list[str]:
-                return []
+                raise OSError("down")
 
             async def list_page(
                 self, prefix: str, *, after: str | None = None, limit: int = 1000
@@ -177,7 +177,8 @@ class TestDurability:
         again = make_manager(store=SQLiteStore(path), handlers=HANDLERS)
         async with again:
             assert await again.get(kept.id) == kept
-            assert [r.action for r in await again.audit(gone.id)] == ["delete"]
+            [record] = await again.audit(gone.id)
+            assert (record.action, record.details["artifacts_deleted"]) == ("delete", None)  # unknown
         store = SQLiteStore(path)
         await store.open()
         assert await store.pending_purges(10) == [f"jobs/{gone.id}/"]

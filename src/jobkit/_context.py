@@ -16,6 +16,7 @@ import anyio.from_thread
 
 from ._errors import InvalidInput
 from ._log import get_logger
+from ._process import alive
 from ._records import Job
 from ._token import CancelToken
 from ._validate import MAX_TEXT_LENGTH, check_optional_text
@@ -235,23 +236,11 @@ def remove_stale_scratch() -> int:
         if not name.startswith(SCRATCH_PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
         pid_text = name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or alive(int(pid_text)):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # someone else's process, or not a pid at all: leave it
-    return True
 
 
 class SyncJobContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from . import _machine as machine
@@ -9,7 +10,7 @@ from ._core import Core, must_exist
 from ._errors import BackendError
 from ._log import get_logger
 from ._policies import DeleteMode
-from ._records import AuditAction, EventType, Job, JobStatus
+from ._records import AuditAction, EventType, Job, JobStatus, replace_job
 from ._validate import artifact_prefix
 from .abc import Change
 
@@ -21,9 +22,12 @@ log = get_logger("jobkit")
 class Deleter:
     """Removes jobs (hard or soft) with their artifacts; nothing is orphaned.
 
-    Artifacts of a finished job are deleted before its record; when that fails under
-    ``on_artifact_error="defer"``, the prefix goes into the purge queue in the same write
-    as the record's removal and its audit record, and the sweeper retries it.
+    Under ``on_artifact_error="defer"`` the record's removal, its audit record (with the
+    number of artifacts) and the job's prefix in the purge queue are one write, and the
+    blobs go after it; when that fails, the sweeper retries the queued prefix. Under
+    ``"fail"`` the delete claims the job, deletes the blobs, then the record, and undoes
+    the claim if the blobs cannot go. Either way only one delete ever touches the blobs,
+    so the audit's count is the true one.
     """
 
     __slots__ = ("_core",)
@@ -33,8 +37,9 @@ class Deleter:
 
     async def delete(
         self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]
-    ) -> int:
-        """Delete ``job`` under the policy; return how many artifacts were deleted.
+    ) -> int | None:
+        """Delete ``job`` under the policy; return how many artifacts it had (None: the blob
+        store could not count them; they are queued for the sweeper).
 
         Management writes on one job in this manager take turns (:class:`~jobkit._core.Turns`),
         so only the delete that wins removes (and counts) the artifacts; the compare-and-swap
@@ -51,51 +56,110 @@ class Deleter:
 
     async def _delete_now(
         self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]
-    ) -> int:
+    ) -> int | None:
         core = self._core
         policy = core.delete_policy
+        if policy.deletes_artifacts and policy.on_artifact_error == "fail":
+            return await self._delete_or_fail(job, actor_id, action, deletable)
         prefix = artifact_prefix(job.id)
         while True:
             machine.check_deletable(job, deletable)
-            pending = job.status is JobStatus.PENDING
             now = core.clock()
-            final = machine.cancel(job, now, core.retention, "deleted while pending") if pending else job
-            deleted, deferred, later = 0, False, False
-            if policy.deletes_artifacts:
-                fail = policy.on_artifact_error == "fail"
-                if pending and not fail:
-                    # It may be claimed until our write lands: count now, delete after (the
-                    # prefix is queued with the removal, so nothing can be orphaned).
-                    deleted = len(await core.blobs.list(prefix))
-                    later = deleted > 0
-                else:
-                    # "fail": everything goes, or the job stays as it was.
-                    deleted, deferred = await self.drop_artifacts(prefix, fail=fail)
-            details: dict[str, Any] = {"mode": policy.mode.value, "status": job.status.value}
-            details["artifacts_deleted"] = deleted
-            if deferred:
-                details["artifacts_deferred"] = True
-            audit = core.audit_record(action, actor_id, final, details)
+            final = self._final(job, now)
+            # Count first and write the count with the removal, the prefix queued in the same
+            # write; only the delete whose write lands removes the blobs (after it), so no
+            # losing delete, in this process or another, can take a share of the count.
+            deleted = await self.count_artifacts(prefix) if policy.deletes_artifacts else 0
+            audit = core.audit_record(action, actor_id, final, self._details(job, deleted))
             change = Change(
                 job_id=job.id,
                 expected_version=job.version,
-                job=None if policy.mode is DeleteMode.HARD else machine.mark_deleted(final, now),
+                job=self._kept(final, now),
                 audit=audit,
-                # Queued with the removal, so a crash before the blobs are gone orphans nothing.
-                purge=prefix if deferred or later else None,
+                purge=prefix if deleted != 0 else None,  # None: uncounted, queued all the same
             )
             if await core.apply(change):
                 break
             job = must_exist(await core.store.get(job.id), job.id)
         core.log_audit(audit, job.kind)
-        if pending:
-            core.publish(EventType.CANCELLED, final)
-            if change.purge is not None:
-                await self.purge_queued(prefix)
-        core.announce(
-            final, EventType.DELETED, {"mode": policy.mode.value, "artifacts_deleted": deleted}, removed=True
-        )
+        if change.purge is not None:
+            await self.purge_queued(prefix)  # on failure it stays queued for the sweeper
+        elif policy.deletes_artifacts:
+            await self.drop_artifacts(prefix)  # no artifacts: temp files, empty folders, links
+        self._announce(job, final, deleted)
         return deleted
+
+    async def _delete_or_fail(
+        self, job: Job, actor_id: str | None, action: AuditAction, deletable: frozenset[JobStatus]
+    ) -> int:
+        """``on_artifact_error="fail"``: all of it, or the job left as it was.
+
+        The blobs go before the record here, so the delete first claims the job: a write
+        that hides it (``deleted_at``, and a pending job cancelled so no worker takes it).
+        Other deletes, here or in another process, then find it gone and touch nothing, so
+        the count this one makes is the whole count. If the blobs cannot be deleted the
+        claim is undone.
+        """
+        core = self._core
+        prefix = artifact_prefix(job.id)
+
+        def claim(job: Job) -> Job:
+            machine.check_deletable(job, deletable)
+            return machine.mark_deleted(self._final(job, core.clock()), core.clock())
+
+        job, claimed = await core.write(job, claim)
+        assert isinstance(claimed, Job)
+        try:
+            deleted, _ = await self.drop_artifacts(prefix, fail=True)
+        except BackendError:
+            # Put it back exactly as it was, version included (only this delete writes a
+            # claimed job, and what others may have read of it is what comes back).
+            await core.store.replace(job, expected_version=claimed.version)
+            raise
+        now = core.clock()
+        final = self._final(job, now)
+        audit = core.audit_record(action, actor_id, final, self._details(job, deleted))
+        kept = self._kept(final, now)
+        change = Change(
+            job_id=job.id,
+            expected_version=claimed.version,
+            job=None if kept is None else replace_job(kept, version=claimed.version + 1),
+            audit=audit,
+        )
+        if not await core.apply(change):  # nobody else writes a claimed job
+            raise BackendError(f"The claimed delete of job {job.id!r} could not be written; try again.")
+        core.log_audit(audit, job.kind)
+        self._announce(job, final, deleted)
+        return deleted
+
+    def _final(self, job: Job, now: datetime) -> Job:
+        """The job as it ends: a pending one is cancelled first."""
+        if job.status is JobStatus.PENDING:
+            return machine.cancel(job, now, self._core.retention, "deleted while pending")
+        return job
+
+    def _kept(self, final: Job, now: datetime) -> Job | None:
+        """What stays of the record: nothing (hard) or the soft-deleted job."""
+        return None if self._core.delete_policy.mode is DeleteMode.HARD else machine.mark_deleted(final, now)
+
+    def _details(self, job: Job, deleted: int | None) -> dict[str, Any]:
+        mode = self._core.delete_policy.mode.value
+        return {"mode": mode, "status": job.status.value, "artifacts_deleted": deleted}
+
+    def _announce(self, job: Job, final: Job, deleted: int | None) -> None:
+        core = self._core
+        if job.status is JobStatus.PENDING:
+            core.publish(EventType.CANCELLED, final)
+        mode = core.delete_policy.mode.value
+        core.announce(final, EventType.DELETED, {"mode": mode, "artifacts_deleted": deleted}, removed=True)
+
+    async def count_artifacts(self, prefix: str) -> int | None:
+        """How many blobs are under ``prefix``; None (logged) when the blob store fails."""
+        try:
+            return len(await self._core.blobs.list(prefix))
+        except Exception as exc:
+            log.warning("could not count artifacts; the audit says unknown", prefix=prefix, exc_info=exc)
+            return None
 
     async def drop_artifacts(self, prefix: str, *, fail: bool = False) -> tuple[int, bool]:
         """Delete the blobs under ``prefix``: (how many, False), or (0, True) when that failed

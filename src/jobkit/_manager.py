@@ -248,6 +248,7 @@ class JobManager:
             self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
             self._state = _State.RUNNING
             notifier = self._notifier
+            stack.callback(notifier.listen(self._core.on_note))
             stack.callback(notifier.listen(self._pool.on_note))
             stack.callback(notifier.listen(self._waiters.on_note))
             tg.start_soon(notifier.run)

@@ -97,7 +97,8 @@ class Sweeper:
             return None
         try:
             # Expiry ignores `deletable`: every finished job expires.
-            return await self._deleter.delete(job, SWEEPER, AuditAction.EXPIRE, TERMINAL)
+            deleted = await self._deleter.delete(job, SWEEPER, AuditAction.EXPIRE, TERMINAL)
+            return 0 if deleted is None else deleted  # None: uncounted (queued for later)
         except (JobNotFound, InvalidState):
             return None  # deleted or changed meanwhile
         except BackendError:
@@ -128,20 +129,24 @@ class Sweeper:
     async def _purge_one(self, job: Job) -> int | None:
         core = self._core
         prefix = artifact_prefix(job.id)
-        count, deferred = await self._deleter.drop_artifacts(prefix)
+        # Counted before, deleted after the write that removes the record (and queues the
+        # prefix): a sweeper in another process that loses the write touches nothing.
+        count = await self._deleter.count_artifacts(prefix)
         audit = core.audit_record(AuditAction.PURGE, SWEEPER, job, {"artifacts_deleted": count})
         change = Change(
             job_id=job.id,
             expected_version=job.version,
             job=None,
             audit=audit,
-            purge=prefix if deferred else None,
+            purge=prefix if count != 0 else None,  # None: uncounted, queued all the same
         )
         if not await core.apply(change):
             return None
         core.log_audit(audit, job.kind)
+        if change.purge is not None:
+            await self._deleter.purge_queued(prefix)
         core.announce(job, EventType.DELETED, {"mode": "purge", "artifacts_deleted": count}, removed=True)
-        return count
+        return 0 if count is None else count
 
     async def recover_leases(self, now: datetime) -> int:
         """Put back (or fail) jobs whose worker's lease ran out; return how many."""

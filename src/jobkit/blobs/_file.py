@@ -41,6 +41,7 @@ from typing import BinaryIO, TypeVar
 import anyio.to_thread
 
 from .._errors import BackendError, InvalidInput
+from .._process import left_by_dead_process, process_tag
 
 __all__ = ["TEMP_PREFIX", "FileBlobStore"]
 
@@ -325,8 +326,10 @@ class FileBlobStore:
     def _sweep_leftovers(top: str) -> builtins.list[str]:
         """Remove stale temporary files under ``top`` (never following links); its folders.
 
-        A temporary file older than :data:`STALE_TEMP_SECONDS` belongs to a put that will
-        never finish (its process was killed); a younger one may be a put in progress.
+        A temporary file belongs to a put that will never finish when the process named
+        in it (``<TEMP_PREFIX><host>-<pid>-<random>``) no longer runs on this host, or when
+        it is older than :data:`STALE_TEMP_SECONDS` (another host's, a reused pid); any
+        other may be a put in progress.
         """
         seen: builtins.list[str] = []
         cutoff = time.time() - STALE_TEMP_SECONDS
@@ -334,8 +337,9 @@ class FileBlobStore:
             for name in files:
                 if name.startswith(TEMP_PREFIX):
                     path = os.path.join(folder, name)
+                    writer = name[len(TEMP_PREFIX) :].rpartition("-")[0]
                     with contextlib.suppress(FileNotFoundError):
-                        if os.lstat(path).st_mtime < cutoff:
+                        if left_by_dead_process(writer) or os.lstat(path).st_mtime < cutoff:
                             os.unlink(path)
             seen.append(folder)
         return seen
@@ -421,7 +425,7 @@ def _is_blob(entry: os.DirEntry[str], root: str) -> bool:
 
 def _write_temp(folder: str, data: bytes) -> str:
     """A new, fsynced temporary file in ``folder`` holding ``data``; its path."""
-    temp = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+    temp = os.path.join(folder, f"{TEMP_PREFIX}{process_tag()}-{secrets.token_hex(8)}")
     with open(temp, "xb") as file:
         try:
             file.write(data)
