@@ -889,3 +889,27 @@ class TestUntrustedText:
         assert host.get("done").status is JobStatus.COMPLETED
         assert host.artifacts("done")
         assert not Path(f"{host.artifacts_root}-typo").exists()
+
+
+def test_an_unknown_artifact_count_reads_as_unknown_in_the_audit_table() -> None:
+    """An audit detail the manager could not know (None) is shown as 'unknown', not 'None'."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from jobkit import AuditRecord
+    from jobkit._records import AuditAction
+    from jobkit.cli._render import audit_table
+
+    record = AuditRecord(
+        id="a1",
+        at=datetime(2030, 1, 1, tzinfo=UTC),
+        action=AuditAction.DELETE,
+        actor_id=None,
+        tenant=None,
+        job_id="j1",
+        details={"mode": "hard", "artifacts_deleted": None},
+    )
+    console = Console(width=200, record=True)
+    console.print(audit_table([record]))
+    assert "mode=hard, artifacts_deleted=unknown" in console.export_text()

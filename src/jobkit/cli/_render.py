@@ -225,7 +225,8 @@ def report_table(report: SweepReport) -> Table:
 
 
 def _details(details: Any) -> str:
-    return ", ".join(f"{key}={value}" for key, value in details.items()) or "-"
+    shown = ("unknown" if value is None else value for value in details.values())
+    return ", ".join(f"{key}={value}" for key, value in zip(details, shown, strict=True)) or "-"
 
 
 def audit_table(records: Sequence[AuditRecord]) -> Table:
