@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from jobkit import BackendError, DeletePolicy, InvalidInput, JobContext, JobManager, JobStatus
 from jobkit.abc import BlobStore
 from jobkit.blobs import open_blobs
-from jobkit.blobs.s3 import DELETE_BATCH, DeletePrefixError, S3BlobStore
+from jobkit.blobs.s3 import DELETE_BATCH, MAX_CONNECTIONS, DeletePrefixError, S3BlobStore
 from jobkit.stores import MemoryStore
 from jobkit.testing import BlobStoreSuite
 from s3_server import FailingProxy, raw_client, seed, start_moto
@@ -176,6 +178,42 @@ class TestS3Requests:
         calls = Calls(s3.client)
         assert await s3.delete_prefix("jobs/none/") == 0
         assert calls.count == {"ListObjectsV2": 1}
+
+
+class TestS3Threads:
+    async def test_requests_run_in_the_stores_own_threads_16_at_a_time(self, s3: S3BlobStore) -> None:
+        """16 requests run at once even when anyio's default thread limiter allows 1, never 17."""
+        barrier = threading.Barrier(MAX_CONNECTIONS, timeout=30)
+        lock = threading.Lock()
+        in_flight = peak = started = 0
+
+        def begin(**kwargs: Any) -> None:
+            nonlocal in_flight, peak, started
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+                started += 1
+                first = started <= MAX_CONNECTIONS
+            if first:
+                barrier.wait()  # the first 16 calls are all in flight together
+
+        def end(**kwargs: Any) -> None:
+            nonlocal in_flight
+            with lock:
+                in_flight -= 1
+
+        s3.client.meta.events.register("provide-client-params.s3.PutObject", begin)
+        s3.client.meta.events.register("after-call.s3.PutObject", end)
+        default = anyio.to_thread.current_default_thread_limiter()
+        tokens, default.total_tokens = default.total_tokens, 1
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(48):
+                    tg.start_soon(s3.put, f"jobs/1/{i:02d}", b"x")
+        finally:
+            default.total_tokens = tokens
+        assert peak == MAX_CONNECTIONS
+        assert len(await s3.list("jobs/1/")) == 48
 
 
 class TestS3Validation:
@@ -411,13 +449,21 @@ class TestS3WithTheManager:
 
 
 class TestS3FailuresThroughTheManager:
-    @pytest.mark.parametrize("mode", ["keys", "http"])
+    @pytest.mark.parametrize(
+        ("mode", "failures", "after_each"),
+        [
+            # Each failing DeleteObjects refuses half of its keys: 40 -> 20 -> 10 -> 0.
+            ("keys", 2, [20, 10, 0]),
+            # 503s: boto3's 3 attempts all fail on the delete, the first sweep works.
+            ("http", 3, [40, 0]),
+        ],
+    )
     async def test_defer_deletes_the_job_and_the_sweeper_finishes(
-        self, s3_endpoint: str, bucket: str, mode: str
+        self, s3_endpoint: str, bucket: str, mode: str, failures: int, after_each: list[int]
     ) -> None:
-        """The server fails the first DeleteObjects: the job is deleted at once, its prefix is
-        queued, and a later sweep deletes the objects; nothing is orphaned."""
-        failures = 1 if mode == "keys" else 3  # boto3 retries a 503 twice
+        """A server that fails N times then works: the job is deleted at once, its prefix is
+        queued and stays queued while sweeps fail, and a sweep after the server recovers
+        deletes the rest; nothing is orphaned (the bucket ends empty)."""
         with FailingProxy(s3_endpoint, failures=failures, mode=mode) as proxy:
             blobs = S3BlobStore(bucket, endpoint_url=proxy.endpoint_url)
             store = MemoryStore()
@@ -433,15 +479,17 @@ class TestS3FailuresThroughTheManager:
                 await jobs.wait(job.id)
                 await jobs.delete(job.id)
                 assert await store.get(job.id) is None
-                assert await store.pending_purges(10) == [f"jobs/{job.id}/"]
-                assert proxy.failures == 0
-                left = await blobs.list("")
                 names = [f"jobs/{job.id}/part/{i:04d}.bin" for i in range(40)]
-                assert left == (names[::2] if mode == "keys" else names)  # "keys": half went
-                report = await jobs.sweep()
-                assert report.artifacts_deleted == len(left)
-                assert await store.pending_purges(10) == []
-                assert await blobs.list("") == []
+                for left, last in zip(after_each, [*after_each[1:], None], strict=True):
+                    assert len(await blobs.list("")) == left
+                    assert await store.pending_purges(10) == ([f"jobs/{job.id}/"] if left else [])
+                    if last is None:
+                        break
+                    report = await jobs.sweep()
+                    # A sweep whose purge fails deletes "nothing" (the purge is retried whole).
+                    assert report.artifacts_deleted == (left if last == 0 else 0)
+                assert proxy.failures == 0
+                assert proxy.refused_keys == (names[::2] + names[::4] if mode == "keys" else [])
             assert raw_client(s3_endpoint).list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
     async def test_fail_keeps_the_job(self, s3_endpoint: str, bucket: str) -> None:

@@ -34,6 +34,7 @@ import builtins
 import re
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -61,6 +62,8 @@ T = TypeVar("T")
 
 #: Most keys S3 accepts in one ``DeleteObjects`` request (and returns in one listing page).
 DELETE_BATCH = 1000
+#: DeleteObjects requests of one delete_prefix in flight while the next page is listed.
+DELETES_IN_FLIGHT = 2
 #: Requests in flight per store: worker threads (the store's limiter) and pooled connections.
 MAX_CONNECTIONS = 16
 #: S3's limit on the length of an object key, in UTF-8 bytes.
@@ -307,7 +310,30 @@ class S3BlobStore:
             before it stays deleted, so deleting the prefix again finishes the work.
         """
         full = self._list_prefix(prefix)
-        return await self._run(lambda client: self._delete_prefix_sync(client, prefix, full))
+        outcome = _Outcome()
+        async with anyio.create_task_group() as tg:
+            token: str | None = None
+            while outcome.error is None:
+                # The listing follows its continuation token, which deleting the listed keys
+                # does not disturb (refused keys are not listed twice), so the next page is
+                # listed while this one is deleted.
+                try:
+                    page, token = await self._run(partial(self._page, prefix=full, token=token))
+                except BackendError as exc:
+                    outcome.error = exc
+                    break
+                if page:
+                    await outcome.slots.acquire()
+                    tg.start_soon(self._delete_batch, page, outcome)
+                if token is None:
+                    break
+        if outcome.error is not None:
+            raise BackendError(
+                f"{outcome.error} {outcome.deleted} blobs under {prefix!r} were deleted before."
+            ) from outcome.error
+        if outcome.failed:
+            raise DeletePrefixError(prefix, outcome.deleted, outcome.failed)
+        return outcome.deleted
 
     # -- implementation (worker threads) ---------------------------------------------
 
@@ -365,7 +391,12 @@ class S3BlobStore:
         return BackendError(f"The {where} failed: {exc}")
 
     def _page(
-        self, client: S3Client, prefix: str, start: str | None, token: str | None, limit: int
+        self,
+        client: S3Client,
+        prefix: str,
+        start: str | None = None,
+        token: str | None = None,
+        limit: int = DELETE_BATCH,
     ) -> tuple[builtins.list[str], str | None]:
         """One listing page (keys without the store prefix) and the token of the next one."""
         if token is not None:
@@ -383,36 +414,37 @@ class S3BlobStore:
         following = response.get("NextContinuationToken") if response.get("IsTruncated") else None
         return keys, following
 
-    def _delete_prefix_sync(self, client: S3Client, prefix: str, full: str) -> int:
-        deleted = 0
-        failed: dict[str, str] = {}
+    async def _delete_batch(self, page: builtins.list[str], outcome: _Outcome) -> None:
+        """One ``DeleteObjects`` for a listed page; what happened goes into ``outcome``."""
+        objects: builtins.list[ObjectIdentifierTypeDef] = [{"Key": self._prefix + key} for key in page]
+        try:
+            response = await self._run(
+                lambda client: client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            )
+        except BackendError as exc:
+            outcome.error = outcome.error or exc
+            return
+        finally:
+            outcome.slots.release()
+        errors = response.get("Errors", [])
         cut = len(self._prefix)
-        token: str | None = None
-        while True:
-            # The listing follows its continuation token, which deleting the listed keys
-            # does not disturb; refused keys are not listed twice.
-            page, token = self._page(client, full, None, token, DELETE_BATCH)
-            if page:
-                objects: builtins.list[ObjectIdentifierTypeDef] = [{"Key": self._prefix + k} for k in page]
-                try:
-                    response = client.delete_objects(
-                        Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True}
-                    )
-                except (BotoCoreError, ClientError) as exc:
-                    error = self._error(exc)
-                    raise BackendError(
-                        f"{error} {deleted} blobs under {prefix!r} were deleted first."
-                    ) from exc
-                errors = response.get("Errors", [])
-                for item in errors:
-                    key = item.get("Key", "")
-                    failed[key[cut:]] = f"{item.get('Code', 'Error')}: {item.get('Message', '')}"
-                deleted += len(page) - len(errors)
-            if token is None:
-                break
-        if failed:
-            raise DeletePrefixError(prefix, deleted, failed)
-        return deleted
+        for item in errors:
+            key = item.get("Key", "")
+            outcome.failed[key[cut:]] = f"{item.get('Code', 'Error')}: {item.get('Message', '')}"
+        outcome.deleted += len(page) - len(errors)
+
+
+class _Outcome:
+    """What the DeleteObjects of one delete_prefix did so far."""
+
+    def __init__(self) -> None:
+        self.deleted = 0
+        self.failed: dict[str, str] = {}
+        self.error: BackendError | None = None
+        # A page is deleted while the next one is listed; at most this many wait.
+        self.slots = anyio.Semaphore(DELETES_IN_FLIGHT)
 
 
 def _is_missing(exc: ClientError) -> bool:
