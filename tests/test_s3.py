@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -20,7 +23,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from jobkit import BackendError, DeletePolicy, InvalidInput, JobContext, JobManager, JobStatus
+from jobkit import BackendError, DeletePolicy, InvalidInput, Job, JobContext, JobManager, JobStatus
 from jobkit.abc import BlobStore
 from jobkit.blobs import open_blobs
 from jobkit.blobs.s3 import DELETE_BATCH, MAX_CONNECTIONS, DeletePrefixError, S3BlobStore
@@ -579,3 +582,77 @@ class TestS3FromTheCommandLine:
         assert "does not exist" in result.stderr
         buckets = raw_client(s3_endpoint).list_buckets()["Buckets"]
         assert "no-such-bucket-typo" not in [b["Name"] for b in buckets]
+
+
+S3_WORKER_APP = """
+import os
+
+from jobkit import JobManager
+from jobkit.blobs import open_blobs
+from jobkit.stores import SQLiteStore
+
+jobs = JobManager(
+    SQLiteStore("jobs.db"), open_blobs(os.environ["JOBKIT_BLOBS"]), sweep_interval=None, poll_interval=0.05
+)
+
+
+@jobs.handler("write")
+async def write(ctx, payload):
+    for i in range(payload["n"]):
+        await ctx.put_artifact(f"out/{i}.txt", f"{ctx.job.id}:{i}")
+    return {"pid": os.getpid()}
+"""
+
+
+async def read(jobs: JobManager, submitted: list[Job]) -> list[Job]:
+    """The jobs as the shared database has them now."""
+    return [await jobs.get(job.id) for job in submitted]
+
+
+class TestS3Workers:
+    def test_two_worker_processes_share_one_bucket(
+        self, s3_endpoint: str, bucket: str, tmp_path: Path
+    ) -> None:
+        """Two `jobkit worker` processes whose app opens JOBKIT_BLOBS=s3://... run every job
+        once; each job's artifacts land in the bucket, and a delete elsewhere removes them."""
+        from jobkit.stores import SQLiteStore
+
+        (tmp_path / "s3_worker_app.py").write_text(S3_WORKER_APP)
+        url = f"s3://{bucket}/shared?endpoint_url={s3_endpoint}&region=us-east-1"
+        env = {**os.environ, "JOBKIT_BLOBS": url, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+        argv = [sys.executable, "-m", "jobkit.cli", "worker", "--app", "s3_worker_app:jobs"]
+        workers = [
+            subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+        ]
+        try:
+            for proc in workers:
+                assert proc.stdout is not None
+                assert "worker: running" in proc.stdout.readline()
+
+            async def drive() -> None:
+                blobs = open_blobs(url)
+                jobs = JobManager(
+                    SQLiteStore(tmp_path / "jobs.db"), blobs, concurrency=0, sweep_interval=None
+                )
+                jobs.register("write", artifact_writer(0))  # never runs here: no workers
+                async with jobs:
+                    submitted = [await jobs.submit("write", {"n": 3}) for _ in range(12)]
+                    with anyio.fail_after(60):  # another process finishes them: poll the file
+                        while not all(job.is_terminal for job in await read(jobs, submitted)):
+                            await anyio.sleep(0.02)
+                    done = await read(jobs, submitted)
+                    assert {job.status for job in done} == {JobStatus.COMPLETED}
+                    assert {job.result["pid"] for job in done} <= {proc.pid for proc in workers}
+                    for job in submitted:
+                        assert await jobs.artifacts(job.id) == ["out/0.txt", "out/1.txt", "out/2.txt"]
+                        assert await jobs.read_artifact(job.id, "out/2.txt") == f"{job.id}:2".encode()
+                    await jobs.delete(submitted[0].id)
+                    assert len(await blobs.list("jobs/")) == 11 * 3
+
+            anyio.run(drive)
+        finally:
+            for proc in workers:
+                proc.send_signal(signal.SIGTERM)
+            for proc in workers:
+                proc.communicate(timeout=30)
+        assert [proc.returncode for proc in workers] == [0, 0]
