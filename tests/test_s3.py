@@ -286,6 +286,19 @@ class TestS3Validation:
         assert isinstance(S3BlobStore("bucket"), BlobStore)
 
 
+def test_without_boto3_the_error_names_the_extra() -> None:
+    """Importing jobkit.blobs.s3 (or opening an s3:// URL) without boto3 says what to install."""
+    code = (
+        "import sys; sys.modules['boto3'] = None\n"
+        "from jobkit.blobs import open_blobs\n"
+        "open_blobs('memory://')\n"
+        "open_blobs('s3://bucket')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "ImportError: jobkit.blobs.s3 needs boto3: pip install 'jobkit[s3]'" in result.stderr
+
+
 class TestS3Url:
     def test_url_gives_bucket_prefix_endpoint_and_region(self) -> None:
         """s3://bucket/prefix?endpoint_url=...&region=... builds the matching store."""
