@@ -19,7 +19,8 @@ is the object ``<prefix>jobs/<job_id>/out/a.txt`` in ``bucket``.
   blob and the folder of another (``a`` and ``a/b``).
 - **Listing** pages through ``ListObjectsV2`` with continuation tokens, 1,000 keys a request.
 - **delete_prefix** lists a page of up to 1,000 keys and removes them with one
-  ``DeleteObjects``: 2,500 blobs take 3 list and 3 delete requests. Keys that S3 refuses are
+  ``DeleteObjects`` while it lists the next page: 2,500 blobs take 3 list and 3 delete
+  requests. Keys that S3 refuses are
   collected over every page; any refusal raises :class:`DeletePrefixError` (a
   :class:`~jobkit.BackendError`) naming them, after deleting everything else. The manager
   then queues the prefix on its durable purge queue and the sweeper retries it.
@@ -303,7 +304,8 @@ class S3BlobStore:
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every blob under ``prefix``; return how many were deleted.
 
-        Pages of up to 1,000 keys, each removed with one ``DeleteObjects``.
+        Pages of up to 1,000 keys, each removed with one ``DeleteObjects`` while the next
+        page is listed (at most :data:`DELETES_IN_FLIGHT` at a time).
 
         :raises DeletePrefixError: S3 refused some keys (the others were deleted).
         :raises BackendError: a request failed (after boto3's retries); what was deleted
