@@ -66,7 +66,8 @@ EXIT_ABORTED = 8
 
 _STORE_HELP = "Where jobs live: sqlite:///jobs.db (relative), sqlite:////abs/jobs.db, memory://."
 _BLOBS_HELP = (
-    "Where artifacts live: file:///abs/folder, file://folder, memory://. For commands that touch artifacts."
+    "Where artifacts live: file:///abs/folder, file://folder, memory://, "
+    "s3://bucket/prefix?endpoint_url=...&region=... (jobkit[s3]). For commands that touch artifacts."
 )
 _EPILOG = (
     "Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 job not found, 4 invalid state, "
@@ -247,6 +248,8 @@ def _open_blobs(settings: Settings, command: str, needs_blobs: bool) -> BlobStor
 
     if settings.blobs:
         blobs = open_blobs(settings.blobs)
+        # A FileBlobStore's folder is checked here; an S3 bucket is checked when the
+        # store opens (a missing bucket is a BackendError naming it, never created).
         root = getattr(blobs, "root", None)
         if root is not None and not os.path.isdir(root):
             # Opening would create an empty folder: a mistyped path would delete jobs and
