@@ -445,6 +445,9 @@ class TestS3WithTheManager:
             assert await jobs.artifacts(job.id) == names
             calls = Calls(s3.client)
             await jobs.delete(job.id)
+            [record] = await jobs.audit(job.id)
+            assert record.details["artifacts_deleted"] == 2500
+        # Counted before the record goes, deleted after it from that one listing.
         assert calls.delete_batches == [1000, 1000, 500]
         assert calls.count == {"ListObjectsV2": 3, "DeleteObjects": 3}
         assert await s3.list("") == []

@@ -12,7 +12,7 @@ from ._log import get_logger
 from ._policies import DeleteMode
 from ._records import AuditAction, EventType, Job, JobStatus, replace_job
 from ._validate import artifact_prefix
-from .abc import Change
+from .abc import Change, ManyDeleter
 
 __all__ = ["Deleter"]
 
@@ -69,7 +69,8 @@ class Deleter:
             # Count first and write the count with the removal, the prefix queued in the same
             # write; only the delete whose write lands removes the blobs (after it), so no
             # losing delete, in this process or another, can take a share of the count.
-            deleted = await self.count_artifacts(prefix) if policy.deletes_artifacts else 0
+            keys = await self.list_artifacts(prefix) if policy.deletes_artifacts else []
+            deleted = None if keys is None else len(keys)
             audit = core.audit_record(action, actor_id, final, self._details(job, deleted))
             change = Change(
                 job_id=job.id,
@@ -83,7 +84,7 @@ class Deleter:
             job = must_exist(await core.store.get(job.id), job.id)
         core.log_audit(audit, job.kind)
         if change.purge is not None:
-            await self.purge_queued(prefix)  # on failure it stays queued for the sweeper
+            await self.purge_queued(prefix, keys)  # on failure it stays queued for the sweeper
         elif policy.deletes_artifacts:
             await self.drop_artifacts(prefix)  # no artifacts: temp files, empty folders, links
         self._announce(job, final, deleted)
@@ -153,10 +154,10 @@ class Deleter:
         mode = core.delete_policy.mode.value
         core.announce(final, EventType.DELETED, {"mode": mode, "artifacts_deleted": deleted}, removed=True)
 
-    async def count_artifacts(self, prefix: str) -> int | None:
-        """How many blobs are under ``prefix``; None (logged) when the blob store fails."""
+    async def list_artifacts(self, prefix: str) -> list[str] | None:
+        """The blobs under ``prefix``; None (logged) when the blob store fails."""
         try:
-            return len(await self._core.blobs.list(prefix))
+            return await self._core.blobs.list(prefix)
         except Exception as exc:
             log.warning("could not count artifacts; the audit says unknown", prefix=prefix, exc_info=exc)
             return None
@@ -178,9 +179,21 @@ class Deleter:
             log.warning("artifact delete failed; deferred to the sweeper", prefix=prefix, exc_info=exc)
             return 0, True
 
-    async def purge_queued(self, prefix: str) -> tuple[int, bool]:
-        """Delete a queued prefix's blobs and take it off the queue: (how many, done)."""
-        count, deferred = await self.drop_artifacts(prefix)
+    async def purge_queued(self, prefix: str, keys: list[str] | None = None) -> tuple[int, bool]:
+        """Delete a queued prefix's blobs and take it off the queue: (how many, done).
+
+        ``keys``: the blobs listed under it since nothing could be added (the job's record
+        is gone); a store that can delete them without listing again does.
+        """
+        blobs = self._core.blobs
+        if keys and isinstance(blobs, ManyDeleter):
+            try:
+                count, deferred = await blobs.delete_many(keys), False
+            except Exception as exc:
+                log.warning("artifact delete failed; deferred to the sweeper", prefix=prefix, exc_info=exc)
+                count, deferred = 0, True
+        else:
+            count, deferred = await self.drop_artifacts(prefix)
         if deferred:
             return 0, False
         await self._core.store.remove_purge(prefix)

@@ -131,7 +131,8 @@ class Sweeper:
         prefix = artifact_prefix(job.id)
         # Counted before, deleted after the write that removes the record (and queues the
         # prefix): a sweeper in another process that loses the write touches nothing.
-        count = await self._deleter.count_artifacts(prefix)
+        keys = await self._deleter.list_artifacts(prefix)
+        count = None if keys is None else len(keys)
         audit = core.audit_record(AuditAction.PURGE, SWEEPER, job, {"artifacts_deleted": count})
         change = Change(
             job_id=job.id,
@@ -144,7 +145,7 @@ class Sweeper:
             return None
         core.log_audit(audit, job.kind)
         if change.purge is not None:
-            await self._deleter.purge_queued(prefix)
+            await self._deleter.purge_queued(prefix, keys)
         core.announce(job, EventType.DELETED, {"mode": "purge", "artifacts_deleted": count}, removed=True)
         return 0 if count is None else count
 

@@ -316,6 +316,21 @@ class BlobStore(Protocol):
 
 
 @runtime_checkable
+class ManyDeleter(Protocol):
+    """Optional :class:`BlobStore` member: delete keys already listed, without listing again.
+
+    The manager counts a job's artifacts before the write that deletes the job, then
+    deletes them after it; a store whose listing costs requests (S3) saves them here.
+    """
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete ``keys``; return how many were deleted (a missing key is no error).
+
+        :raises BackendError: some could not be deleted (the others were).
+        """
+
+
+@runtime_checkable
 class Authorizer(Protocol):
     """Decides whether an actor may perform an action. Tenant checks happen before this."""
 

@@ -32,9 +32,10 @@ is the object ``<prefix>jobs/<job_id>/out/a.txt`` in ``bucket``.
 from __future__ import annotations
 
 import builtins
+import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -335,6 +336,27 @@ class S3BlobStore:
             ) from outcome.error
         if outcome.failed:
             raise DeletePrefixError(prefix, outcome.deleted, outcome.failed)
+        return outcome.deleted
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete ``keys`` (as listed before) in ``DeleteObjects`` of up to 1,000 keys, at
+        most :data:`DELETES_IN_FLIGHT` at a time; return how many were deleted.
+
+        :raises DeletePrefixError: S3 refused some keys (the others were deleted).
+        :raises BackendError: a request failed (after boto3's retries).
+        """
+        for key in keys:
+            self._key(key)
+        outcome = _Outcome()
+        async with anyio.create_task_group() as tg:
+            for start in range(0, len(keys), DELETE_BATCH):
+                await outcome.slots.acquire()
+                tg.start_soon(self._delete_batch, list(keys[start : start + DELETE_BATCH]), outcome)
+        if outcome.error is not None:
+            message = f"{outcome.error} {outcome.deleted} blobs were deleted before."
+            raise BackendError(message) from outcome.error
+        if outcome.failed:
+            raise DeletePrefixError(os.path.commonpath(list(keys)) + "/", outcome.deleted, outcome.failed)
         return outcome.deleted
 
     # -- implementation (worker threads) ---------------------------------------------
