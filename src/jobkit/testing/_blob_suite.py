@@ -25,7 +25,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from ..abc import BlobStore
+from ..abc import BlobStore, ManyDeleter
 
 __all__ = ["BlobStoreSuite"]
 
@@ -294,6 +294,20 @@ class BlobStoreSuite:
         await _put_all(store, keys)
         assert await store.delete_prefix("jobs/big/") == 300
         assert await store.list("jobs/") == []
+
+    # -- delete_many (optional: jobkit.abc.ManyDeleter) -----------------------------------
+
+    async def test_delete_many_deletes_the_listed_keys_and_counts_them(self, store: BlobStore) -> None:
+        """delete_many(keys) deletes exactly those keys (1,001: more than one S3 request),
+        counts them, and takes a key that is already gone in its stride."""
+        if not isinstance(store, ManyDeleter):
+            pytest.skip(f"{type(store).__name__} has no optional delete_many() (see jobkit.abc)")
+        keys = [f"jobs/many/{i % 3}/{i:04d}" for i in range(1001)]
+        await _put_all(store, [*keys, "jobs/many-other/a", "jobs/manyx"])
+        assert await store.delete_many(keys) == 1001
+        assert await store.list("") == ["jobs/many-other/a", "jobs/manyx"]
+        assert await store.delete_many(["jobs/many/0/0000"]) in (0, 1)  # gone: no error either way
+        assert await store.delete_many([]) == 0
 
     # -- concurrency -------------------------------------------------------------------
 
