@@ -23,14 +23,17 @@ Routes (relative to the prefix): ``POST /jobs`` (201), ``GET /jobs``, ``GET /job
 409 not allowed in the job's status, 403 forbidden, 422 invalid input, 503 backend
 failure or manager not running.
 
-The router's own routes answer with that body even without :func:`install_error_handlers`;
-installing it extends the same shape to the whole app: request validation errors of every
-route, and jobkit errors raised by the host's own routes.
+The router's own routes answer with that body even without :func:`install_error_handlers`
+(also for an ``HTTPException`` raised by the host's actor dependency); installing it
+extends the same shape to the whole app: a path that matches no route (404
+``not_found``), a wrong method (405 ``method_not_allowed``), request validation errors of
+every route, and jobkit errors and ``HTTPException`` raised by the host's own routes.
 """
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import anyio
@@ -43,6 +46,7 @@ try:
     from starlette.convertors import Convertor, register_url_convertor
     from starlette.exceptions import HTTPException
     from starlette.responses import Response
+    from starlette.routing import Match
     from starlette.types import Message, Receive, Scope, Send
 except ImportError as exc:
     raise ImportError("jobkit.integrations.fastapi needs FastAPI: pip install 'jobkit[fastapi]'") from exc
@@ -63,6 +67,7 @@ from ._http import (
     dumps,
     error_body,
     error_status,
+    http_error_body,
     job_to_json,
     me_to_json,
     resolve_actor,
@@ -181,6 +186,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The actor is not allowed to do this.",
         404: "No such job (or artifact) visible to the actor.",
         409: "Not allowed in the job's current status; the message says what to do.",
+        413: "The request body is larger than this route takes (payload_too_large).",
         422: "Invalid input (body, query or path).",
         503: "A backend failed, or the job manager is not running; retry later.",
     }
@@ -203,6 +209,55 @@ def _validation_error(exc: RequestValidationError) -> Response:
     return _json(error_body("invalid_input", validation_message(list(exc.errors()))), 422)
 
 
+#: What FastAPI says when it cannot decode a body (e.g. JSON that is not UTF-8): answered
+#: as a 422 ``invalid_input``, as any other malformed body.
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """The error body for an ``HTTPException``: the framework's own (unknown route, wrong
+    method) or one raised by the host's code; its status and headers are kept."""
+    status, headers = exc.status_code, dict(exc.headers or {})
+    if status < 400:  # not an error (e.g. 304): nothing to say
+        return Response(status_code=status, headers=headers)
+    try:
+        default = HTTPStatus(status).phrase
+    except ValueError:
+        default = None
+    if status == 400 and exc.detail == _UNREADABLE_BODY:
+        message = f"Invalid request: the body could not be read ({exc.detail})."
+        return _json(error_body("invalid_input", message), 422)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != default else None
+    allowed: list[str] = []
+    if status == 405 and detail is None:  # Starlette names the methods of one route only
+        allowed = _allowed_methods(request)
+        headers = {name: value for name, value in headers.items() if name.lower() != "allow"}
+        headers["Allow"] = ", ".join(allowed)
+    body = http_error_body(status, detail, request.method, request.url.path, allowed)
+    response = _json(body, status)
+    response.headers.update(headers)
+    return response
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path (asked of the
+    routes themselves, one method at a time)."""
+    routes = getattr(request.app, "routes", ())
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+async def _handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _http_error(request, exc)
+
+
 async def _handle_jobkit_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JobkitError)
     return _jobkit_error(exc)
@@ -214,11 +269,17 @@ async def _handle_validation_error(request: Request, exc: Exception) -> Response
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer jobkit errors and request validation errors anywhere in ``app`` with the
-    jobkit error body (``{"error": {"code", "message"}}``, validation errors as 422
-    ``invalid_input``), so the host's own routes match the job routes."""
+    """Answer every error in ``app`` with the jobkit error body (``{"error": {"code",
+    "message"}}``): jobkit errors, request validation errors (422 ``invalid_input``) and
+    every ``HTTPException`` — the framework's own (an unknown route is 404 ``not_found``,
+    a wrong method 405 ``method_not_allowed``) and the host's (its status and headers
+    kept, its ``detail`` as the message).
+
+    The job router answers its own routes with that body by itself; only the app can
+    answer for a path that matches no route, hence this function."""
     app.add_exception_handler(JobkitError, _handle_jobkit_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(HTTPException, _handle_http_error)
 
 
 class _JobRoute(APIRoute):
@@ -235,12 +296,8 @@ class _JobRoute(APIRoute):
                 return _jobkit_error(exc)
             except RequestValidationError as exc:
                 return _validation_error(exc)
-            except HTTPException as exc:
-                if exc.status_code != 400:
-                    raise
-                # FastAPI could not even decode the body (e.g. JSON that is not UTF-8).
-                message = f"Invalid request: the body could not be read ({exc.detail})."
-                return _json(error_body("invalid_input", message), 422)
+            except HTTPException as exc:  # FastAPI's own, or raised by the host's dependency
+                return _http_error(request, exc)
 
         return handle
 
@@ -366,7 +423,7 @@ def job_router(
         dependencies=sized("submit"),
         status_code=201,
         response_model=Job,
-        responses=_errors(403, 422, 503),
+        responses=_errors(403, 413, 422, 503),
         summary="Submit a job",
     )
     async def submit_job(body: SubmitJob, actor: ActorDep) -> Response:
@@ -405,7 +462,7 @@ def job_router(
         "/jobs/{job_id}/cancel",
         dependencies=sized("cancel"),
         response_model=Job,
-        responses=_errors(403, 404, 409, 422, 503),
+        responses=_errors(403, 404, 409, 413, 422, 503),
         summary="Cancel a job",
     )
     async def cancel_job(
@@ -429,7 +486,7 @@ def job_router(
         "/jobs/{job_id}/priority",
         dependencies=sized("priority")[1:],  # PATCH needs a preflight: only the size check
         response_model=PriorityChange,
-        responses=_errors(403, 404, 409, 422, 503),
+        responses=_errors(403, 404, 409, 413, 422, 503),
         summary="Change a pending job's priority",
     )
     async def set_priority(job_id: str, body: SetPriority, actor: ActorDep) -> Response:

@@ -33,6 +33,7 @@ from typing import Any
 try:
     from flask import Blueprint, Response, request
     from flask.blueprints import BlueprintSetupState
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.routing import PathConverter
 except ImportError as exc:
     raise ImportError("jobkit.integrations.flask needs Flask: pip install 'jobkit[flask]'") from exc
@@ -48,12 +49,14 @@ from ._http import (
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
+    PayloadTooLarge,
     cancel_reason,
     check_body_size,
     check_not_cross_site,
     dumps,
     error_body,
     error_status,
+    http_error_body,
     job_to_json,
     list_arguments,
     me_to_json,
@@ -98,6 +101,45 @@ class _ArtifactName(PathConverter):
 
 def _add_converter(state: BlueprintSetupState) -> None:
     state.app.url_map.converters.setdefault("jobkit_artifact", _ArtifactName)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    """The error body for a werkzeug ``HTTPException``: Flask's own (unknown route, wrong
+    method, body too large) or one the host's code raised (``abort(403, "...")``); its
+    status and headers are kept, its description is the message unless it is the default."""
+    if exc.response is not None:  # the raiser built the whole response itself
+        return exc.response  # type: ignore[return-value]
+    status = exc.code or 500
+    detail = exc.description if exc.description != type(exc).description else None
+    allowed = (exc.valid_methods or ()) if isinstance(exc, MethodNotAllowed) else ()
+    response = _json(http_error_body(status, detail, request.method, request.path, allowed), status)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+_APP_PREFIXES = "jobkit.error_prefixes"
+
+
+def _answer_under_prefix(state: BlueprintSetupState) -> None:
+    """Answer Flask's own errors for every path under the blueprint's ``url_prefix`` — an
+    unknown route or a wrong method is raised before any blueprint is chosen, so only an
+    app-level handler sees it. Paths elsewhere go to the handler the app had before."""
+    app = state.app
+    prefixes: list[str] | None = app.extensions.get(_APP_PREFIXES)
+    if prefixes is None:
+        prefixes = app.extensions[_APP_PREFIXES] = []
+        previous = app.error_handler_spec[None][None].get(HTTPException)
+
+        def answer(exc: HTTPException) -> Any:
+            path = request.path
+            if any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes):
+                return _http_error(exc)
+            return exc if previous is None else previous(exc)
+
+        app.register_error_handler(HTTPException, answer)
+    prefixes.append(state.url_prefix or "/")
 
 
 class _EventStream:
@@ -195,7 +237,9 @@ def job_blueprint(
         raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
     bp = Blueprint(name, __name__)
     bp.register_error_handler(JobkitError, _jobkit_error)
+    bp.register_error_handler(HTTPException, _http_error)
     bp.record_once(_add_converter)
+    bp.record(_answer_under_prefix)
 
     def who() -> Actor | None:
         return None if actor is None else resolve_actor(actor())
@@ -284,5 +328,5 @@ def _body(route: str) -> bytes:
     check_body_size(request.headers.get("Content-Length"), limit)
     data = request.stream.read(limit + 1)
     if len(data) > limit:
-        raise InvalidInput(f"The request body is larger than this route takes ({limit} bytes).")
+        raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
     return data
