@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from jobkit import InvalidInput
 from jobkit.integrations._demo_app import create_demo_app
 from jobkit.integrations.fastapi import console_router
+from web_handlers import ServerProcess, status_in_store, stop_while_watching
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -492,3 +495,37 @@ class TestScreenshots:
         page.screenshot(path=SCREENSHOTS / "console-delete.png")
         page.locator("#confirm-cancel").click()
         assert (SCREENSHOTS / "console.png").stat().st_size > 10_000
+
+
+# -- the demo in its own process -----------------------------------------------------------
+
+
+class TestDemoShutdown:
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+    def test_the_demo_stops_at_once_with_a_console_watching(self, sig: int, tmp_path: Path) -> None:
+        """`jobkit demo` with a client on /events and a job running: Ctrl-C (or SIGTERM) ends
+        the stream and the process within seconds, and the job is back to pending."""
+        data = tmp_path / "demo"
+        argv = [
+            sys.executable,
+            "-m",
+            "jobkit.cli",
+            "demo",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data),
+            "--no-seed",
+        ]
+        server = ServerProcess(argv, ready=r"console at http://127\.0\.0\.1:(\d+)/", cwd=tmp_path)
+        try:
+            stopped = stop_while_watching(
+                server, f"http://127.0.0.1:{server.port}/api/v1", sig, job=LONG_THUMBNAIL
+            )
+            server.wait_for("jobkit demo: stopped")
+        finally:
+            server.stop()
+        assert stopped.stream_ended_after < 3, stopped
+        assert stopped.exited_after < 5, stopped
+        assert stopped.returncode == 0, server.output
+        assert status_in_store(data / "jobs.db", stopped.job_id) == "pending"

@@ -6,12 +6,14 @@ import codecs
 import importlib
 import json
 import math
+import signal
 import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -26,7 +28,7 @@ from jobkit import DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFou
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations._http import AS_HOST
 from jobkit.integrations.fastapi import console_router, install_error_handlers, job_router, lifespan
-from web_handlers import HANDLERS, header_actor
+from web_handlers import HANDLERS, ServerProcess, header_actor, status_in_store, stop_while_watching
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +38,8 @@ ALICE_ADMIN = {"X-Actor": "root", "X-Tenant": "acme", "X-Roles": "ops, admin"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
 #: What a same-site script sends, so body-less POSTs are accepted (see TestCrossSite).
 SAME_SITE = {"X-Requested-With": "tests"}
+
+SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
@@ -1290,3 +1294,20 @@ class TestFrameworkErrors:
             assert_error(await client.get("/teapot"), 418, "http_418", "I am a teapot.")
             assert_error(await client.get("/plain"), 409, "conflict")
             assert_error(await client.get("/elsewhere"), 404, "not_found")
+
+
+class TestShutdown:
+    """SIGTERM on a uvicorn process with a client on /events: the stream ends, the process
+    exits at once, and the running job is back to pending in the store."""
+
+    def test_sigterm_with_an_open_event_stream(self, tmp_path: Path) -> None:
+        database = tmp_path / "jobs.db"
+        server = ServerProcess([sys.executable, str(SHUTDOWN_APP), "fastapi", str(database)])
+        try:
+            stopped = stop_while_watching(server, f"http://127.0.0.1:{server.port}/api/v1", signal.SIGTERM)
+        finally:
+            server.stop()
+        assert stopped.stream_ended_after < 3, stopped
+        assert stopped.exited_after < 5, stopped
+        assert stopped.returncode in (0, -signal.SIGTERM), server.output
+        assert status_in_store(database, stopped.job_id) == "pending"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -22,13 +24,15 @@ from werkzeug.test import TestResponse
 from jobkit import BlockingJobManager, DeletePolicy, InvalidInput
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations._http import AS_HOST
-from jobkit.integrations.flask import job_blueprint
-from web_handlers import HANDLERS, actor_from_headers
+from jobkit.integrations.flask import job_blueprint, stop_on_signals
+from web_handlers import HANDLERS, ServerProcess, actor_from_headers, status_in_store, stop_while_watching
 
 API = "/api/v1"
 ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
 ALICE_ADMIN = {"X-Actor": "root", "X-Tenant": "acme", "X-Roles": "admin"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
+
+SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
@@ -660,3 +664,66 @@ class TestFrameworkErrors:
             page = plain.test_client().get("/elsewhere")
             assert page.status_code == 404
             assert page.mimetype == "text/html"
+
+
+class TestShutdown:
+    """SIGTERM on a Flask dev-server process (werkzeug, the blueprint through init_app) with a
+    client on /events: the manager stops first, so the running job is back to pending, the
+    stream ends and the process exits."""
+
+    def test_sigterm_with_an_open_event_stream(self, tmp_path: Path) -> None:
+        database = tmp_path / "jobs.db"
+        server = ServerProcess([sys.executable, str(SHUTDOWN_APP), "flask", str(database)])
+        try:
+            stopped = stop_while_watching(server, f"http://127.0.0.1:{server.port}/api/v1", signal.SIGTERM)
+        finally:
+            server.stop()
+        assert stopped.stream_ended_after < 3, stopped
+        assert stopped.exited_after < 5, stopped
+        assert stopped.returncode == 128 + signal.SIGTERM, server.output  # SystemExit(143)
+        assert "stopped" in server.output  # the server's `finally` ran
+        assert status_in_store(database, stopped.job_id) == "pending"
+
+    def test_stop_on_signals_keeps_the_previous_handler(self) -> None:
+        """The host's own handler still runs, after the manager stopped; ignored stays ignored."""
+        script = textwrap.dedent(
+            """
+            import os, signal
+            from jobkit import BlockingJobManager
+            from jobkit.integrations.flask import stop_on_signals
+
+            seen = []
+            signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(jobs.manager.kinds is not None))
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            jobs = BlockingJobManager()
+            jobs.__enter__()
+            stop_on_signals(jobs)
+            stop_on_signals(jobs)  # once is enough
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == [True], seen
+            try:
+                jobs.get("x" * 32)
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "not started" in done.stdout
+
+    def test_stop_on_signals_outside_the_main_thread_is_refused(self) -> None:
+        jobs = make_jobs()
+        failures: list[BaseException] = []
+
+        def hook() -> None:
+            try:
+                stop_on_signals(jobs)
+            except InvalidInput as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=hook)
+        thread.start()
+        thread.join()
+        assert len(failures) == 1
+        assert "main thread" in str(failures[0])

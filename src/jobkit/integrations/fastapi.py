@@ -30,13 +30,19 @@ extends the same shape to the whole app: a path that matches no route (404
 every route, and jobkit errors and ``HTTPException`` raised by the host's own routes.
 """
 
+import signal
+import socket
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import datetime
 from http import HTTPStatus
+from types import FrameType
 from typing import Annotated, Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 try:
     from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
@@ -322,8 +328,9 @@ register_url_convertor("jobkit_artifact", _ArtifactName())
 
 
 class _EventStreamResponse(Response):
-    """Streams a live subscription as ``text/event-stream`` until the client disconnects
-    or the manager closes; a comment every ``heartbeat`` seconds without events."""
+    """Streams a live subscription as ``text/event-stream`` until the client disconnects,
+    the manager closes or the server is told to stop (``drain``, see :func:`lifespan`); a
+    comment every ``heartbeat`` seconds without events."""
 
     media_type = "text/event-stream"
 
@@ -332,40 +339,50 @@ class _EventStreamResponse(Response):
         subscription: AbstractAsyncContextManager[EventStream],
         events: EventStream,
         heartbeat: float,
+        drain: anyio.Event | None,
     ) -> None:
         self.status_code = 200
         self.background = None
         self._subscription = subscription
         self._events = events
         self._heartbeat = heartbeat
+        self._drain = drain
         self.init_headers(SSE_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await self._stream(send)
+                await self._stream(send, tg)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._subscription.__aexit__(None, None, None)
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, tg: TaskGroup) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": SSE_OPEN, "more_body": True})
-            events = self._events
-            while True:
-                chunk = SSE_HEARTBEAT
-                with anyio.move_on_after(self._heartbeat):
-                    event = await anext(events, None)
-                    if event is None:  # the manager closed
-                        break
-                    chunk = sse_frame(event)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with anyio.CancelScope() as streaming:
+                if self._drain is not None:
+                    tg.start_soon(_cancel_when_set, self._drain, streaming)
+                events = self._events
+                while True:
+                    chunk = SSE_HEARTBEAT
+                    with anyio.move_on_after(self._heartbeat):
+                        event = await anext(events, None)
+                        if event is None:  # the manager closed
+                            break
+                        chunk = sse_frame(event)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client went away while we wrote
             return
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -554,21 +571,83 @@ def job_router(
     ) -> Response:
         subscription = manager.subscribe(actor=actor, job_id=job_id)
         stream = await subscription.__aenter__()
-        return _EventStreamResponse(subscription, stream, heartbeat)
+        return _EventStreamResponse(subscription, stream, heartbeat, _DRAINS.get(manager))
 
     return router
 
 
 def lifespan(manager: JobManager) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A lifespan for ``FastAPI(lifespan=lifespan(jobs))``: the manager runs (``async with``)
-    for as long as the app does."""
+    for as long as the app does.
+
+    It also ends the event streams of ``job_router(jobs)`` as soon as the server is told to
+    stop (SIGINT or SIGTERM, caught by uvicorn, hypercorn or any server that handles them
+    in the main thread): a server waits for open responses before it shuts the app down,
+    and an event stream would otherwise last until the manager stops — which comes only
+    after. Running jobs then go back to ``pending`` when the manager stops. Inside your own
+    lifespan: ``async with lifespan(jobs)(app): yield``.
+    """
 
     @asynccontextmanager
     async def run(app: Any) -> AsyncIterator[None]:
-        async with manager:
+        async with manager, _streams_end_on_signals(manager):
             yield
 
     return run
+
+
+#: The event each running manager's streams end on, set when a stop signal arrives.
+_DRAINS: weakref.WeakKeyDictionary[JobManager, anyio.Event] = weakref.WeakKeyDictionary()
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: anyio 4.7 renamed wait_socket_readable to wait_readable.
+_wait_readable: Callable[[socket.socket], Any] = getattr(anyio, "wait_readable", None) or (
+    anyio.wait_socket_readable
+)
+
+
+@asynccontextmanager
+async def _streams_end_on_signals(manager: JobManager) -> AsyncIterator[None]:
+    """Set the manager's drain event when SIGINT or SIGTERM arrives, then let the signal do
+    what it did before (the server's own handler runs as ever). The handler only writes a
+    byte to a socket, which a task here waits for: safe on any event loop."""
+    drain = _DRAINS[manager] = anyio.Event()
+    previous: dict[int, Any] = {}
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+
+    def on_signal(signum: int, frame: FrameType | None) -> Any:
+        with suppress(OSError):
+            sender.send(b"\0")
+        handler = previous.get(signum)
+        if callable(handler):
+            return handler(signum, frame)
+        return None
+
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):  # a server (or Python's SIGINT) handles it: add to that
+                    previous[signum] = handler
+                    signal.signal(signum, on_signal)
+        async with anyio.create_task_group() as tg:
+
+            async def set_on_signal() -> None:
+                await _wait_readable(receiver)
+                drain.set()
+
+            tg.start_soon(set_on_signal)
+            try:
+                yield
+            finally:
+                drain.set()
+                tg.cancel_scope.cancel()
+    finally:
+        for number, handler in previous.items():
+            if signal.getsignal(number) is on_signal:
+                signal.signal(number, handler)
+        receiver.close()
+        sender.close()
 
 
 # The console page is its own module; re-exported here, where the contract names it.

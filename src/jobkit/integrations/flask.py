@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import functools
 import queue
+import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from types import FrameType
 from typing import Any
 
 try:
-    from flask import Blueprint, Response, request
+    from flask import Blueprint, Flask, Response, request
     from flask.blueprints import BlueprintSetupState
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.routing import PathConverter
@@ -67,7 +70,7 @@ from ._http import (
     submit_arguments,
 )
 
-__all__ = ["AS_HOST", "job_blueprint"]
+__all__ = ["AS_HOST", "init_app", "job_blueprint", "stop_on_signals"]
 
 log = get_logger("jobkit")
 
@@ -330,3 +333,69 @@ def _body(route: str) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
     return data
+
+
+# -- the manager's life in a Flask process ------------------------------------------------
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_HOOKED: weakref.WeakSet[BlockingJobManager] = weakref.WeakSet()
+
+
+def stop_on_signals(manager: BlockingJobManager) -> None:
+    """Stop ``manager`` first when SIGINT or SIGTERM arrives: running jobs go back to
+    ``pending`` and every event stream of its blueprints ends. Then the signal does what it
+    did before — the server's own handler (gunicorn's, say), Ctrl-C's KeyboardInterrupt —
+    and a SIGTERM nobody handled ends the process with ``SystemExit(143)`` (so ``finally``
+    blocks run) instead of killing it on the spot. A signal that was ignored stays ignored.
+
+    Call it in the main thread (signals can be handled only there), once the manager is
+    started; calling it again for the same manager does nothing.
+    """
+    if manager in _HOOKED:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise InvalidInput("stop_on_signals() must be called in the main thread (signals are handled there).")
+    previous: dict[int, Any] = {}
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> Any:
+        if not stopping.is_set():  # a second Ctrl-C while stopping goes straight on
+            stopping.set()
+            log.info("stopping the job manager", signal=signal.Signals(signum).name)
+            manager.__exit__(None, None, None)
+        handler = previous[signum]
+        if callable(handler):
+            return handler(signum, frame)
+        raise SystemExit(128 + signum)
+
+    for signum in _STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler == signal.SIG_IGN:
+            continue
+        previous[signum] = handler
+        signal.signal(signum, on_signal)
+    _HOOKED.add(manager)
+
+
+def init_app(
+    app: Flask,
+    manager: BlockingJobManager,
+    *,
+    actor: Callable[[], object] | None = None,
+    url_prefix: str = "/api/v1",
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    name: str = "jobkit",
+) -> Blueprint:
+    """The app-factory recipe in one call: register :func:`job_blueprint` on ``app`` at
+    ``url_prefix``, start ``manager`` (once, however many apps share it) and
+    :func:`stop_on_signals` — so a SIGTERM or Ctrl-C requeues the running jobs and ends
+    the event streams before the process exits. Call it in the main thread.
+
+    :returns: the registered blueprint.
+    """
+    bp = job_blueprint(manager, actor=actor, heartbeat=heartbeat, name=name)
+    app.register_blueprint(bp, url_prefix=url_prefix)
+    if manager not in _HOOKED:
+        manager.__enter__()
+        stop_on_signals(manager)
+    return bp
