@@ -9,7 +9,7 @@ Install with ``pip install 'jobkit[fastapi]'``. The recipe::
     jobs = JobManager()
 
     async def current_actor(request: Request) -> Actor | None:
-        ...  # who is asking, from your authentication; None = the trusted host
+        ...  # who is asking, from your authentication; None = nobody signed in (401)
 
     app = FastAPI(lifespan=lifespan(jobs))
     install_error_handlers(app)
@@ -19,9 +19,9 @@ Routes (relative to the prefix): ``POST /jobs`` (201), ``GET /jobs``, ``GET /job
 ``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}`` (204), ``PATCH /jobs/{id}/priority``,
 ``GET /jobs/{id}/artifacts``, ``GET|DELETE /jobs/{id}/artifacts/{name}`` and
 ``GET /events`` (server-sent events). Every error has the body
-``{"error": {"code": ..., "message": ...}}``: 404 not found (also another tenant's job),
-409 not allowed in the job's status, 403 forbidden, 422 invalid input, 503 backend
-failure or manager not running.
+``{"error": {"code": ..., "message": ...}}``: 401 nobody signed in, 404 not found (also
+another tenant's job), 409 not allowed in the job's status, 403 forbidden, 413 body too
+large, 422 invalid input, 503 backend failure or manager not running.
 
 The router's own routes answer with that body even without :func:`install_error_handlers`
 (also for an ``HTTPException`` raised by the host's actor dependency); installing it

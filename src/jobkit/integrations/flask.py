@@ -4,17 +4,21 @@ Install with ``pip install 'jobkit[flask]'``. The recipe::
 
     from flask import Flask
     from jobkit import Actor, BlockingJobManager
-    from jobkit.integrations.flask import job_blueprint
+    from jobkit.integrations.flask import init_app
 
     jobs = BlockingJobManager()
 
     def current_actor() -> Actor | None:
-        ...  # who is asking (flask.request, flask.g); None = the trusted host
+        ...  # who is asking (flask.request, flask.g); None = nobody signed in (401)
 
-    app = Flask(__name__)
-    app.register_blueprint(job_blueprint(jobs, actor=current_actor), url_prefix="/api/v1")
-    with jobs:
-        app.run()
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        init_app(app, jobs, actor=current_actor, url_prefix="/api/v1")  # starts jobs too
+        return app
+
+``init_app`` registers :func:`job_blueprint`, starts the manager and calls
+:func:`stop_on_signals`, so SIGTERM or Ctrl-C requeues the running jobs and ends the
+event streams before the process exits.
 
 The routes, bodies, status codes and error bodies are those of
 :func:`jobkit.integrations.fastapi.job_router`; ``GET /events`` streams server-sent
