@@ -29,7 +29,13 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from jobkit import Actor, InvalidInput, JobManager
 from jobkit.integrations._demo_app import create_demo_app, report
-from jobkit.integrations.fastapi import console_router, install_error_handlers, job_router, lifespan
+from jobkit.integrations.fastapi import (
+    console_router,
+    end_event_streams,
+    install_error_handlers,
+    job_router,
+    lifespan,
+)
 from web_handlers import ServerProcess, status_in_store, stop_while_watching
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -85,6 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.get(f"{base}/api/v1/jobs").raise_for_status()  # answered once started
         yield base
     finally:
+        end_event_streams(app.state.jobkit_manager)  # the browser's streams, if any are left
         uvicorn_server.should_exit = True
         thread.join(timeout=30)
         sock.close()
@@ -583,6 +590,7 @@ def host_server() -> Iterator[str]:
             assert client.get(f"{base}/api/v1/me").status_code == 401  # answered once started
         yield base
     finally:
+        end_event_streams(jobs)
         uvicorn_server.should_exit = True
         thread.join(timeout=30)
         sock.close()

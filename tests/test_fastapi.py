@@ -27,7 +27,13 @@ from fastapi import FastAPI, Header, HTTPException
 from jobkit import DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFound, JobStatus
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations._http import AS_HOST
-from jobkit.integrations.fastapi import console_router, install_error_handlers, job_router, lifespan
+from jobkit.integrations.fastapi import (
+    console_router,
+    end_event_streams,
+    install_error_handlers,
+    job_router,
+    lifespan,
+)
 from web_handlers import HANDLERS, ServerProcess, header_actor, status_in_store, stop_while_watching
 
 pytestmark = pytest.mark.anyio
@@ -1311,3 +1317,32 @@ class TestShutdown:
         assert stopped.exited_after < 5, stopped
         assert stopped.returncode in (0, -signal.SIGTERM), server.output
         assert status_in_store(database, stopped.job_id) == "pending"
+
+    def test_end_event_streams_for_a_server_stopped_from_another_thread(self) -> None:
+        """No signal when a thread stops uvicorn: end_event_streams() ends the open streams
+        (from that thread), so the server stops without waiting for the client."""
+        jobs = make_jobs()
+        app = FastAPI(lifespan=lifespan(jobs))
+        app.include_router(job_router(jobs), prefix="/api/v1")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop="asyncio"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1/events"
+        try:
+            with httpx.Client(timeout=10) as client, client.stream("GET", url) as events:
+                lines = events.iter_lines()
+                next(lines)  # the subscription is live
+                end_event_streams(jobs)
+                server.should_exit = True
+                for _ in lines:  # ends when the server ends the stream
+                    pass
+            thread.join(timeout=10)
+            assert not thread.is_alive(), "uvicorn waited for the stream's client"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            sock.close()
+        end_event_streams(jobs)  # the app has stopped: nothing to do

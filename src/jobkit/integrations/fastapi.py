@@ -81,7 +81,14 @@ from ._http import (
     validation_message,
 )
 
-__all__ = ["AS_HOST", "console_router", "install_error_handlers", "job_router", "lifespan"]
+__all__ = [
+    "AS_HOST",
+    "console_router",
+    "end_event_streams",
+    "install_error_handlers",
+    "job_router",
+    "lifespan",
+]
 
 #: Seconds without an event after which the event stream sends a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
@@ -571,7 +578,8 @@ def job_router(
     ) -> Response:
         subscription = manager.subscribe(actor=actor, job_id=job_id)
         stream = await subscription.__aenter__()
-        return _EventStreamResponse(subscription, stream, heartbeat, _DRAINS.get(manager))
+        drain = _DRAINS.get(manager)
+        return _EventStreamResponse(subscription, stream, heartbeat, None if drain is None else drain.event)
 
     return router
 
@@ -596,8 +604,22 @@ def lifespan(manager: JobManager) -> Callable[[Any], AbstractAsyncContextManager
     return run
 
 
-#: The event each running manager's streams end on, set when a stop signal arrives.
-_DRAINS: weakref.WeakKeyDictionary[JobManager, anyio.Event] = weakref.WeakKeyDictionary()
+class _Drain:
+    """Ends the event streams of one running manager: ``event`` is set once a byte arrives
+    on ``sender`` (a signal handler, or :func:`end_event_streams` from any thread)."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.receiver, self.sender = socket.socketpair()
+        self.sender.setblocking(False)
+
+    def trip(self) -> None:
+        with suppress(OSError):  # closed (the app stopped) or full (tripped already)
+            self.sender.send(b"\0")
+
+
+#: The drain of each manager that runs under :func:`lifespan`.
+_DRAINS: weakref.WeakKeyDictionary[JobManager, _Drain] = weakref.WeakKeyDictionary()
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: anyio 4.7 renamed wait_socket_readable to wait_readable.
 _wait_readable: Callable[[socket.socket], Any] = getattr(anyio, "wait_readable", None) or (
@@ -605,19 +627,27 @@ _wait_readable: Callable[[socket.socket], Any] = getattr(anyio, "wait_readable",
 )
 
 
+def end_event_streams(manager: JobManager) -> None:
+    """End every open ``GET /events`` stream of ``manager``'s routers now; safe from any
+    thread. :func:`lifespan` does it by itself on SIGINT and SIGTERM: call this when you stop
+    a server some other way (``server.should_exit = True`` from another thread, say), so it
+    need not wait for the streams' clients. Does nothing unless the manager runs under
+    :func:`lifespan`."""
+    drain = _DRAINS.get(manager)
+    if drain is not None:
+        drain.trip()
+
+
 @asynccontextmanager
 async def _streams_end_on_signals(manager: JobManager) -> AsyncIterator[None]:
-    """Set the manager's drain event when SIGINT or SIGTERM arrives, then let the signal do
-    what it did before (the server's own handler runs as ever). The handler only writes a
-    byte to a socket, which a task here waits for: safe on any event loop."""
-    drain = _DRAINS[manager] = anyio.Event()
+    """Trip the manager's drain when SIGINT or SIGTERM arrives, then let the signal do what
+    it did before (the server's own handler runs as ever). The handler only writes a byte
+    to a socket, which a task here waits for: safe on any event loop."""
+    drain = _DRAINS[manager] = _Drain()
     previous: dict[int, Any] = {}
-    receiver, sender = socket.socketpair()
-    sender.setblocking(False)
 
     def on_signal(signum: int, frame: FrameType | None) -> Any:
-        with suppress(OSError):
-            sender.send(b"\0")
+        drain.trip()
         handler = previous.get(signum)
         if callable(handler):
             return handler(signum, frame)
@@ -632,22 +662,24 @@ async def _streams_end_on_signals(manager: JobManager) -> AsyncIterator[None]:
                     signal.signal(signum, on_signal)
         async with anyio.create_task_group() as tg:
 
-            async def set_on_signal() -> None:
-                await _wait_readable(receiver)
-                drain.set()
+            async def set_when_tripped() -> None:
+                await _wait_readable(drain.receiver)
+                drain.event.set()
 
-            tg.start_soon(set_on_signal)
+            tg.start_soon(set_when_tripped)
             try:
                 yield
             finally:
-                drain.set()
+                drain.event.set()
                 tg.cancel_scope.cancel()
     finally:
         for number, handler in previous.items():
             if signal.getsignal(number) is on_signal:
                 signal.signal(number, handler)
-        receiver.close()
-        sender.close()
+        if _DRAINS.get(manager) is drain:
+            del _DRAINS[manager]
+        drain.receiver.close()
+        drain.sender.close()
 
 
 # The console page is its own module; re-exported here, where the contract names it.

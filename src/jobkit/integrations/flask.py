@@ -397,6 +397,8 @@ def init_app(
 
     :returns: the registered blueprint.
     """
+    if threading.current_thread() is not threading.main_thread():
+        raise InvalidInput("init_app() must be called in the main thread (signals are handled there).")
     bp = job_blueprint(manager, actor=actor, heartbeat=heartbeat, name=name)
     app.register_blueprint(bp, url_prefix=url_prefix)
     if manager not in _HOOKED:
