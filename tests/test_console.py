@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +24,19 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from jobkit import InvalidInput
-from jobkit.integrations._demo_app import create_demo_app
-from jobkit.integrations.fastapi import console_router
+from jobkit import Actor, InvalidInput, JobManager
+from jobkit.integrations._demo_app import create_demo_app, report
+from jobkit.integrations.fastapi import (
+    console_router,
+    end_event_streams,
+    install_error_handlers,
+    job_router,
+    lifespan,
+)
+from web_handlers import ServerProcess, status_in_store, stop_while_watching
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -82,6 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.get(f"{base}/api/v1/jobs").raise_for_status()  # answered once started
         yield base
     finally:
+        end_event_streams(app.state.jobkit_manager)  # the browser's streams, if any are left
         uvicorn_server.should_exit = True
         thread.join(timeout=30)
         sock.close()
@@ -207,7 +217,12 @@ def console_page(**options: Any) -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return await client.get("/ops/console/")
 
-    return anyio.run(get)
+    # in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    results: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: results.append(anyio.run(get)))
+    thread.start()
+    thread.join(timeout=30)
+    return results[0]
 
 
 class TestConsoleRouter:
@@ -219,7 +234,11 @@ class TestConsoleRouter:
         page = response.text
         config = re.search(r'<script type="application/json" id="jobkit-config">(.*?)</script>', page)
         assert config is not None
-        assert json.loads(config.group(1)) == {"apiPrefix": "/internal/jobs", "title": "Jobs <ops>"}
+        assert json.loads(config.group(1)) == {
+            "apiPrefix": "/internal/jobs",
+            "title": "Jobs <ops>",
+            "headers": {},
+        }
         assert "<title>Jobs &lt;ops&gt;</title>" in page
         assert "Jobs <ops>" not in page.replace(config.group(1), "")
 
@@ -492,3 +511,157 @@ class TestScreenshots:
         page.screenshot(path=SCREENSHOTS / "console-delete.png")
         page.locator("#confirm-cancel").click()
         assert (SCREENSHOTS / "console.png").stat().st_size > 10_000
+
+
+# -- the demo in its own process -----------------------------------------------------------
+
+
+class TestDemoShutdown:
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+    def test_the_demo_stops_at_once_with_a_console_watching(self, sig: int, tmp_path: Path) -> None:
+        """`jobkit demo` with a client on /events and a job running: Ctrl-C (or SIGTERM) ends
+        the stream and the process within seconds, and the job is back to pending."""
+        data = tmp_path / "demo"
+        argv = [
+            sys.executable,
+            "-m",
+            "jobkit.cli",
+            "demo",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data),
+            "--no-seed",
+        ]
+        server = ServerProcess(argv, ready=r"console at http://127\.0\.0\.1:(\d+)/", cwd=tmp_path)
+        try:
+            stopped = stop_while_watching(
+                server, f"http://127.0.0.1:{server.port}/api/v1", sig, job=LONG_THUMBNAIL
+            )
+            server.wait_for("jobkit demo: stopped")
+        finally:
+            server.stop()
+        assert stopped.stream_ended_after < 3, stopped
+        assert stopped.exited_after < 5, stopped
+        assert stopped.returncode == 0, server.output
+        assert status_in_store(data / "jobs.db", stopped.job_id) == "pending"
+
+
+# -- behind the host's own authentication ---------------------------------------------------
+
+TOKENS = {"t-alice": Actor("alice", tenant="acme")}
+SESSIONS = {"s-bob": Actor("bob", tenant="globex")}
+
+
+async def host_actor(request: Request) -> Actor | None:
+    """A host's authentication: a bearer token, else a session cookie; else nobody (401)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token in TOKENS:
+        return TOKENS[token]
+    return SESSIONS.get(request.cookies.get("session", ""))
+
+
+async def alice_token(request: Request) -> dict[str, str]:
+    """The console's headers dependency: a token for the signed-in user (here: always alice)."""
+    return {"Authorization": "Bearer t-alice"}
+
+
+@pytest.fixture(scope="module")
+def host_server() -> Iterator[str]:
+    """A host app whose actor reads an Authorization header or a session cookie, with the
+    console mounted with the token (/console/) and without (/plain/); on uvicorn."""
+    jobs = JobManager(sweep_interval=None, concurrency=0)  # jobs stay pending: nothing to wait for
+    jobs.register("report", report)
+    app = FastAPI(lifespan=lifespan(jobs))
+    install_error_handlers(app)
+    app.include_router(job_router(jobs, actor=host_actor), prefix="/api/v1")
+    app.include_router(console_router(headers=alice_token), prefix="/console")
+    app.include_router(console_router(), prefix="/plain")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        with httpx.Client(timeout=30) as client:
+            assert client.get(f"{base}/api/v1/me").status_code == 401  # answered once started
+        yield base
+    finally:
+        end_event_streams(jobs)
+        uvicorn_server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+    assert not thread.is_alive(), "the host server did not stop"
+
+
+def host_submit(base: str, headers: dict[str, str], name: str) -> str:
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as client:
+        response = client.post("/jobs", json={"kind": "report", "payload": {"name": name}}, headers=headers)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+
+@needs_chromium
+class TestBehindTheHostsAuth:
+    def test_configured_headers_go_with_every_request_and_the_event_stream(
+        self, host_server: str, browser: Browser
+    ) -> None:
+        """console_router(headers=...) sends the host's Authorization header: alice's jobs,
+        live; the same page without it is 'Not signed in' and its stream is refused."""
+        before = host_submit(host_server, {"Authorization": "Bearer t-alice"}, "before")
+        host_submit(host_server, {"Cookie": "session=s-bob"}, "bobs")
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{host_server}/console/")
+            expect(page.locator("#identity")).to_have_text("Signed in as alice · tenant acme")
+            expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+            expect(row(page, before)).to_be_visible()
+            live = host_submit(host_server, {"Authorization": "Bearer t-alice"}, "live")
+            expect(row(page, live)).to_be_visible()  # the event stream carried the header
+            expect(page.locator("tr.job-row")).to_have_count(2)
+
+            plain = context.new_page()
+            plain.goto(f"{host_server}/plain/")
+            expect(plain.locator("#identity")).to_have_text("Not signed in")
+            expect(plain.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+            expect(plain.locator("tr.job-row")).to_have_count(0)
+        finally:
+            context.close()
+
+    def test_the_hosts_session_cookie_is_sent(self, host_server: str, browser: Browser) -> None:
+        """Signed in by a cookie, the plain console shows bob's jobs and a live stream."""
+        bobs = host_submit(host_server, {"Cookie": "session=s-bob"}, "cookie")
+        context = browser.new_context()
+        try:
+            context.add_cookies([{"name": "session", "value": "s-bob", "url": host_server}])
+            page = context.new_page()
+            page.goto(f"{host_server}/plain/")
+            expect(page.locator("#identity")).to_have_text("Signed in as bob · tenant globex")
+            expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+            expect(row(page, bobs)).to_be_visible()
+            expect(page.locator('tr.job-row:not([data-tenant="globex"])')).to_have_count(0)
+        finally:
+            context.close()
+
+
+class TestConsoleHeaders:
+    def test_fixed_headers_are_in_the_pages_config(self) -> None:
+        response = console_page(headers={"X-Console": "ops"})
+        config = re.search(
+            r'<script type="application/json" id="jobkit-config">(.*?)</script>', response.text
+        )
+        assert config is not None
+        assert json.loads(config.group(1))["headers"] == {"X-Console": "ops"}
+        assert response.headers["cache-control"] == "no-store"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [{"Bad Name": "x"}, {"X-A": "line\r\nInjected: 1"}, {"X-A": 1}, {"X-A": "caf\u00e9"}, ["X-A"]],
+    )
+    def test_bad_fixed_headers_are_refused(self, headers: Any) -> None:
+        with pytest.raises(InvalidInput, match="header"):
+            console_router(headers=headers)

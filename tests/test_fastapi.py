@@ -6,13 +6,15 @@ import codecs
 import importlib
 import json
 import math
+import signal
 import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -20,12 +22,19 @@ import pytest
 import uvicorn
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, HTTPException
 
 from jobkit import DeletePolicy, InvalidInput, JobContext, JobManager, JobNotFound, JobStatus
 from jobkit.blobs import MemoryBlobStore
-from jobkit.integrations.fastapi import console_router, install_error_handlers, job_router, lifespan
-from web_handlers import HANDLERS, header_actor
+from jobkit.integrations._http import AS_HOST
+from jobkit.integrations.fastapi import (
+    console_router,
+    end_event_streams,
+    install_error_handlers,
+    job_router,
+    lifespan,
+)
+from web_handlers import HANDLERS, ServerProcess, header_actor, status_in_store, stop_while_watching
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +44,8 @@ ALICE_ADMIN = {"X-Actor": "root", "X-Tenant": "acme", "X-Roles": "ops, admin"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
 #: What a same-site script sends, so body-less POSTs are accepted (see TestCrossSite).
 SAME_SITE = {"X-Requested-With": "tests"}
+
+SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
@@ -947,15 +958,15 @@ class TestOpenAPI:
         assert list(success("/events", "get", "200")) == ["text/event-stream"]
 
     def test_error_responses_are_documented_with_the_error_body(self) -> None:
-        """Every route documents 401, 422 and 503 (and 404/409 where they apply) as ErrorResponse."""
+        """Every route documents 401, 422 and 503 (and 404/409/413 where they apply) as ErrorResponse."""
         schema = self.schema()
         expected = {
-            ("/jobs", "post"): {"401", "403", "422", "503"},
+            ("/jobs", "post"): {"401", "403", "413", "422", "503"},
             ("/jobs", "get"): {"401", "403", "422", "503"},
             ("/jobs/{job_id}", "get"): {"401", "403", "404", "422", "503"},
-            ("/jobs/{job_id}/cancel", "post"): {"401", "403", "404", "409", "422", "503"},
+            ("/jobs/{job_id}/cancel", "post"): {"401", "403", "404", "409", "413", "422", "503"},
             ("/jobs/{job_id}", "delete"): {"401", "403", "404", "409", "422", "503"},
-            ("/jobs/{job_id}/priority", "patch"): {"401", "403", "404", "409", "422", "503"},
+            ("/jobs/{job_id}/priority", "patch"): {"401", "403", "404", "409", "413", "422", "503"},
             ("/jobs/{job_id}/artifacts", "get"): {"401", "403", "404", "422", "503"},
             ("/jobs/{job_id}/artifacts/{name}", "get"): {"401", "403", "404", "422", "503"},
             ("/jobs/{job_id}/artifacts/{name}", "delete"): {"401", "403", "404", "409", "422", "503"},
@@ -1195,3 +1206,143 @@ class TestCrossSite:
             assert len(await jobs.list()) == 1
             # JSON (even empty), or the custom header, is what a same-site client sends.
             assert (await client.post(f"/jobs/{job.id}/cancel", json={})).status_code == 200
+
+
+class TestFrameworkErrors:
+    """Every error the framework or the host's HTTPException produces has the jobkit body."""
+
+    async def test_an_unknown_route_is_404_not_found(self) -> None:
+        async with serve(make_jobs(concurrency=0)) as client:
+            response = await client.get("/nope")
+            assert_error(response, 404, "not_found", "There is no route GET /api/v1/nope.")
+            assert_error(await client.get("/jobs/a/b/c"), 404, "not_found")
+
+    async def test_a_wrong_method_is_405_method_not_allowed_with_allow(self) -> None:
+        async with serve(make_jobs(concurrency=0)) as client:
+            response = await client.put("/jobs", json={})
+            assert_error(
+                response, 405, "method_not_allowed", "/api/v1/jobs does not take PUT; it takes GET, POST."
+            )
+            assert response.headers["allow"] == "GET, POST"
+            assert_error(await client.post("/me", json={}), 405, "method_not_allowed")
+
+    @pytest.mark.parametrize(
+        ("content", "headers"),
+        [
+            (b"{not json", {"Content-Type": "application/json"}),
+            (b"\xff\xfe", {"Content-Type": "application/json"}),  # not UTF-8
+            (b"[1, 2]", {"Content-Type": "application/json"}),
+        ],
+    )
+    async def test_a_malformed_body_is_422_invalid_input(self, content: bytes, headers: Any) -> None:
+        async with serve(make_jobs(concurrency=0)) as client:
+            assert_error(await client.post("/jobs", content=content, headers=headers), 422, "invalid_input")
+
+    @pytest.mark.parametrize(
+        ("route", "method", "path", "limit"),
+        [
+            ("submit", "POST", "/jobs", 1 << 20),
+            ("cancel", "POST", "/jobs/x/cancel", 64 << 10),
+            ("priority", "PATCH", "/jobs/x/priority", 4 << 10),
+        ],
+    )
+    async def test_a_body_too_large_is_413_payload_too_large(
+        self, route: str, method: str, path: str, limit: int
+    ) -> None:
+        jobs = make_jobs(concurrency=0)
+        async with serve(jobs) as client:
+            body = json.dumps({"reason": "x" * limit}).encode()
+            response = await client.request(
+                method, path, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert_error(response, 413, "payload_too_large")
+            assert f"at most {limit}" in response.json()["error"]["message"]
+            assert len(await jobs.list()) == 0
+
+    async def test_the_hosts_http_exception_in_the_actor_dependency(self) -> None:
+        """Raised by the host's dependency: its status, message and headers, the jobkit body
+        — even without install_error_handlers (the router alone)."""
+
+        async def strict_actor(x_token: Annotated[str | None, Header()] = None) -> Any:
+            if x_token == "banned":
+                raise HTTPException(403, "This token is banned.")
+            if x_token != "ok":
+                raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
+            return AS_HOST
+
+        jobs = make_jobs(concurrency=0)
+        app = FastAPI()  # no install_error_handlers: the router answers for its routes
+        app.include_router(job_router(jobs, actor=strict_actor), prefix="/api/v1")
+        transport = httpx.ASGITransport(app)
+        async with jobs, httpx.AsyncClient(transport=transport, base_url=BASE, headers=SAME_SITE) as client:
+            banned = await client.get("/jobs", headers={"X-Token": "banned"})
+            assert_error(banned, 403, "forbidden", "This token is banned.")
+            anonymous = await client.post("/jobs", json={"kind": "echo"})
+            assert_error(anonymous, 401, "unauthenticated")
+            assert anonymous.headers["www-authenticate"] == "Bearer"
+            assert (await client.get("/jobs", headers={"X-Token": "ok"})).status_code == 200
+            assert len(await jobs.list()) == 0
+
+    async def test_the_hosts_http_exception_in_its_own_route(self) -> None:
+        jobs = make_jobs(concurrency=0)
+        app = make_app(jobs)
+
+        @app.get("/teapot")
+        async def teapot() -> None:
+            raise HTTPException(418, "I am a teapot.")
+
+        @app.get("/plain")
+        async def plain() -> None:
+            raise HTTPException(409)
+
+        transport = httpx.ASGITransport(app)
+        async with jobs, httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            assert_error(await client.get("/teapot"), 418, "http_418", "I am a teapot.")
+            assert_error(await client.get("/plain"), 409, "conflict")
+            assert_error(await client.get("/elsewhere"), 404, "not_found")
+
+
+class TestShutdown:
+    """SIGTERM on a uvicorn process with a client on /events: the stream ends, the process
+    exits at once, and the running job is back to pending in the store."""
+
+    def test_sigterm_with_an_open_event_stream(self, tmp_path: Path) -> None:
+        database = tmp_path / "jobs.db"
+        server = ServerProcess([sys.executable, str(SHUTDOWN_APP), "fastapi", str(database)])
+        try:
+            stopped = stop_while_watching(server, f"http://127.0.0.1:{server.port}/api/v1", signal.SIGTERM)
+        finally:
+            server.stop()
+        assert stopped.stream_ended_after < 3, stopped
+        assert stopped.exited_after < 5, stopped
+        assert stopped.returncode in (0, -signal.SIGTERM), server.output
+        assert status_in_store(database, stopped.job_id) == "pending"
+
+    def test_end_event_streams_for_a_server_stopped_from_another_thread(self) -> None:
+        """No signal when a thread stops uvicorn: end_event_streams() ends the open streams
+        (from that thread), so the server stops without waiting for the client."""
+        jobs = make_jobs()
+        app = FastAPI(lifespan=lifespan(jobs))
+        app.include_router(job_router(jobs), prefix="/api/v1")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop="asyncio"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1/events"
+        try:
+            with httpx.Client(timeout=10) as client, client.stream("GET", url) as events:
+                lines = events.iter_lines()
+                next(lines)  # the subscription is live
+                end_event_streams(jobs)
+                server.should_exit = True
+                for _ in lines:  # ends when the server ends the stream
+                    pass
+            thread.join(timeout=10)
+            assert not thread.is_alive(), "uvicorn waited for the stream's client"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            sock.close()
+        end_event_streams(jobs)  # the app has stopped: nothing to do

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import flask
 import pytest
+import werkzeug.exceptions
 from flask.testing import FlaskClient
+from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.test import TestResponse
 
 from jobkit import BlockingJobManager, DeletePolicy, InvalidInput
 from jobkit.blobs import MemoryBlobStore
-from jobkit.integrations.flask import job_blueprint
-from web_handlers import HANDLERS, actor_from_headers
+from jobkit.integrations._http import AS_HOST
+from jobkit.integrations.flask import job_blueprint, stop_on_signals
+from web_handlers import HANDLERS, ServerProcess, actor_from_headers, status_in_store, stop_while_watching
 
 API = "/api/v1"
 ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
 ALICE_ADMIN = {"X-Actor": "root", "X-Tenant": "acme", "X-Roles": "admin"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
+
+SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
@@ -560,3 +567,163 @@ class TestCrossSite:
                 assert "another web site" in response.get_json()["error"]["message"]
             assert jobs.get(job.id).status == "pending"
             assert client.post(f"{API}/jobs/{job.id}/cancel", json={}).status_code == 200
+
+
+class TestFrameworkErrors:
+    """Flask's own errors under the blueprint's prefix, and the host's abort(), have the jobkit body."""
+
+    def test_an_unknown_route_under_the_prefix_is_404_not_found(self) -> None:
+        with serve(concurrency=0) as (_, client):
+            assert_error(client.get(f"{API}/nope"), 404, "not_found", "There is no route GET /api/v1/nope.")
+            assert_error(client.get(f"{API}/jobs/a/b/c"), 404, "not_found")
+            assert_error(client.get(API), 404, "not_found")
+
+    def test_a_wrong_method_is_405_method_not_allowed_with_allow(self) -> None:
+        with serve(concurrency=0) as (_, client):
+            response = client.put(f"{API}/jobs", json={})
+            assert_error(response, 405, "method_not_allowed")
+            assert "it takes GET, HEAD, OPTIONS, POST" in response.get_json()["error"]["message"]
+            assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+            assert_error(client.post(f"{API}/me", json={}), 405, "method_not_allowed")
+
+    @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[1, 2]"])
+    def test_a_malformed_body_is_422_invalid_input(self, content: bytes) -> None:
+        with serve(concurrency=0) as (_, client):
+            response = client.post(f"{API}/jobs", data=content, content_type="application/json")
+            assert_error(response, 422, "invalid_input")
+
+    @pytest.mark.parametrize(
+        ("method", "path", "limit"),
+        [
+            ("POST", "/jobs", 1 << 20),
+            ("POST", "/jobs/x/cancel", 64 << 10),
+            ("PATCH", "/jobs/x/priority", 4 << 10),
+        ],
+    )
+    def test_a_body_too_large_is_413_payload_too_large(self, method: str, path: str, limit: int) -> None:
+        with serve(concurrency=0) as (jobs, client):
+            body = json.dumps({"reason": "x" * limit}).encode()
+            response = client.open(API + path, method=method, data=body, content_type="application/json")
+            assert_error(response, 413, "payload_too_large")
+            assert str(limit) in response.get_json()["error"]["message"]
+            # Flask's own limit (MAX_CONTENT_LENGTH) answers the same way
+            client.application.config["MAX_CONTENT_LENGTH"] = 10
+            response = client.open(API + path, method=method, data=body, content_type="application/json")
+            assert_error(response, 413, "payload_too_large")
+            assert len(jobs.list()) == 0
+
+    def test_the_hosts_abort_in_the_actor_callable(self) -> None:
+        def strict_actor() -> Any:
+            token = flask.request.headers.get("X-Token")
+            if token == "banned":
+                flask.abort(403, "This token is banned.")
+            if token != "ok":
+                flask.abort(401, www_authenticate=WWWAuthenticate("Bearer"))
+            return AS_HOST
+
+        with serve(concurrency=0) as (jobs, _):
+            app = flask.Flask(__name__)
+            app.register_blueprint(job_blueprint(jobs, actor=strict_actor), url_prefix=API)
+            client = app.test_client()
+            banned = client.get(f"{API}/jobs", headers={"X-Token": "banned"})
+            assert_error(banned, 403, "forbidden", "This token is banned.")
+            anonymous = client.post(f"{API}/jobs", json={"kind": "echo"})
+            assert_error(anonymous, 401, "unauthenticated")
+            assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+            assert client.get(f"{API}/jobs", headers={"X-Token": "ok"}).status_code == 200
+            assert len(jobs.list()) == 0
+
+    def test_paths_outside_the_prefix_keep_the_apps_own_error_pages(self) -> None:
+        """The app's own handler (or Flask's page) still answers elsewhere; an unhandled
+        error in a blueprint route is a 500 with the jobkit body."""
+        with serve(concurrency=0) as (jobs, _):
+            app = flask.Flask(__name__)
+
+            @app.errorhandler(werkzeug.exceptions.HTTPException)
+            def own_page(exc: werkzeug.exceptions.HTTPException) -> tuple[str, int]:
+                return f"own page {exc.code}", exc.code or 500
+
+            def broken_actor() -> Any:
+                raise RuntimeError("the host's bug")
+
+            app.register_blueprint(job_blueprint(jobs, actor=header_actor), url_prefix=API)
+            app.register_blueprint(
+                job_blueprint(jobs, actor=broken_actor, name="broken"), url_prefix="/broken"
+            )
+            client = app.test_client()
+            assert client.get("/elsewhere").text == "own page 404"
+            assert client.get("/api/v1x").text == "own page 404"
+            assert_error(client.get(f"{API}/nope"), 404, "not_found")
+            assert_error(client.delete("/broken/nope"), 404, "not_found")
+            failed = client.get("/broken/jobs")
+            assert_error(failed, 500, "internal_error")
+            assert "the host's bug" not in failed.text
+
+            plain = flask.Flask(__name__)
+            plain.register_blueprint(job_blueprint(jobs), url_prefix=API)
+            page = plain.test_client().get("/elsewhere")
+            assert page.status_code == 404
+            assert page.mimetype == "text/html"
+
+
+class TestShutdown:
+    """SIGTERM on a Flask dev-server process (werkzeug, the blueprint through init_app) with a
+    client on /events: the manager stops first, so the running job is back to pending, the
+    stream ends and the process exits."""
+
+    def test_sigterm_with_an_open_event_stream(self, tmp_path: Path) -> None:
+        database = tmp_path / "jobs.db"
+        server = ServerProcess([sys.executable, str(SHUTDOWN_APP), "flask", str(database)])
+        try:
+            stopped = stop_while_watching(server, f"http://127.0.0.1:{server.port}/api/v1", signal.SIGTERM)
+        finally:
+            server.stop()
+        assert stopped.stream_ended_after < 3, stopped
+        assert stopped.exited_after < 5, stopped
+        assert stopped.returncode == 128 + signal.SIGTERM, server.output  # SystemExit(143)
+        assert "stopped" in server.output  # the server's `finally` ran
+        assert status_in_store(database, stopped.job_id) == "pending"
+
+    def test_stop_on_signals_keeps_the_previous_handler(self) -> None:
+        """The host's own handler still runs, after the manager stopped; ignored stays ignored."""
+        script = textwrap.dedent(
+            """
+            import os, signal
+            from jobkit import BlockingJobManager
+            from jobkit.integrations.flask import stop_on_signals
+
+            seen = []
+            signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(jobs.manager.kinds is not None))
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            jobs = BlockingJobManager()
+            jobs.__enter__()
+            stop_on_signals(jobs)
+            stop_on_signals(jobs)  # once is enough
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == [True], seen
+            try:
+                jobs.get("x" * 32)
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "not started" in done.stdout
+
+    def test_stop_on_signals_outside_the_main_thread_is_refused(self) -> None:
+        jobs = make_jobs()
+        failures: list[BaseException] = []
+
+        def hook() -> None:
+            try:
+                stop_on_signals(jobs)
+            except InvalidInput as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=hook)
+        thread.start()
+        thread.join()
+        assert len(failures) == 1
+        assert "main thread" in str(failures[0])

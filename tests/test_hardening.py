@@ -664,7 +664,7 @@ class TestRequestBodies:
             response = client.post(
                 f"/api/jobs/{job.id}/cancel", data=huge_reason, content_type="application/json"
             )
-            assert response.status_code == 422
+            assert response.status_code == 413  # payload_too_large (an InvalidInput)
             assert "at most" in response.get_json()["error"]["message"]
             assert jobs.get(job.id).status == "pending"
 
@@ -686,7 +686,7 @@ class TestRequestBodies:
             response = await client.post(
                 f"/api/jobs/{job.id}/cancel", content=body, headers={"Content-Type": "application/json"}
             )
-            assert response.status_code == 422
+            assert response.status_code == 413  # payload_too_large (an InvalidInput)
             assert "at most" in response.json()["error"]["message"]
             assert (await jobs.get(job.id)).status is JobStatus.PENDING
 

@@ -2,8 +2,8 @@
 
 **Insecure, for a local demo only.** Whoever calls the API says who they are: the actor
 comes from the headers ``X-Actor``, ``X-Tenant`` and ``X-Roles`` (comma-separated), or
-from the query parameters ``actor``, ``tenant`` and ``roles`` (an ``EventSource`` cannot
-send headers). No actor id means the trusted host, which sees everything. Open the
+from the query parameters ``actor``, ``tenant`` and ``roles`` (for a plain link to an
+endpoint). No actor id means the trusted host, which sees everything. Open the
 console as a tenant with ``/console/?actor=alice&tenant=acme``, as an admin with
 ``/console/?actor=root&roles=admin``.
 

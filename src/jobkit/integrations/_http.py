@@ -28,6 +28,9 @@ from .._validate import check_statuses
 __all__ = [
     "AS_HOST",
     "BODY_LIMITS",
+    "HTTP_ERROR_CODES",
+    "PayloadTooLarge",
+    "http_error_body",
     "check_body_size",
     "CSRF_HEADER",
     "CANCEL_FIELDS",
@@ -54,6 +57,13 @@ __all__ = [
     "validation_message",
 ]
 
+
+class PayloadTooLarge(InvalidInput):
+    """A request body larger than its route takes (HTTP 413); an :class:`~jobkit.InvalidInput`."""
+
+    code = "payload_too_large"
+
+
 #: The HTTP status of each error class; the first match in this order wins, so
 #: ArtifactNotFound (a JobNotFound) is a 404 too. Any other JobkitError is a 503: the
 #: manager is not running (not started yet, or shut down).
@@ -62,6 +72,7 @@ ERROR_STATUS: tuple[tuple[type[JobkitError], int], ...] = (
     (JobNotFound, 404),
     (InvalidState, 409),
     (PermissionDenied, 403),
+    (PayloadTooLarge, 413),
     (InvalidInput, 422),
     (BackendError, 503),
 )
@@ -127,7 +138,8 @@ BODY_LIMITS: Mapping[str, int] = {"submit": 1 << 20, "cancel": 64 << 10, "priori
 def check_body_size(content_length: str | None, limit: int) -> None:
     """Refuse a body the client announces as larger than ``limit`` before reading it.
 
-    :raises InvalidInput: it is larger.
+    :raises PayloadTooLarge: it is larger.
+    :raises InvalidInput: the header is not a number.
     """
     if content_length is None:
         return
@@ -136,7 +148,7 @@ def check_body_size(content_length: str | None, limit: int) -> None:
     except ValueError:
         raise InvalidInput("The Content-Length header is not a number.") from None
     if size > limit:
-        raise InvalidInput(f"The request body is {size} bytes; this route takes at most {limit}.")
+        raise PayloadTooLarge(f"The request body is {size} bytes; this route takes at most {limit}.")
 
 
 def _object(body: Any, fields: frozenset[str], what: str) -> Mapping[str, Any]:
@@ -279,3 +291,50 @@ def check_not_cross_site(content_type: str | None, headers: Iterable[str]) -> No
         "Send this request with Content-Type: application/json (an empty body is fine) or an "
         f"{CSRF_HEADER} header: a request without either could come from another web site."
     )
+
+
+# -- the framework's own errors ----------------------------------------------------------
+
+#: The code in the error body of an HTTP error that the web framework (or the host's code,
+#: with its framework's ``HTTPException``) produced; any other status is ``http_<status>``.
+HTTP_ERROR_CODES: Mapping[int, str] = {
+    400: "invalid_input",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def http_error_body(
+    status: int, detail: str | None, method: str, path: str, allowed: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The error body for an HTTP error of the framework: ``detail`` is the message the
+    raiser gave (None: the framework's default, replaced by a sentence naming the route)."""
+    code = HTTP_ERROR_CODES.get(status, f"http_{status}")
+    if detail:
+        message = detail
+    elif status == 401:
+        message = "Sign in first: this request has no identity."
+    elif status == 403:
+        message = "This request is not allowed."
+    elif status == 404:
+        message = f"There is no route {method} {path}."
+    elif status == 405:
+        methods = ", ".join(sorted(set(allowed)))
+        message = f"{path} does not take {method}" + (f"; it takes {methods}." if methods else ".")
+    elif status == 413:
+        message = "The request body is larger than this route takes."
+    elif status == 500:
+        message = "The server failed to answer this request; the host's log has the details."
+    else:
+        message = f"The request failed with HTTP status {status}."
+    return error_body(code, message)

@@ -9,7 +9,7 @@ Install with ``pip install 'jobkit[fastapi]'``. The recipe::
     jobs = JobManager()
 
     async def current_actor(request: Request) -> Actor | None:
-        ...  # who is asking, from your authentication; None = the trusted host
+        ...  # who is asking, from your authentication; None = nobody signed in (401)
 
     app = FastAPI(lifespan=lifespan(jobs))
     install_error_handlers(app)
@@ -19,21 +19,30 @@ Routes (relative to the prefix): ``POST /jobs`` (201), ``GET /jobs``, ``GET /job
 ``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}`` (204), ``PATCH /jobs/{id}/priority``,
 ``GET /jobs/{id}/artifacts``, ``GET|DELETE /jobs/{id}/artifacts/{name}`` and
 ``GET /events`` (server-sent events). Every error has the body
-``{"error": {"code": ..., "message": ...}}``: 404 not found (also another tenant's job),
-409 not allowed in the job's status, 403 forbidden, 422 invalid input, 503 backend
-failure or manager not running.
+``{"error": {"code": ..., "message": ...}}``: 401 nobody signed in, 404 not found (also
+another tenant's job), 409 not allowed in the job's status, 403 forbidden, 413 body too
+large, 422 invalid input, 503 backend failure or manager not running.
 
-The router's own routes answer with that body even without :func:`install_error_handlers`;
-installing it extends the same shape to the whole app: request validation errors of every
-route, and jobkit errors raised by the host's own routes.
+The router's own routes answer with that body even without :func:`install_error_handlers`
+(also for an ``HTTPException`` raised by the host's actor dependency); installing it
+extends the same shape to the whole app: a path that matches no route (404
+``not_found``), a wrong method (405 ``method_not_allowed``), request validation errors of
+every route, and jobkit errors and ``HTTPException`` raised by the host's own routes.
 """
 
+import signal
+import socket
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import datetime
+from http import HTTPStatus
+from types import FrameType
 from typing import Annotated, Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 try:
     from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
@@ -43,6 +52,7 @@ try:
     from starlette.convertors import Convertor, register_url_convertor
     from starlette.exceptions import HTTPException
     from starlette.responses import Response
+    from starlette.routing import Match
     from starlette.types import Message, Receive, Scope, Send
 except ImportError as exc:
     raise ImportError("jobkit.integrations.fastapi needs FastAPI: pip install 'jobkit[fastapi]'") from exc
@@ -63,6 +73,7 @@ from ._http import (
     dumps,
     error_body,
     error_status,
+    http_error_body,
     job_to_json,
     me_to_json,
     resolve_actor,
@@ -70,7 +81,14 @@ from ._http import (
     validation_message,
 )
 
-__all__ = ["AS_HOST", "console_router", "install_error_handlers", "job_router", "lifespan"]
+__all__ = [
+    "AS_HOST",
+    "console_router",
+    "end_event_streams",
+    "install_error_handlers",
+    "job_router",
+    "lifespan",
+]
 
 #: Seconds without an event after which the event stream sends a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
@@ -181,6 +199,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The actor is not allowed to do this.",
         404: "No such job (or artifact) visible to the actor.",
         409: "Not allowed in the job's current status; the message says what to do.",
+        413: "The request body is larger than this route takes (payload_too_large).",
         422: "Invalid input (body, query or path).",
         503: "A backend failed, or the job manager is not running; retry later.",
     }
@@ -203,6 +222,55 @@ def _validation_error(exc: RequestValidationError) -> Response:
     return _json(error_body("invalid_input", validation_message(list(exc.errors()))), 422)
 
 
+#: What FastAPI says when it cannot decode a body (e.g. JSON that is not UTF-8): answered
+#: as a 422 ``invalid_input``, as any other malformed body.
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """The error body for an ``HTTPException``: the framework's own (unknown route, wrong
+    method) or one raised by the host's code; its status and headers are kept."""
+    status, headers = exc.status_code, dict(exc.headers or {})
+    if status < 400:  # not an error (e.g. 304): nothing to say
+        return Response(status_code=status, headers=headers)
+    try:
+        default = HTTPStatus(status).phrase
+    except ValueError:
+        default = None
+    if status == 400 and exc.detail == _UNREADABLE_BODY:
+        message = f"Invalid request: the body could not be read ({exc.detail})."
+        return _json(error_body("invalid_input", message), 422)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != default else None
+    allowed: list[str] = []
+    if status == 405 and detail is None:  # Starlette names the methods of one route only
+        allowed = _allowed_methods(request)
+        headers = {name: value for name, value in headers.items() if name.lower() != "allow"}
+        headers["Allow"] = ", ".join(allowed)
+    body = http_error_body(status, detail, request.method, request.url.path, allowed)
+    response = _json(body, status)
+    response.headers.update(headers)
+    return response
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path (asked of the
+    routes themselves, one method at a time)."""
+    routes = getattr(request.app, "routes", ())
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+async def _handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _http_error(request, exc)
+
+
 async def _handle_jobkit_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JobkitError)
     return _jobkit_error(exc)
@@ -214,11 +282,17 @@ async def _handle_validation_error(request: Request, exc: Exception) -> Response
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer jobkit errors and request validation errors anywhere in ``app`` with the
-    jobkit error body (``{"error": {"code", "message"}}``, validation errors as 422
-    ``invalid_input``), so the host's own routes match the job routes."""
+    """Answer every error in ``app`` with the jobkit error body (``{"error": {"code",
+    "message"}}``): jobkit errors, request validation errors (422 ``invalid_input``) and
+    every ``HTTPException`` — the framework's own (an unknown route is 404 ``not_found``,
+    a wrong method 405 ``method_not_allowed``) and the host's (its status and headers
+    kept, its ``detail`` as the message).
+
+    The job router answers its own routes with that body by itself; only the app can
+    answer for a path that matches no route, hence this function."""
     app.add_exception_handler(JobkitError, _handle_jobkit_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(HTTPException, _handle_http_error)
 
 
 class _JobRoute(APIRoute):
@@ -235,12 +309,8 @@ class _JobRoute(APIRoute):
                 return _jobkit_error(exc)
             except RequestValidationError as exc:
                 return _validation_error(exc)
-            except HTTPException as exc:
-                if exc.status_code != 400:
-                    raise
-                # FastAPI could not even decode the body (e.g. JSON that is not UTF-8).
-                message = f"Invalid request: the body could not be read ({exc.detail})."
-                return _json(error_body("invalid_input", message), 422)
+            except HTTPException as exc:  # FastAPI's own, or raised by the host's dependency
+                return _http_error(request, exc)
 
         return handle
 
@@ -265,8 +335,9 @@ register_url_convertor("jobkit_artifact", _ArtifactName())
 
 
 class _EventStreamResponse(Response):
-    """Streams a live subscription as ``text/event-stream`` until the client disconnects
-    or the manager closes; a comment every ``heartbeat`` seconds without events."""
+    """Streams a live subscription as ``text/event-stream`` until the client disconnects,
+    the manager closes or the server is told to stop (``drain``, see :func:`lifespan`); a
+    comment every ``heartbeat`` seconds without events."""
 
     media_type = "text/event-stream"
 
@@ -275,40 +346,50 @@ class _EventStreamResponse(Response):
         subscription: AbstractAsyncContextManager[EventStream],
         events: EventStream,
         heartbeat: float,
+        drain: anyio.Event | None,
     ) -> None:
         self.status_code = 200
         self.background = None
         self._subscription = subscription
         self._events = events
         self._heartbeat = heartbeat
+        self._drain = drain
         self.init_headers(SSE_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await self._stream(send)
+                await self._stream(send, tg)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._subscription.__aexit__(None, None, None)
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, tg: TaskGroup) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": SSE_OPEN, "more_body": True})
-            events = self._events
-            while True:
-                chunk = SSE_HEARTBEAT
-                with anyio.move_on_after(self._heartbeat):
-                    event = await anext(events, None)
-                    if event is None:  # the manager closed
-                        break
-                    chunk = sse_frame(event)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with anyio.CancelScope() as streaming:
+                if self._drain is not None:
+                    tg.start_soon(_cancel_when_set, self._drain, streaming)
+                events = self._events
+                while True:
+                    chunk = SSE_HEARTBEAT
+                    with anyio.move_on_after(self._heartbeat):
+                        event = await anext(events, None)
+                        if event is None:  # the manager closed
+                            break
+                        chunk = sse_frame(event)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client went away while we wrote
             return
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -366,7 +447,7 @@ def job_router(
         dependencies=sized("submit"),
         status_code=201,
         response_model=Job,
-        responses=_errors(403, 422, 503),
+        responses=_errors(403, 413, 422, 503),
         summary="Submit a job",
     )
     async def submit_job(body: SubmitJob, actor: ActorDep) -> Response:
@@ -405,7 +486,7 @@ def job_router(
         "/jobs/{job_id}/cancel",
         dependencies=sized("cancel"),
         response_model=Job,
-        responses=_errors(403, 404, 409, 422, 503),
+        responses=_errors(403, 404, 409, 413, 422, 503),
         summary="Cancel a job",
     )
     async def cancel_job(
@@ -429,7 +510,7 @@ def job_router(
         "/jobs/{job_id}/priority",
         dependencies=sized("priority")[1:],  # PATCH needs a preflight: only the size check
         response_model=PriorityChange,
-        responses=_errors(403, 404, 409, 422, 503),
+        responses=_errors(403, 404, 409, 413, 422, 503),
         summary="Change a pending job's priority",
     )
     async def set_priority(job_id: str, body: SetPriority, actor: ActorDep) -> Response:
@@ -497,21 +578,108 @@ def job_router(
     ) -> Response:
         subscription = manager.subscribe(actor=actor, job_id=job_id)
         stream = await subscription.__aenter__()
-        return _EventStreamResponse(subscription, stream, heartbeat)
+        drain = _DRAINS.get(manager)
+        return _EventStreamResponse(subscription, stream, heartbeat, None if drain is None else drain.event)
 
     return router
 
 
 def lifespan(manager: JobManager) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A lifespan for ``FastAPI(lifespan=lifespan(jobs))``: the manager runs (``async with``)
-    for as long as the app does."""
+    for as long as the app does.
+
+    It also ends the event streams of ``job_router(jobs)`` as soon as the server is told to
+    stop (SIGINT or SIGTERM, caught by uvicorn, hypercorn or any server that handles them
+    in the main thread): a server waits for open responses before it shuts the app down,
+    and an event stream would otherwise last until the manager stops — which comes only
+    after. Running jobs then go back to ``pending`` when the manager stops. Inside your own
+    lifespan: ``async with lifespan(jobs)(app): yield``.
+    """
 
     @asynccontextmanager
     async def run(app: Any) -> AsyncIterator[None]:
-        async with manager:
+        async with manager, _streams_end_on_signals(manager):
             yield
 
     return run
+
+
+class _Drain:
+    """Ends the event streams of one running manager: ``event`` is set once a byte arrives
+    on ``sender`` (a signal handler, or :func:`end_event_streams` from any thread)."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.receiver, self.sender = socket.socketpair()
+        self.sender.setblocking(False)
+
+    def trip(self) -> None:
+        with suppress(OSError):  # closed (the app stopped) or full (tripped already)
+            self.sender.send(b"\0")
+
+
+#: The drain of each manager that runs under :func:`lifespan`.
+_DRAINS: weakref.WeakKeyDictionary[JobManager, _Drain] = weakref.WeakKeyDictionary()
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: anyio 4.7 renamed wait_socket_readable to wait_readable.
+_wait_readable: Callable[[socket.socket], Any] = getattr(anyio, "wait_readable", None) or (
+    anyio.wait_socket_readable
+)
+
+
+def end_event_streams(manager: JobManager) -> None:
+    """End every open ``GET /events`` stream of ``manager``'s routers now; safe from any
+    thread. :func:`lifespan` does it by itself on SIGINT and SIGTERM: call this when you stop
+    a server some other way (``server.should_exit = True`` from another thread, say), so it
+    need not wait for the streams' clients. Does nothing unless the manager runs under
+    :func:`lifespan`."""
+    drain = _DRAINS.get(manager)
+    if drain is not None:
+        drain.trip()
+
+
+@asynccontextmanager
+async def _streams_end_on_signals(manager: JobManager) -> AsyncIterator[None]:
+    """Trip the manager's drain when SIGINT or SIGTERM arrives, then let the signal do what
+    it did before (the server's own handler runs as ever). The handler only writes a byte
+    to a socket, which a task here waits for: safe on any event loop."""
+    drain = _DRAINS[manager] = _Drain()
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> Any:
+        drain.trip()
+        handler = previous.get(signum)
+        if callable(handler):
+            return handler(signum, frame)
+        return None
+
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _STOP_SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):  # a server (or Python's SIGINT) handles it: add to that
+                    previous[signum] = handler
+                    signal.signal(signum, on_signal)
+        async with anyio.create_task_group() as tg:
+
+            async def set_when_tripped() -> None:
+                await _wait_readable(drain.receiver)
+                drain.event.set()
+
+            tg.start_soon(set_when_tripped)
+            try:
+                yield
+            finally:
+                drain.event.set()
+                tg.cancel_scope.cancel()
+    finally:
+        for number, handler in previous.items():
+            if signal.getsignal(number) is on_signal:
+                signal.signal(number, handler)
+        if _DRAINS.get(manager) is drain:
+            del _DRAINS[manager]
+        drain.receiver.close()
+        drain.sender.close()
 
 
 # The console page is its own module; re-exported here, where the contract names it.

@@ -4,17 +4,21 @@ Install with ``pip install 'jobkit[flask]'``. The recipe::
 
     from flask import Flask
     from jobkit import Actor, BlockingJobManager
-    from jobkit.integrations.flask import job_blueprint
+    from jobkit.integrations.flask import init_app
 
     jobs = BlockingJobManager()
 
     def current_actor() -> Actor | None:
-        ...  # who is asking (flask.request, flask.g); None = the trusted host
+        ...  # who is asking (flask.request, flask.g); None = nobody signed in (401)
 
-    app = Flask(__name__)
-    app.register_blueprint(job_blueprint(jobs, actor=current_actor), url_prefix="/api/v1")
-    with jobs:
-        app.run()
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        init_app(app, jobs, actor=current_actor, url_prefix="/api/v1")  # starts jobs too
+        return app
+
+``init_app`` registers :func:`job_blueprint`, starts the manager and calls
+:func:`stop_on_signals`, so SIGTERM or Ctrl-C requeues the running jobs and ends the
+event streams before the process exits.
 
 The routes, bodies, status codes and error bodies are those of
 :func:`jobkit.integrations.fastapi.job_router`; ``GET /events`` streams server-sent
@@ -25,14 +29,18 @@ from __future__ import annotations
 
 import functools
 import queue
+import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from types import FrameType
 from typing import Any
 
 try:
-    from flask import Blueprint, Response, request
+    from flask import Blueprint, Flask, Response, request
     from flask.blueprints import BlueprintSetupState
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.routing import PathConverter
 except ImportError as exc:
     raise ImportError("jobkit.integrations.flask needs Flask: pip install 'jobkit[flask]'") from exc
@@ -48,12 +56,14 @@ from ._http import (
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
+    PayloadTooLarge,
     cancel_reason,
     check_body_size,
     check_not_cross_site,
     dumps,
     error_body,
     error_status,
+    http_error_body,
     job_to_json,
     list_arguments,
     me_to_json,
@@ -64,7 +74,7 @@ from ._http import (
     submit_arguments,
 )
 
-__all__ = ["AS_HOST", "job_blueprint"]
+__all__ = ["AS_HOST", "init_app", "job_blueprint", "stop_on_signals"]
 
 log = get_logger("jobkit")
 
@@ -98,6 +108,45 @@ class _ArtifactName(PathConverter):
 
 def _add_converter(state: BlueprintSetupState) -> None:
     state.app.url_map.converters.setdefault("jobkit_artifact", _ArtifactName)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    """The error body for a werkzeug ``HTTPException``: Flask's own (unknown route, wrong
+    method, body too large) or one the host's code raised (``abort(403, "...")``); its
+    status and headers are kept, its description is the message unless it is the default."""
+    if exc.response is not None:  # the raiser built the whole response itself
+        return exc.response  # type: ignore[return-value]
+    status = exc.code or 500
+    detail = exc.description if exc.description != type(exc).description else None
+    allowed = (exc.valid_methods or ()) if isinstance(exc, MethodNotAllowed) else ()
+    response = _json(http_error_body(status, detail, request.method, request.path, allowed), status)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+_APP_PREFIXES = "jobkit.error_prefixes"
+
+
+def _answer_under_prefix(state: BlueprintSetupState) -> None:
+    """Answer Flask's own errors for every path under the blueprint's ``url_prefix`` — an
+    unknown route or a wrong method is raised before any blueprint is chosen, so only an
+    app-level handler sees it. Paths elsewhere go to the handler the app had before."""
+    app = state.app
+    prefixes: list[str] | None = app.extensions.get(_APP_PREFIXES)
+    if prefixes is None:
+        prefixes = app.extensions[_APP_PREFIXES] = []
+        previous = app.error_handler_spec[None][None].get(HTTPException)
+
+        def answer(exc: HTTPException) -> Any:
+            path = request.path
+            if any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes):
+                return _http_error(exc)
+            return exc if previous is None else previous(exc)
+
+        app.register_error_handler(HTTPException, answer)
+    prefixes.append(state.url_prefix or "/")
 
 
 class _EventStream:
@@ -195,7 +244,9 @@ def job_blueprint(
         raise InvalidInput(f"heartbeat must be a positive number of seconds, got {heartbeat!r}.")
     bp = Blueprint(name, __name__)
     bp.register_error_handler(JobkitError, _jobkit_error)
+    bp.register_error_handler(HTTPException, _http_error)
     bp.record_once(_add_converter)
+    bp.record(_answer_under_prefix)
 
     def who() -> Actor | None:
         return None if actor is None else resolve_actor(actor())
@@ -284,5 +335,73 @@ def _body(route: str) -> bytes:
     check_body_size(request.headers.get("Content-Length"), limit)
     data = request.stream.read(limit + 1)
     if len(data) > limit:
-        raise InvalidInput(f"The request body is larger than this route takes ({limit} bytes).")
+        raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
     return data
+
+
+# -- the manager's life in a Flask process ------------------------------------------------
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_HOOKED: weakref.WeakSet[BlockingJobManager] = weakref.WeakSet()
+
+
+def stop_on_signals(manager: BlockingJobManager) -> None:
+    """Stop ``manager`` first when SIGINT or SIGTERM arrives: running jobs go back to
+    ``pending`` and every event stream of its blueprints ends. Then the signal does what it
+    did before — the server's own handler (gunicorn's, say), Ctrl-C's KeyboardInterrupt —
+    and a SIGTERM nobody handled ends the process with ``SystemExit(143)`` (so ``finally``
+    blocks run) instead of killing it on the spot. A signal that was ignored stays ignored.
+
+    Call it in the main thread (signals can be handled only there), once the manager is
+    started; calling it again for the same manager does nothing.
+    """
+    if manager in _HOOKED:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise InvalidInput("stop_on_signals() must be called in the main thread (signals are handled there).")
+    previous: dict[int, Any] = {}
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> Any:
+        if not stopping.is_set():  # a second Ctrl-C while stopping goes straight on
+            stopping.set()
+            log.info("stopping the job manager", signal=signal.Signals(signum).name)
+            manager.__exit__(None, None, None)
+        handler = previous[signum]
+        if callable(handler):
+            return handler(signum, frame)
+        raise SystemExit(128 + signum)
+
+    for signum in _STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler == signal.SIG_IGN:
+            continue
+        previous[signum] = handler
+        signal.signal(signum, on_signal)
+    _HOOKED.add(manager)
+
+
+def init_app(
+    app: Flask,
+    manager: BlockingJobManager,
+    *,
+    actor: Callable[[], object] | None = None,
+    url_prefix: str = "/api/v1",
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    name: str = "jobkit",
+) -> Blueprint:
+    """The app-factory recipe in one call: register :func:`job_blueprint` on ``app`` at
+    ``url_prefix``, start ``manager`` (once, however many apps share it) and
+    :func:`stop_on_signals` — so a SIGTERM or Ctrl-C requeues the running jobs and ends
+    the event streams before the process exits. Call it in the main thread.
+
+    :returns: the registered blueprint.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise InvalidInput("init_app() must be called in the main thread (signals are handled there).")
+    bp = job_blueprint(manager, actor=actor, heartbeat=heartbeat, name=name)
+    app.register_blueprint(bp, url_prefix=url_prefix)
+    if manager not in _HOOKED:
+        manager.__enter__()
+        stop_on_signals(manager)
+    return bp
