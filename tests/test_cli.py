@@ -18,7 +18,16 @@ import anyio
 import pytest
 from typer.testing import CliRunner, Result
 
-from jobkit import BackendError, DeletePolicy, Job, JobContext, JobManager, JobStatus, PermissionDenied
+from jobkit import (
+    BackendError,
+    DeletePolicy,
+    InvalidInput,
+    Job,
+    JobContext,
+    JobManager,
+    JobStatus,
+    PermissionDenied,
+)
 from jobkit.abc import BlobStore
 from jobkit.blobs import FileBlobStore, MemoryBlobStore
 from jobkit.cli import main
@@ -629,6 +638,13 @@ async def stubborn(ctx, payload):
 
 not_a_manager = 42
 blocking = BlockingJobManager(SQLiteStore(Path(__file__).with_name("jobs.db")))
+
+
+def build(store=None, blobs=None):
+    # A factory: jobkit worker --store/--blobs URLs arrive as opened backends.
+    built = JobManager(store, blobs, sweep_interval=None)
+    built.register("echo", echo)
+    return built
 """
 
 
@@ -783,6 +799,30 @@ class TestWorker:
         finally:
             sys.modules.pop("cli_worker_app", None)
 
+    def test_store_and_blobs_reach_a_factory_and_the_environment(
+        self, worker_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--app naming a factory: it is called with the --store/--blobs backends; either
+        way the URLs are in JOBKIT_STORE / JOBKIT_BLOBS before the host module is imported."""
+        monkeypatch.chdir(worker_dir)
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        monkeypatch.delitem(sys.modules, "cli_worker_app", raising=False)
+        monkeypatch.setenv("JOBKIT_STORE", "")
+        monkeypatch.setenv("JOBKIT_BLOBS", "")
+        try:
+            manager = load_manager("cli_worker_app:build", store="sqlite:///w.db", blobs="file://art")
+            assert isinstance(manager._store, SQLiteStore)
+            assert manager._store.path == "w.db"
+            assert isinstance(manager._blobs, FileBlobStore)
+            assert (os.environ["JOBKIT_STORE"], os.environ["JOBKIT_BLOBS"]) == (
+                "sqlite:///w.db",
+                "file://art",
+            )
+            with pytest.raises(InvalidInput, match="Unknown store URL scheme"):
+                load_manager("cli_worker_app:build", store="nosuch://x")
+        finally:
+            sys.modules.pop("cli_worker_app", None)
+
     @pytest.mark.parametrize(
         ("spec", "fragment"),
         [
@@ -790,6 +830,7 @@ class TestWorker:
             ("no_such_module_here:jobs", "Cannot import 'no_such_module_here'"),
             ("cli_worker_app:missing", "has no attribute 'missing'"),
             ("cli_worker_app:not_a_manager", "is a int, not a jobkit.JobManager"),
+            ("cli_worker_app:Path", "is a PosixPath, not a jobkit.JobManager (nor a factory"),
         ],
     )
     def test_bad_app_is_invalid_input(

@@ -565,8 +565,10 @@ def audit(
 
 @app.command(
     "worker",
-    help="Run the host's JobManager (its own store, handlers and policies: --store and --blobs do "
-    "not apply) until SIGINT or SIGTERM.\n\n"
+    help="Run the host's JobManager (its handlers and policies) until SIGINT or SIGTERM.\n\n"
+    "--store and --blobs reach the host as JOBKIT_STORE / JOBKIT_BLOBS before its module is "
+    "imported, and as the store= / blobs= arguments when --app names a factory "
+    "(def build(store, blobs) -> JobManager) instead of a manager.\n\n"
     "On the first signal running jobs are interrupted and go back to pending, and the worker exits 0 "
     "once they have; a second signal forces the stop (exit 1).",
 )
@@ -577,14 +579,15 @@ def worker(
         typer.Option(
             "--app",
             metavar="MODULE:ATTR",
-            help="The host's JobManager, e.g. myapp.jobs:jobs (imported from the current directory).",
+            help="The host's JobManager or a factory returning one, e.g. myapp.jobs:jobs "
+            "(imported from the current directory).",
         ),
     ],
 ) -> None:
     from ._worker import load_manager, serve
 
     settings = _settings(ctx)
-    manager = _guarded(settings, lambda: load_manager(app_spec))
+    manager = _guarded(settings, lambda: load_manager(app_spec, store=settings.store, blobs=settings.blobs))
     _quiet_logs("INFO")
 
     def say(line: str) -> None:

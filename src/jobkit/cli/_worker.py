@@ -26,17 +26,35 @@ def _is_missing(module_name: str, exc: ModuleNotFoundError) -> bool:
     return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
 
 
-def load_manager(spec: str) -> JobManager:
+def load_manager(spec: str, *, store: str | None = None, blobs: str | None = None) -> JobManager:
     """The JobManager named by ``module:attribute`` (e.g. ``myapp.jobs:jobs``).
 
     The current directory is put on ``sys.path`` first, as ``python -m`` would. A
     :class:`BlockingJobManager` is accepted too: its async manager is run.
 
-    :raises InvalidInput: malformed spec, module or attribute missing, not a JobManager.
+    ``store`` and ``blobs`` (the ``--store`` / ``--blobs`` URLs) reach the host two ways:
+    as ``JOBKIT_STORE`` / ``JOBKIT_BLOBS`` in the environment before its module is
+    imported (for a module that builds its manager from them), and, when the attribute is
+    a factory rather than a manager, as the ``store=`` / ``blobs=`` arguments it is called
+    with (``open_store`` / ``open_blobs`` of the URLs; those not given are left out).
+
+    :raises InvalidInput: malformed spec, module or attribute missing, not a JobManager
+        (nor a factory returning one), or a malformed URL.
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InvalidInput(f"--app must be module:attribute, e.g. myapp.jobs:jobs, got {spec!r}.")
+    backends: dict[str, object] = {}
+    if store:
+        from ..stores import open_store
+
+        backends["store"] = open_store(store)
+        os.environ["JOBKIT_STORE"] = store
+    if blobs:
+        from ..blobs import open_blobs
+
+        backends["blobs"] = open_blobs(blobs)
+        os.environ["JOBKIT_BLOBS"] = blobs
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -57,10 +75,15 @@ def load_manager(spec: str) -> JobManager:
             raise InvalidInput(
                 f"Module {module_name!r} has no attribute {attribute!r} (--app {spec})."
             ) from None
+    if callable(target) and not isinstance(target, JobManager | BlockingJobManager):
+        target = target(**backends)  # a factory: build(store=..., blobs=...) -> JobManager
     if isinstance(target, BlockingJobManager):
         target = target.manager
     if not isinstance(target, JobManager):
-        raise InvalidInput(f"--app {spec} is a {type(target).__name__}, not a jobkit.JobManager.")
+        raise InvalidInput(
+            f"--app {spec} is a {type(target).__name__}, not a jobkit.JobManager "
+            "(nor a factory that returns one)."
+        )
     return target
 
 
