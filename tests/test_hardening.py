@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+import bad_input
 from jobkit import (
     BackendError,
     DeletePolicy,
@@ -188,33 +188,9 @@ class TestText:
                 await jobs.list(cursor=encode_cursor(10**30))
 
 
-_bad_text = st.text(min_size=1, max_size=8).map(lambda text: text + "\ud800")
-_bad_durations = st.one_of(
-    st.floats(min_value=MAX_DURATION.total_seconds() * 1.01, allow_infinity=True),
-    st.floats(allow_nan=True).filter(lambda x: x != x),
-    st.integers(min_value=int(MAX_DURATION.total_seconds()) + 1, max_value=10**40),
-    st.floats(max_value=-1e-9),
-    st.timedeltas(min_value=MAX_DURATION + timedelta(seconds=1)),
-)
-_bad_submits = st.one_of(
-    st.builds(lambda kind: {"kind": kind}, _bad_text),
-    st.builds(lambda t: {"labels": {"k": t}}, _bad_text),
-    st.builds(lambda t: {"payload": {"nested": [t]}}, _bad_text),
-    st.builds(lambda d: {"ttl": d}, _bad_durations),
-    st.builds(lambda d: {"timeout": d}, _bad_durations),
-    st.builds(lambda p: {"priority": p}, st.integers().filter(lambda p: abs(p) > 1_000_000)),
-    st.builds(
-        lambda n: {"payload": n},
-        st.floats(allow_nan=True, allow_infinity=True).filter(
-            lambda x: x != x or x in (float("inf"), float("-inf"))
-        ),
-    ),
-)
-
-
 class TestBadInputProperty:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(bad=_bad_submits)
+    @given(bad=bad_input.bad_submits)
     def test_any_bad_submit_is_invalid_input_and_stores_nothing(self, bad: dict[str, Any]) -> None:
         """Whatever is wrong with a submit, it is InvalidInput and the store stays empty."""
         arguments = {"kind": "noop", **bad}
