@@ -134,6 +134,8 @@ _bad_labels = st.one_of(
     st.builds(lambda k: {k: "v"}, over_long(200)),
     st.builds(lambda v: {"k": v}, over_long(1000)),
 )
+#: Many fine labels, more than a submit's body may hold (1 MiB).
+_huge_labels = st.integers(60_000, 61_000).map(lambda n: {f"k{i}": "v" * 8 for i in range(n)})
 
 #: Each field of ``POST /jobs`` with a value it does not take.
 _bad_submit_fields: dict[str, st.SearchStrategy[Any]] = {
@@ -167,19 +169,20 @@ _bad_submit_fields: dict[str, st.SearchStrategy[Any]] = {
 
 @st.composite
 def _submit_with_one_bad_field(draw: st.DrawFn) -> bytes:
-    good: dict[str, Any] = {"kind": "echo"}
-    good.update(draw(st.dictionaries(st.sampled_from(["priority", "ttl", "labels"]), st.just(None))))
-    good = {k: v for k, v in good.items() if v is not None}
+    body: dict[str, Any] = {"kind": "echo"}
     field = draw(st.sampled_from(sorted(_bad_submit_fields)))
-    good[field] = draw(_bad_submit_fields[field])
-    return to_json(good).encode()
+    body[field] = draw(_bad_submit_fields[field])
+    return to_json(body).encode()
 
 
-def _body_shapes(required: frozenset[str], fields: frozenset[str], limit: int) -> st.SearchStrategy[bytes]:
+def _body_shapes(
+    required: frozenset[str], fields: frozenset[str], limit: int, large: bool
+) -> st.SearchStrategy[bytes]:
     """Bodies wrong whatever their fields: not JSON, not UTF-8, not an object, unknown
-    fields, a required field missing, nested 100,000 levels, larger than the route takes."""
+    fields, a required field missing and, if ``large``, nested 100,000 levels or larger
+    than the route takes."""
     known = sorted(fields)
-    return st.one_of(
+    small = st.one_of(
         st.sampled_from(
             [b"{", b"{'a': 1}", b"nul", b"[1,]", b'{"a":1}}', b"\xff\xfe{}", b'{"k": "\xed\xa0\x80"}']
         ),
@@ -188,36 +191,45 @@ def _body_shapes(required: frozenset[str], fields: frozenset[str], limit: int) -
             lambda extra: to_json({**dict.fromkeys(required), extra: 1}).encode(),
             st.text(min_size=1, max_size=8).filter(lambda k: k not in fields),
         ),
+    )
+    if not large:
+        return small
+    return st.one_of(
+        small,
         st.just(deep().encode()),
         st.builds(lambda name: ('{"' + name + '":' + deep() + "}").encode(), st.sampled_from(known)),
         st.just(b'{"' + known[0].encode() + b'":"' + b"x" * (limit + 1) + b'"}'),
     )
 
 
-def submit_bodies() -> st.SearchStrategy[bytes]:
-    """Bodies of ``POST /jobs`` that must be refused (422) without storing a job."""
-    return st.one_of(
+def submit_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
+    """Bodies of ``POST /jobs`` that must be refused (422) without storing a job; with
+    ``large``, also the 100,000-deep and the megabyte ones."""
+    bodies = [
         _submit_with_one_bad_field(),
-        _body_shapes(frozenset({"kind"}), frozenset(_bad_submit_fields), BODY_LIMITS["submit"]),
+        _body_shapes(frozenset({"kind"}), frozenset(_bad_submit_fields), BODY_LIMITS["submit"], large),
         st.just(b""),  # the body is required
         st.just(b'{"payload": 1}'),  # and so is kind
-    )
+    ]
+    if large:
+        bodies.append(_huge_labels.map(lambda labels: to_json({"kind": "echo", "labels": labels}).encode()))
+    return st.one_of(bodies)
 
 
-def cancel_bodies() -> st.SearchStrategy[bytes]:
+def cancel_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
     """Bodies of ``POST /jobs/{id}/cancel`` that must be refused without cancelling."""
     reason = st.one_of(wrong_types("null", "string"), bad_text, over_long(MAX_TEXT_LENGTH))
     return st.one_of(
         st.builds(lambda r: to_json({"reason": r}).encode(), reason),
-        _body_shapes(frozenset(), frozenset({"reason"}), BODY_LIMITS["cancel"]),
+        _body_shapes(frozenset(), frozenset({"reason"}), BODY_LIMITS["cancel"], large),
     )
 
 
-def priority_bodies() -> st.SearchStrategy[bytes]:
+def priority_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
     """Bodies of ``PATCH /jobs/{id}/priority`` that must be refused without a change."""
     return st.one_of(
         st.builds(lambda p: to_json({"priority": p}).encode(), _bad_submit_fields["priority"]),
-        _body_shapes(frozenset({"priority"}), frozenset({"priority"}), BODY_LIMITS["priority"]),
+        _body_shapes(frozenset({"priority"}), frozenset({"priority"}), BODY_LIMITS["priority"], large),
         st.sampled_from([b"", b"{}", b'{"priority": null}']),
     )
 
@@ -328,6 +340,30 @@ def list_queries(draw: st.DrawFn) -> str:
 
 
 # -- Python values for the manager's own API --------------------------------------------
+
+#: A cancel reason ``JobManager.cancel`` refuses: not a string, not valid text, too long.
+bad_reasons = st.one_of(
+    st.integers(),
+    st.binary(max_size=4),
+    st.lists(st.text(max_size=2), max_size=2),
+    bad_text,
+    over_long(MAX_TEXT_LENGTH),
+)
+#: A priority ``JobManager.set_priority`` refuses: not an int (bools, floats), out of range.
+bad_priorities = st.one_of(
+    st.booleans(),
+    st.floats(),
+    st.text(max_size=3),
+    st.integers().filter(lambda p: abs(p) > MAX_PRIORITY),
+    st.integers(min_value=10**29, max_value=10**40),
+)
+#: A cursor ``JobManager.list`` refuses: the crafted ones, decoded, and other types.
+bad_cursors = st.one_of(
+    cursors.map(lambda c: unquote(c, errors="surrogateescape")),
+    st.integers(),
+    st.binary(max_size=8),
+    bad_text,
+)
 
 #: A duration the Python API refuses: past the bound, NaN, negative, an overflowing timedelta.
 bad_durations = st.one_of(

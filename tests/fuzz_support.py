@@ -14,10 +14,14 @@ import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import schemathesis
 from fastapi import FastAPI
+from hypothesis import strategies as st
+from schemathesis.hooks import HookContext
 
+import bad_input as bad
 from jobkit import JobManager
 from jobkit.integrations.fastapi import install_error_handlers, job_router
 from web_handlers import header_actor
@@ -89,13 +93,55 @@ def fuzzed_document(*, links: bool) -> dict[str, Any]:
     return document
 
 
+#: The bad bodies of :mod:`bad_input` each JSON operation also gets, as raw bytes (some,
+#: such as ``NaN`` tokens, are no Python value schemathesis could encode itself). Only the
+#: small ones: schemathesis takes seconds over each megabyte body, and test_web_bad_input
+#: sends the deep and the oversized ones.
+BAD_BODIES: dict[str, st.SearchStrategy[bytes]] = {
+    label: bodies.filter(lambda body: len(body) < 20_000)
+    for label, bodies in (
+        (f"POST {API}/jobs", bad.submit_bodies()),
+        (f"POST {_JOB}/cancel", bad.cancel_bodies()),
+        (f"PATCH {_JOB}/priority", bad.priority_bodies()),
+    )
+}
+#: Query parameters of ``GET /jobs`` from :mod:`bad_input`: crafted cursors, bad limits.
+BAD_QUERIES = st.one_of(
+    bad.cursors.map(lambda cursor: {"cursor": unquote(cursor)}),
+    bad.limits.map(lambda limit: {"limit": unquote(limit)}),
+)
+
+
+def _body_or_bad(context: HookContext, body: Any) -> st.SearchStrategy[Any]:
+    operation = context.operation
+    bodies = None if operation is None else BAD_BODIES.get(operation.label)
+    return st.just(body) if bodies is None else st.one_of(st.just(body), bodies)
+
+
+def _query_or_bad(context: HookContext, query: Any) -> st.SearchStrategy[Any]:
+    operation = context.operation
+    if operation is None or operation.label != f"GET {API}/jobs":
+        return st.just(query)
+    return st.one_of(st.just(query), BAD_QUERIES)
+
+
 def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     """A schemathesis schema of :func:`fuzzed_document` with the shared checks, without the
-    endless ``GET /events`` stream."""
+    endless ``GET /events`` stream. Without ``links`` (the run of single requests), the
+    generated bodies and list queries are mixed with those of :mod:`bad_input`; the stateful
+    run keeps to schemathesis' own, which make real jobs to follow the links of."""
     schema = schemathesis.openapi.from_dict(fuzzed_document(links=links))
     schema.config.generation.update(max_examples=max_examples, database="none")
     schema.config.checks.update(included_check_names=CHECKS)
+    if not links:
+        schema.hook("flatmap_body")(_body_or_bad)
+        schema.hook("flatmap_query")(_query_or_bad)
     return schema.exclude(path=f"{API}/events")
+
+
+def injected(case: Any) -> bool:
+    """Whether ``case`` carries a bad body of :mod:`bad_input` (raw bytes)."""
+    return isinstance(case.body, bytes)
 
 
 class Tally:
@@ -104,9 +150,11 @@ class Tally:
     def __init__(self, name: str) -> None:
         self.name = name
         self.statuses: Counter[tuple[str, int]] = Counter()
+        self.injected = 0
 
-    def record(self, label: str, status: int) -> None:
+    def record(self, label: str, status: int, *, injected: bool = False) -> None:
         self.statuses[(label, status)] += 1
+        self.injected += injected
 
     @property
     def cases(self) -> int:
@@ -124,6 +172,7 @@ class Tally:
             "run": self.name,
             "cases": self.cases,
             "server_errors": self.server_errors,
+            "bad_input_bodies": self.injected,
             "by_operation": by_operation,
         }
 
@@ -131,5 +180,8 @@ class Tally:
         """Write the summary as ``fuzz-<name>.json`` in ``directory``; print one line."""
         path = directory / f"fuzz-{self.name}.json"
         path.write_text(json.dumps(self.summary(), indent=2))
-        print(f"\n{self.name}: {self.cases} cases, {self.server_errors} server errors ({path})")
+        print(
+            f"\n{self.name}: {self.cases} cases ({self.injected} with bad_input bodies), "
+            f"{self.server_errors} server errors ({path})"
+        )
         return path

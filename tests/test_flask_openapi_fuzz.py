@@ -22,7 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from werkzeug.serving import make_server
 
-from fuzz_support import API, SEEDED, Tally, fuzzed_schema
+from fuzz_support import API, SEEDED, Tally, fuzzed_schema, injected
 from jobkit import BlockingJobManager, JobContext
 from jobkit.integrations.flask import job_blueprint
 from web_handlers import actor_from_headers
@@ -102,7 +102,7 @@ def test_no_server_errors_and_every_response_documented(
         else:
             case.path_parameters["job_id"] = seeded["completed"]
     response = case.call(base_url=server[1])
-    tally.record(case.operation.label, response.status_code)
+    tally.record(case.operation.label, response.status_code, injected=injected(case))
     case.validate_response(response)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bad_input
 from jobkit import (
@@ -206,6 +207,35 @@ class TestBadInputProperty:
                 assert await count_jobs(jobs) == 0
 
         anyio.run(main)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        call=st.one_of(
+            bad_input.bad_reasons.map(lambda r: ("cancel", r)),
+            bad_input.bad_priorities.map(lambda p: ("set_priority", p)),
+            bad_input.bad_cursors.map(lambda c: ("list", c)),
+        )
+    )
+    async def test_any_bad_cancel_priority_or_cursor_is_invalid_input_and_changes_nothing(
+        self, make_manager: ManagerFactory, call: tuple[str, Any]
+    ) -> None:
+        """On every store: a bad reason, priority or cursor is InvalidInput; the job, the
+        audit trail and the listing stay as they were."""
+        jobs = make_manager(concurrency=0)
+        jobs.declare("later")
+        async with jobs:
+            job = await jobs.submit("later")
+            method, value = call
+            attempts = {
+                "cancel": lambda: jobs.cancel(job.id, reason=value),
+                "set_priority": lambda: jobs.set_priority(job.id, value),
+                "list": lambda: jobs.list(cursor=value),
+            }
+            with pytest.raises(InvalidInput):
+                await attempts[method]()
+            assert await jobs.get(job.id) == job
+            assert await jobs.audit() == []
+            assert [j.id for j in (await jobs.list()).items] == [job.id]
 
 
 class _FlakyStore(MemoryStore):

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
-from fuzz_support import API, SEEDED, Tally, fuzzed_schema
+from fuzz_support import API, SEEDED, Tally, fuzzed_schema, injected
 from jobkit import JobContext, JobManager
 from jobkit.integrations.fastapi import install_error_handlers, job_router, lifespan
 from web_handlers import header_actor
@@ -127,7 +127,7 @@ def test_no_server_errors_and_every_response_documented(
         fresh = case.method == "DELETE"
         case.path_parameters["job_id"] = finished_job(server[1]) if fresh else seeded["completed"]
     response = case.call(base_url=server[1])
-    tally.record(case.operation.label, response.status_code)
+    tally.record(case.operation.label, response.status_code, injected=injected(case))
     case.validate_response(response)
 
 
