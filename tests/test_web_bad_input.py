@@ -12,6 +12,7 @@ request the jobs, the audit trail and the artifacts are exactly as before, and `
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.serving import make_server
 
 import bad_input as bad
 from jobkit import BlockingJobManager, JobContext, JobManager
@@ -33,7 +35,7 @@ from managers import STORE_KINDS, ManagerFactory
 
 API = "/api/v1"
 #: Examples per route family, integration, backend and store kind (56 runs in all).
-EXAMPLES = 150
+EXAMPLES = 100
 ARTIFACT = "out/a.txt"
 
 
@@ -141,6 +143,7 @@ def _settings() -> Any:
 @dataclass
 class FlaskService:
     jobs: BlockingJobManager
+    app: flask.Flask
     client: FlaskClient
     ids: dict[str, str]
 
@@ -175,7 +178,7 @@ def flask_service(
         done = jobs.submit("echo")
         assert jobs.wait(done.id, timeout=10).status == "completed"
         pending = jobs.submit("later", priority=2)
-        yield FlaskService(jobs, app.test_client(), {"done": done.id, "pending": pending.id})
+        yield FlaskService(jobs, app, app.test_client(), {"done": done.id, "pending": pending.id})
 
 
 def flask_refuses(family: str) -> Callable[..., None]:
@@ -278,3 +281,67 @@ test_fastapi_reads = fastapi_refuses("reads")
 def test_every_family_is_tested_on_both_integrations() -> None:
     tested = {name for name in globals() if name.startswith(("test_flask_", "test_fastapi_"))}
     assert tested == {f"test_{web}_{family}" for web in ("flask", "fastapi") for family in CALLS}
+
+
+# -- bodies without a length -------------------------------------------------------------
+
+
+def _chunks(body: bytes) -> Iterator[bytes]:
+    for start in range(0, len(body), 1 << 16):
+        yield body[start : start + (1 << 16)]
+
+
+async def _achunks(body: bytes) -> AsyncIterator[bytes]:
+    for chunk in _chunks(body):
+        yield chunk
+
+
+OVERSIZED = {
+    "submit": ("POST", "/jobs", b'{"kind": "echo", "payload": "' + b"x" * (2 << 20) + b'"}'),
+    "cancel": ("POST", "/jobs/{pending}/cancel", b'{"reason": "' + b"x" * (128 << 10) + b'"}'),
+    "priority": ("PATCH", "/jobs/{pending}/priority", b'{"priority": 1' + b" " * (8 << 10) + b"}"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("route", sorted(OVERSIZED))
+async def test_fastapi_a_chunked_body_over_the_limit_is_refused_and_stores_nothing(
+    fastapi_service: FastAPIService, route: str
+) -> None:
+    """Without a Content-Length (chunked transfer), a body over the route's limit is still
+    422: a 2 MiB payload is not stored (it was, with 201)."""
+    service = fastapi_service
+    method, path, body = OVERSIZED[route]
+    call = Call(method, path)
+    before = await service.state()
+    response = await service.client.request(
+        method, call.url(service.ids), content=_achunks(body), headers=call.headers()
+    )
+    check_refused(call, response.status_code, response.content)
+    assert "larger than this route takes" in response.json()["error"]["message"]
+    assert await service.state() == before
+
+
+@pytest.mark.parametrize("route", sorted(OVERSIZED))
+def test_flask_a_chunked_body_over_the_limit_is_refused_and_stores_nothing(
+    flask_service: FlaskService, route: str
+) -> None:
+    """The same through a real werkzeug server (the test client always sends a length)."""
+    service = flask_service
+    method, path, body = OVERSIZED[route]
+    call = Call(method, path)
+    before = service.state()
+    http = make_server("127.0.0.1", 0, service.app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{http.server_port}{call.url(service.ids)}"
+        response = httpx.request(method, url, content=_chunks(body), headers=call.headers(), timeout=30)
+    finally:
+        http.shutdown()
+        thread.join(timeout=30)
+        http.server_close()
+    assert not thread.is_alive()
+    check_refused(call, response.status_code, response.content)
+    assert "larger than this route takes" in response.json()["error"]["message"]
+    assert service.state() == before

@@ -351,7 +351,11 @@ def job_router(
         limit = BODY_LIMITS[route]
 
         async def body_size(request: Request) -> None:
-            check_body_size(request.headers.get("content-length"), limit)
+            length = request.headers.get("content-length")
+            check_body_size(length, limit)
+            # A chunked body announces no length: FastAPI has read it by now; refuse it too.
+            if length is None and len(await request.body()) > limit:
+                raise InvalidInput(f"The request body is larger than this route takes ({limit} bytes).")
 
         return [Depends(not_cross_site), Depends(body_size)]
 
