@@ -134,8 +134,10 @@ _bad_labels = st.one_of(
     st.builds(lambda k: {k: "v"}, over_long(200)),
     st.builds(lambda v: {"k": v}, over_long(1000)),
 )
-#: Many fine labels, more than a submit's body may hold (1 MiB).
-_huge_labels = st.integers(60_000, 61_000).map(lambda n: {f"k{i}": "v" * 8 for i in range(n)})
+#: A submit with 60,000 fine labels: more than its body may hold (1 MiB).
+HUGE_LABELS = (
+    '{"kind":"echo","labels":{' + ",".join(f'"k{i}":"vvvvvvvv"' for i in range(60_000)) + "}}"
+).encode()
 
 #: Each field of ``POST /jobs`` with a value it does not take.
 _bad_submit_fields: dict[str, st.SearchStrategy[Any]] = {
@@ -212,7 +214,7 @@ def submit_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
         st.just(b'{"payload": 1}'),  # and so is kind
     ]
     if large:
-        bodies.append(_huge_labels.map(lambda labels: to_json({"kind": "echo", "labels": labels}).encode()))
+        bodies.append(st.just(HUGE_LABELS))
     return st.one_of(bodies)
 
 
@@ -273,6 +275,8 @@ artifact_names = st.one_of(
     st.sampled_from(["%FF", "%ED%A0%80", "%C0%AE%C0%AE"]),
     st.builds(lambda t: "out/" + _percent(t), bad_text),
     st.builds(lambda n: "x" * n, st.integers(MAX_NAME_LENGTH + 1, MAX_NAME_LENGTH + 50)),
+    # A segment longer than a file name may be (255 bytes): no file store can hold it.
+    st.builds(lambda n, c: "out/" + _percent(c * n), st.integers(130, 300), st.sampled_from("xé")),
 )
 
 
