@@ -140,7 +140,6 @@ def test_stateful_runs_follow_the_links_without_server_errors(
     base_url = server[1]
     counts = Tally("fastapi-stateful")
     stateful = fuzzed_schema(links=True, max_examples=STATEFUL_EXAMPLES)
-    assert stateful.statistic.transitions.total >= 20
 
     class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
@@ -162,6 +161,10 @@ def test_stateful_runs_follow_the_links_without_server_errors(
     finally:
         counts.write(tmp_path_factory.getbasetemp())
     assert counts.cases >= STATEFUL_EXAMPLES
+    # Random ids never name a job: a call on a job that worked followed a link.
+    on_a_job = [status for (label, status) in counts.statuses if "{job_id}" in label]
+    assert 200 in on_a_job
+    assert 204 in on_a_job
     assert counts.server_errors == 0
     assert httpx.get(f"{base_url}{API}/jobs", timeout=10).status_code == 200
 
