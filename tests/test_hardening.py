@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bad_input
 from jobkit import (
     BackendError,
     DeletePolicy,
@@ -188,33 +189,9 @@ class TestText:
                 await jobs.list(cursor=encode_cursor(10**30))
 
 
-_bad_text = st.text(min_size=1, max_size=8).map(lambda text: text + "\ud800")
-_bad_durations = st.one_of(
-    st.floats(min_value=MAX_DURATION.total_seconds() * 1.01, allow_infinity=True),
-    st.floats(allow_nan=True).filter(lambda x: x != x),
-    st.integers(min_value=int(MAX_DURATION.total_seconds()) + 1, max_value=10**40),
-    st.floats(max_value=-1e-9),
-    st.timedeltas(min_value=MAX_DURATION + timedelta(seconds=1)),
-)
-_bad_submits = st.one_of(
-    st.builds(lambda kind: {"kind": kind}, _bad_text),
-    st.builds(lambda t: {"labels": {"k": t}}, _bad_text),
-    st.builds(lambda t: {"payload": {"nested": [t]}}, _bad_text),
-    st.builds(lambda d: {"ttl": d}, _bad_durations),
-    st.builds(lambda d: {"timeout": d}, _bad_durations),
-    st.builds(lambda p: {"priority": p}, st.integers().filter(lambda p: abs(p) > 1_000_000)),
-    st.builds(
-        lambda n: {"payload": n},
-        st.floats(allow_nan=True, allow_infinity=True).filter(
-            lambda x: x != x or x in (float("inf"), float("-inf"))
-        ),
-    ),
-)
-
-
 class TestBadInputProperty:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(bad=_bad_submits)
+    @given(bad=bad_input.bad_submits)
     def test_any_bad_submit_is_invalid_input_and_stores_nothing(self, bad: dict[str, Any]) -> None:
         """Whatever is wrong with a submit, it is InvalidInput and the store stays empty."""
         arguments = {"kind": "noop", **bad}
@@ -230,6 +207,35 @@ class TestBadInputProperty:
                 assert await count_jobs(jobs) == 0
 
         anyio.run(main)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        call=st.one_of(
+            bad_input.bad_reasons.map(lambda r: ("cancel", r)),
+            bad_input.bad_priorities.map(lambda p: ("set_priority", p)),
+            bad_input.bad_cursors.map(lambda c: ("list", c)),
+        )
+    )
+    async def test_any_bad_cancel_priority_or_cursor_is_invalid_input_and_changes_nothing(
+        self, make_manager: ManagerFactory, call: tuple[str, Any]
+    ) -> None:
+        """On every store: a bad reason, priority or cursor is InvalidInput; the job, the
+        audit trail and the listing stay as they were."""
+        jobs = make_manager(concurrency=0)
+        jobs.declare("later")
+        async with jobs:
+            job = await jobs.submit("later")
+            method, value = call
+            attempts = {
+                "cancel": lambda: jobs.cancel(job.id, reason=value),
+                "set_priority": lambda: jobs.set_priority(job.id, value),
+                "list": lambda: jobs.list(cursor=value),
+            }
+            with pytest.raises(InvalidInput):
+                await attempts[method]()
+            assert await jobs.get(job.id) == job
+            assert await jobs.audit() == []
+            assert [j.id for j in (await jobs.list()).items] == [job.id]
 
 
 class _FlakyStore(MemoryStore):

@@ -2,7 +2,9 @@
 
 Every operation but the endless ``GET /events`` stream gets generated requests, valid
 and invalid: no response may be a server error, and every response must be documented
-(status code, content type, body schema) by the schema.
+(status code, content type, body schema) by the schema. A stateful run follows the OpenAPI
+links the fuzzed copy of the schema adds (submit → get, cancel, priority, delete, artifacts).
+The case counts go to ``fuzz-fastapi*.json`` under pytest's temporary directory.
 """
 
 from __future__ import annotations
@@ -19,20 +21,13 @@ import uvicorn
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
+from fuzz_support import API, SEEDED, Tally, fuzzed_schema, injected
 from jobkit import JobContext, JobManager
 from jobkit.integrations.fastapi import install_error_handlers, job_router, lifespan
 from web_handlers import header_actor
 
-API = "/api/v1"
 MAX_EXAMPLES = 100
-CHECKS = [
-    "not_a_server_error",
-    "status_code_conformance",
-    "content_type_conformance",
-    "response_headers_conformance",
-    "response_schema_conformance",
-    "negative_data_rejection",
-]
+STATEFUL_EXAMPLES = 40
 
 
 async def echo(ctx: JobContext, payload: Any) -> Any:
@@ -91,25 +86,19 @@ def seed(base_url: str) -> dict[str, str]:
     return {"completed": done["id"], "tenant": tenant["id"], "cancelled": pending["id"]}
 
 
-#: The example job id in the fuzzed schema, replaced by a real job's id in each request.
-SEEDED = "seeded-job"
-
-
-def fuzzed_schema() -> Any:
-    """The app's schema, with examples pointing at the seeded jobs (for the examples phase)."""
-    document = build_app().openapi()
-    for operations in document["paths"].values():
-        for operation in operations.values():
-            for parameter in operation.get("parameters", []):
-                if parameter["name"] == "job_id":
-                    parameter["example"] = SEEDED
-                elif parameter["name"] == "name":
-                    parameter["example"] = "out/result.json"
-    document["components"]["schemas"]["SubmitJob"]["properties"]["kind"]["examples"] = ["echo"]
-    schema = schemathesis.openapi.from_dict(document)
-    schema.config.generation.update(max_examples=MAX_EXAMPLES, database="none")
-    schema.config.checks.update(included_check_names=CHECKS)
-    return schema.exclude(path=f"{API}/events")
+def finished_job(base_url: str) -> str:
+    """A new completed job (with its artifact), for one generated delete to remove."""
+    with (
+        httpx.Client(base_url=base_url + API, timeout=10) as client,
+        client.stream("GET", "/events") as events,
+    ):
+        lines = events.iter_lines()
+        next(lines)  # the opening frame: the subscription is live
+        job_id = client.post("/jobs", json={"kind": "echo"}).json()["id"]
+        for line in lines:
+            if line.startswith("data:") and '"type":"completed"' in line and job_id in line:
+                return str(job_id)
+    raise AssertionError("the job never finished")
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +106,67 @@ def seeded(server: tuple[FastAPI, str]) -> dict[str, str]:
     return seed(server[1])
 
 
-schema = fuzzed_schema()
+@pytest.fixture(scope="module")
+def tally(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tally]:
+    counts = Tally("fastapi")
+    yield counts
+    counts.write(tmp_path_factory.getbasetemp())
+
+
+schema = fuzzed_schema(links=False, max_examples=MAX_EXAMPLES)
 
 
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_every_response_documented(
-    case: schemathesis.Case, server: tuple[FastAPI, str], seeded: dict[str, str]
+    case: schemathesis.Case, server: tuple[FastAPI, str], seeded: dict[str, str], tally: Tally
 ) -> None:
     """Generated requests never get a 5xx, and every response matches the schema."""
     if case.path_parameters and case.path_parameters.get("job_id") == SEEDED:
-        case.path_parameters["job_id"] = seeded["completed"]
-    case.call_and_validate(base_url=server[1])
+        # A delete gets a finished job of its own, so the seeded one stays for the others.
+        fresh = case.method == "DELETE"
+        case.path_parameters["job_id"] = finished_job(server[1]) if fresh else seeded["completed"]
+    response = case.call(base_url=server[1])
+    tally.record(case.operation.label, response.status_code, injected=injected(case))
+    case.validate_response(response)
+
+
+def test_stateful_runs_follow_the_links_without_server_errors(
+    server: tuple[FastAPI, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Sequences of calls on jobs the run itself made (submit, then get, cancel, change the
+    priority, delete, read and delete artifacts): no server error, every response documented,
+    and the listing still works afterwards."""
+    base_url = server[1]
+    counts = Tally("fastapi-stateful")
+    stateful = fuzzed_schema(links=True, max_examples=STATEFUL_EXAMPLES)
+
+    class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"base_url": base_url}
+
+        def after_call(self, response: Any, case: schemathesis.Case) -> None:
+            counts.record(case.operation.label, response.status_code)
+
+    try:
+        Workflow.run(
+            settings=settings(
+                max_examples=STATEFUL_EXAMPLES,
+                stateful_step_count=8,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+        )
+    finally:
+        counts.write(tmp_path_factory.getbasetemp())
+    assert counts.cases >= STATEFUL_EXAMPLES
+    # Random ids never name a job: a call on a job that worked followed a link.
+    on_a_job = [status for (label, status) in counts.statuses if "{job_id}" in label]
+    assert 200 in on_a_job
+    assert 204 in on_a_job
+    assert counts.server_errors == 0
+    assert httpx.get(f"{base_url}{API}/jobs", timeout=10).status_code == 200
 
 
 def test_events_is_left_out_of_the_fuzzing() -> None:

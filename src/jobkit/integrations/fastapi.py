@@ -68,6 +68,7 @@ from ._http import (
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
+    PayloadTooLarge,
     check_body_size,
     check_not_cross_site,
     dumps,
@@ -432,7 +433,11 @@ def job_router(
         limit = BODY_LIMITS[route]
 
         async def body_size(request: Request) -> None:
-            check_body_size(request.headers.get("content-length"), limit)
+            length = request.headers.get("content-length")
+            check_body_size(length, limit)
+            # A chunked body announces no length: FastAPI has read it by now; refuse it too.
+            if length is None and len(await request.body()) > limit:
+                raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
 
         return [Depends(not_cross_site), Depends(body_size)]
 
