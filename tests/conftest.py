@@ -7,6 +7,7 @@ import structlog
 
 from jobkit.testing import FakeClock
 from managers import STORE_KINDS, ManagerFactory, StoreKind
+from pgserver import pg_cluster, pg_dsn  # noqa: F401 - session fixtures
 
 
 def pytest_configure(config: pytest.Config) -> None:
