@@ -417,6 +417,7 @@ class PostgresStore:
         """Run one statement, grouped with the statements other tasks run meanwhile."""
         if self._pool is None:
             raise JobkitError("The PostgresStore is not open.")
+        await anyio.lowlevel.checkpoint_if_cancelled()  # the wait below is shielded
         op = _Op(sql, params, finish, duplicate)
         self._queue.append(op)
         # Shielded: once queued, the statement runs; its caller learns the result.
