@@ -74,4 +74,9 @@ def _postgres(url: str, scheme: str, netloc: str, path: str, query: str) -> JobS
     from .postgres import PostgresStore
 
     dsn = urlunsplit((scheme, netloc, path, urlencode(rest), ""))
-    return PostgresStore(dsn, schema=options.get("schema", "jobkit"), **sizes)
+    return PostgresStore(
+        dsn,
+        schema=options.get("schema", "jobkit"),
+        min_connections=sizes.get("min_connections", 2),
+        max_connections=sizes.get("max_connections", 10),
+    )
