@@ -388,9 +388,10 @@ class PostgresStore:
         self._pool = pool
 
     def _open_pool(self, pool: ConnectionPool[Any], psycopg: Any) -> None:
-        pool.open(wait=True, timeout=30.0)
-        with pool.connection() as conn:
+        # One direct connection first: an unreachable server fails at once, with libpq's reason.
+        with psycopg.Connection.connect(self.dsn, **self.connection_kwargs(role="migrate")) as conn:
             migrate(conn, self.schema)
+        pool.open(wait=True, timeout=30.0)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
