@@ -297,6 +297,9 @@ class WorkerPool:
         """Fill the free slots whenever there may be work; else wait for one wake-up signal."""
         while self._open:
             if self._more and self._busy < self._concurrency:
+                if self._filling:  # a runner is claiming (a store call in a thread, say)
+                    await self._filled.wait()
+                    continue
                 await self._fill()
                 if self._more:
                     await anyio.lowlevel.checkpoint()

@@ -16,7 +16,7 @@ connection that waits on its socket with :func:`anyio.wait_readable` (asyncio an
 
 Health: every ``PING_EVERY`` seconds the listener sends itself a probe; no echo within
 ``PING_TIMEOUT`` (or a broken connection) and it reconnects with backoff (0.1 s doubling to
-5 s). After a reconnect it tells this process's listeners that anything may have changed
+5 s). Once connected (at start, and after each reconnect) it tells this process's listeners that anything may have changed
 (running jobs are re-read: a read-only cancel check; idle workers claim) and gives event
 listeners an ``overflow`` event (events sent meanwhile were lost). While it is unhealthy,
 the manager's own poll timer and heartbeat (every ``poll_interval`` at most) find what
@@ -232,7 +232,7 @@ class PostgresNotifier(LocalNotifier):
                         first = not self._registered
                         await store._run(
                             f"INSERT INTO {self._table} (origin, expires_at) VALUES "
-                            f"(%s, now() + %s * interval '1 second') ON CONFLICT (origin) DO UPDATE "
+                            f"(%s, now() + %s::float8 * interval '1 second') ON CONFLICT (origin) DO UPDATE "
                             "SET expires_at = excluded.expires_at",
                             (self._origin, LISTENER_TTL),
                         )
@@ -296,12 +296,12 @@ class PostgresNotifier(LocalNotifier):
             backoff = _FIRST_BACKOFF
             self.healthy = True
             self.connects += 1
-            if self.connects > 1:
-                # What happened while we were away is unknown: re-check everything.
-                self.deliver(_CHANGED)
-                self.deliver(_WAKE)
-                if self._event_listeners:
-                    self.deliver(_overflow(0))
+            # What happened before we listened (at start, or while we were away) is
+            # unknown: running jobs are re-read (a read-only cancel check), idle workers claim.
+            self.deliver(_CHANGED)
+            self.deliver(_WAKE)
+            if self.connects > 1 and self._event_listeners:
+                self.deliver(_overflow(0))
             try:
                 await self._serve(tg)
             except Exception as exc:

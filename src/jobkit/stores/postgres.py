@@ -21,6 +21,7 @@ start at once are safe.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -73,7 +74,6 @@ from ._sqlite import (
 if TYPE_CHECKING:
     from datetime import datetime
 
-    import psycopg
     from psycopg_pool import ConnectionPool
 
     from ..abc import Change
@@ -270,6 +270,170 @@ class _Op:
         self.lead = False  # holds a group slot: runs groups until it is done
 
 
+_PLACEHOLDER = re.compile(r"%s")
+
+
+def _numbered(sql: str) -> bytes:
+    """``%s`` placeholders as ``$1, $2, ...`` (jobkit's own statements hold no other %)."""
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql).encode()
+
+
+class _Result:
+    """What an operation's ``finish`` reads: the rows and the row count of one statement."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+
+class _Lane:
+    """One connection driven from the event loop's thread: libpq in non-blocking pipeline
+    mode, waiting on its socket with anyio (works on asyncio and trio, no worker thread).
+    psycopg adapts the parameters and the rows."""
+
+    def __init__(self, conn: Any, store: PostgresStore) -> None:
+        from psycopg.adapt import PyFormat, Transformer
+
+        self.conn = conn
+        self.pgconn = conn.pgconn
+        self.pgconn.nonblocking = 1
+        self._store = store
+        self._tx = Transformer(conn)
+        self._text = PyFormat.TEXT
+        self.broken = False
+        self._prepared: dict[str, str] = {}  # statement -> its prepared name here
+        self._names: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.broken = True
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    async def run(self, ops: list[_Op], *, transaction: bool) -> bool:
+        """Send the ops in one pipeline (in a transaction when asked); set their results.
+
+        Each statement is prepared on the connection the first time it runs there (its
+        parameters are sent as text, so the server infers their types once).
+
+        :returns: False when a statement failed inside the transaction (rolled back; the
+            ops have no result): run them again one by one.
+        """
+        from psycopg import pq
+
+        pg = self.pgconn
+        tx = self._tx
+        text = self._text
+        prepared = self._prepared
+        slots: list[tuple[_Op, str, int | None, int]] = []  # op, name, prepare result, result
+        sent = 0
+        try:
+            pg.enter_pipeline_mode()
+            if transaction:
+                pg.send_query_params(b"BEGIN", None)
+                sent += 1
+            for op in ops:
+                name = prepared.get(op.sql)
+                prepare_at = None
+                if name is None:
+                    name = f"jk{len(self._names)}"
+                    self._names[name] = op.sql
+                    pg.send_prepare(name.encode(), _numbered(op.sql), None)
+                    prepare_at = sent
+                    sent += 1
+                params = op.params
+                values = tx.dump_sequence(params, [text] * len(params)) if params else None
+                pg.send_query_prepared(name.encode(), values)
+                slots.append((op, name, prepare_at, sent))
+                sent += 1
+            if transaction:
+                pg.send_query_params(b"COMMIT", None)
+                sent += 1
+            pg.pipeline_sync()
+            results = await self._collect()
+            pg.exit_pipeline_mode()
+        except BaseException:
+            self.broken = True
+            raise
+        ok = pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK
+        for op, name, prepare_at, _ in slots:
+            if prepare_at is not None and results[prepare_at].status in ok:
+                prepared[op.sql] = name
+        if transaction:
+            if all(res.status in ok for res in results):
+                for op, _, _, at in slots:
+                    self._finish(op, results[at])
+                return True
+            await self._rollback()
+            return False
+        for op, _, prepare_at, at in slots:
+            res = results[at]
+            if res.status in ok:
+                self._finish(op, res)
+            else:
+                failed = results[prepare_at] if prepare_at is not None else res
+                op.error = self._failure(op, failed if failed.status not in ok else res)
+        return True
+
+    def _finish(self, op: _Op, res: Any) -> None:
+        tx = self._tx
+        rows: list[Any] = []
+        if res.ntuples:
+            tx.set_pgresult(res)
+            rows = tx.load_rows(0, res.ntuples, tuple)
+        try:
+            op.result = op.finish(_Result(rows, res.command_tuples or 0))
+        except Exception as exc:  # pragma: no cover - a finish function's bug
+            op.error = BackendError(f"PostgreSQL result unreadable: {exc!r}")
+
+    def _failure(self, op: _Op, res: Any) -> JobkitError:
+        from psycopg import pq
+
+        state = res.error_field(pq.DiagnosticField.SQLSTATE)
+        if state == b"23505" and op.duplicate:
+            return JobkitError(op.duplicate)
+        message = (res.error_message or b"").decode(errors="replace").strip()
+        return BackendError(f"PostgreSQL error (schema {self._store.schema!r}): {message or res.status.name}")
+
+    async def _collect(self) -> list[Any]:
+        """Flush what was sent, then read results up to the pipeline's sync point."""
+        from psycopg import pq
+
+        pg = self.pgconn
+        sock = pg.socket
+        while pg.flush() == 1:
+            await anyio.wait_writable(sock)
+        results: list[Any] = []
+        sync = pq.ExecStatus.PIPELINE_SYNC
+        while True:
+            if pg.is_busy():
+                await anyio.wait_readable(sock)
+                pg.consume_input()
+                continue
+            res = pg.get_result()
+            if res is None:
+                continue
+            if res.status == sync:
+                return results
+            results.append(res)
+
+    async def _rollback(self) -> None:
+        pg = self.pgconn
+        pg.enter_pipeline_mode()
+        pg.send_query_params(b"ROLLBACK", None)
+        pg.pipeline_sync()
+        await self._collect()
+        pg.exit_pipeline_mode()
+
+
 def _quote(schema: str) -> str:
     return '"' + schema + '"'
 
@@ -279,12 +443,14 @@ class PostgresStore:
 
     :param dsn: a libpq connection string or ``postgresql://`` URL (without ``schema=``).
     :param schema: the PostgreSQL schema holding jobkit's tables (created when missing).
-    :param min_connections: connections the pool keeps open.
-    :param max_connections: most pooled connections (the notifier's listener is one more).
+    :param min_connections: connections opened at once (up to ``groups``).
+    :param max_connections: most connections the store opens: ``min(groups,
+        max_connections - 1)`` for statements, one for exclusive sections (the notifier's
+        listener is one more).
     :param application_name: shown in ``pg_stat_activity`` (default ``jobkit <host>:<pid>``).
     :param statement_timeout: seconds a statement may run before the server stops it.
     :param idle_in_transaction_timeout: seconds a transaction may sit idle (a bloat guard).
-    :param groups: groups of operations in flight at once (each on its own connection).
+    :param groups: groups of statements in flight at once, each on its own connection.
 
     It has every optional member: ``claim_many`` (``FOR UPDATE SKIP LOCKED``), ``apply``
     (one transaction), ``exclusive`` (a session advisory lock) and ``notifier``
@@ -301,7 +467,7 @@ class PostgresStore:
         application_name: str | None = None,
         statement_timeout: float = 30.0,
         idle_in_transaction_timeout: float = 60.0,
-        groups: int = 4,
+        groups: int = 2,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise InvalidInput(
@@ -338,6 +504,7 @@ class PostgresStore:
         self._pool: ConnectionPool[Any] | None = None
         self._limiter = anyio.CapacityLimiter(max_connections)
         self._queue: deque[_Op] = deque()
+        self._lanes: list[_Lane] = []  # idle connections of the grouped statements
         self._running = 0  # groups in flight
         #: Names this store's writes in its notifications (see PostgresNotifier).
         self.origin = secrets.token_hex(8)
@@ -371,8 +538,8 @@ class PostgresStore:
         psycopg, psycopg_pool = _import_psycopg()
         pool = psycopg_pool.ConnectionPool(
             self.dsn,
-            min_size=self.min_connections,
-            max_size=self.max_connections,
+            min_size=1,
+            max_size=1,  # exclusive sections; statements run on the lanes
             kwargs=self.connection_kwargs(role="pool"),
             open=False,
             name=f"jobkit-{self.schema}",
@@ -380,21 +547,32 @@ class PostgresStore:
         try:
             await anyio.to_thread.run_sync(self._open_pool, pool, psycopg)
         except JobkitError:
-            await anyio.to_thread.run_sync(pool.close)
+            await self._discard(pool)
             raise
         except Exception as exc:
-            await anyio.to_thread.run_sync(pool.close)
+            await self._discard(pool)
             raise BackendError(f"Cannot open PostgresStore (schema {self.schema!r}): {exc}") from exc
         self._pool = pool
+
+    async def _discard(self, pool: ConnectionPool[Any]) -> None:
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.close()
+        await anyio.to_thread.run_sync(pool.close)
 
     def _open_pool(self, pool: ConnectionPool[Any], psycopg: Any) -> None:
         # One direct connection first: an unreachable server fails at once, with libpq's reason.
         with psycopg.Connection.connect(self.dsn, **self.connection_kwargs(role="migrate")) as conn:
             migrate(conn, self.schema)
         pool.open(wait=True, timeout=30.0)
+        for _ in range(min(self.min_connections, self._groups)):
+            self._lanes.append(self._connect_lane())
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.close()
         if pool is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.close)
@@ -447,8 +625,8 @@ class PostgresStore:
             while op.state == 0 and queue:
                 group = [queue.popleft() for _ in range(min(len(queue), MAX_GROUP))]
                 try:
-                    await anyio.to_thread.run_sync(self._execute, group, limiter=self._limiter)
-                except BaseException as exc:  # pragma: no cover - a thread that could not start
+                    await self._execute(group)
+                except Exception as exc:  # pragma: no cover - a bug: never leave callers waiting
                     for member in group:
                         member.error = BackendError(f"PostgreSQL call failed: {exc!r}")
                 for member in group:
@@ -465,53 +643,39 @@ class PostgresStore:
                     waiting.event.set()
                     break
 
-    def _execute(self, group: list[_Op]) -> None:
-        """Run a group (in a worker thread): alone in autocommit, else in one transaction."""
+    async def _execute(self, group: list[_Op]) -> None:
+        """Run a group on a free lane: alone in autocommit, else in one transaction."""
         import psycopg
 
-        pool = self.pool
+        lane = self._lanes.pop() if self._lanes else None
         try:
-            with pool.connection() as conn:
-                if len(group) == 1:
-                    self._execute_one(conn, group[0], psycopg)
-                    return
-                try:
-                    cursors = []
-                    with conn.pipeline():
-                        conn.execute("BEGIN")
-                        for op in group:
-                            cursors.append(conn.execute(op.sql, op.params, prepare=True))
-                        conn.execute("COMMIT")
-                    for op, cursor in zip(group, cursors, strict=True):
-                        op.result = op.finish(cursor)
-                    return
-                except psycopg.OperationalError:
-                    raise
-                except psycopg.Error:
-                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
+            if lane is None:
+                lane = await anyio.to_thread.run_sync(self._connect_lane)
+            if len(group) == 1:
+                await lane.run(group, transaction=False)
+            elif not await lane.run(group, transaction=True):
                 for op in group:  # one by one: only the failing statement fails
-                    self._execute_one(conn, op, psycopg)
-        except psycopg.Error as exc:
+                    op.error = op.result = None
+                    await lane.run([op], transaction=False)
+        except (psycopg.Error, OSError) as exc:
+            if lane is not None:
+                lane.close()
+                lane = None
             error = BackendError(f"PostgreSQL error (schema {self.schema!r}): {exc}")
             for op in group:
-                if op.error is None and op.state == 0:
+                if op.state == 0 and op.error is None:
                     op.error, op.result = error, None
-        except Exception as exc:  # the pool timed out, or was closed
-            error = BackendError(f"PostgreSQL unavailable (schema {self.schema!r}): {exc}")
-            for op in group:
-                op.error, op.result = error, None
+        finally:
+            if lane is not None:
+                if self._pool is None or lane.broken:
+                    lane.close()
+                else:
+                    self._lanes.append(lane)
 
-    def _execute_one(self, conn: psycopg.Connection[Any], op: _Op, psycopg: Any) -> None:
-        try:
-            cursor = conn.execute(op.sql, op.params, prepare=True)
-            op.result = op.finish(cursor)
-        except psycopg.errors.UniqueViolation as exc:
-            op.error = JobkitError(op.duplicate) if op.duplicate else self._error(exc)
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            op.error = self._error(exc)
+    def _connect_lane(self) -> _Lane:
+        import psycopg
+
+        return _Lane(psycopg.Connection.connect(self.dsn, **self.connection_kwargs(role="pool")), self)
 
     def _error(self, exc: Exception) -> BackendError:
         return BackendError(f"PostgreSQL error (schema {self.schema!r}): {exc}")
