@@ -16,9 +16,10 @@ connection that waits on its socket with :func:`anyio.wait_readable` (asyncio an
 
 Health: every ``PING_EVERY`` seconds the listener sends itself a probe; no echo within
 ``PING_TIMEOUT`` (or a broken connection) and it reconnects with backoff (0.1 s doubling to
-5 s). Once connected (at start, and after each reconnect) it tells this process's listeners that anything may have changed
-(running jobs are re-read: a read-only cancel check; idle workers claim) and gives event
-listeners an ``overflow`` event (events sent meanwhile were lost). While it is unhealthy,
+5 s). Once connected (at start, and after each reconnect) it tells this process's
+listeners that anything may have changed (running jobs are re-read: a read-only cancel
+check; idle workers claim); after a reconnect it also gives event listeners an
+``overflow`` event (events sent meanwhile were lost). While it is unhealthy,
 the manager's own poll timer and heartbeat (every ``poll_interval`` at most) find what
 notes would have said.
 """
