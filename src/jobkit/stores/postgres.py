@@ -3,16 +3,22 @@
 Install with ``pip install 'jobkit[postgres]'`` (psycopg 3 and psycopg_pool).
 
 jobkit runs on asyncio *and* trio, and psycopg's async connections (like asyncpg) work on
-asyncio only. So the store uses psycopg's **synchronous** connection pool from worker
-threads (``anyio.to_thread.run_sync``, limited by the store's own capacity limiter), and
-its notifier waits on the listener connection's socket with :func:`anyio.wait_readable`,
-which works on both loops.
+asyncio only. So the store drives libpq through psycopg's low-level ``pq`` layer in
+non-blocking mode, on the event loop's own thread, waiting on each connection's socket
+with :func:`anyio.wait_readable` / :func:`anyio.wait_writable` (which work on both loops);
+psycopg adapts the parameters and the rows. Measured here, that is about twice as fast as
+psycopg's synchronous pool called through worker threads (each statement then pays a
+thread hop and waits for the GIL behind the event loop). Blocking work (connecting,
+migrating, the advisory lock of :meth:`PostgresStore.exclusive`) runs in worker threads,
+with psycopg's synchronous ``ConnectionPool`` for the latter.
 
-Operations are grouped: an operation queued while others run joins the next group, and a
-group of several runs in one transaction, sent in one round trip (psycopg's pipeline
-mode): concurrent completions, progress writes and submits share a commit, while each keeps
-its own compare-and-swap on ``version`` and nothing is acknowledged before it is committed.
-A group whose transaction fails is rolled back and its operations run again one by one.
+Statements are grouped: a statement queued while others run joins the next group, and a
+group runs in one transaction sent in one round trip (libpq's pipeline mode) on one of a
+few connections ("lanes"). Concurrent completions, progress writes, claims and submits
+share a commit, while each keeps its own compare-and-swap on ``version``; nothing is
+acknowledged before it is committed. A group whose transaction fails is rolled back and
+its statements run again one by one, so only the failing one fails. Each statement is
+prepared once per connection.
 
 Tables live in their own schema (``schema=``, ``?schema=`` in a URL), created and migrated
 by :meth:`PostgresStore.open` in one transaction under an advisory lock, so processes that
