@@ -324,6 +324,19 @@ class _Lane:
         with contextlib.suppress(Exception):
             self.conn.close()
 
+    def alive(self) -> bool:
+        """Read what the server sent while idle (without waiting): False when it ended the session."""
+        from psycopg import pq
+
+        pg = self.pgconn
+        try:
+            # Twice: the first read takes a goodbye message, the second sees the end.
+            pg.consume_input()
+            pg.consume_input()
+        except Exception:
+            return False
+        return pg.status == pq.ConnStatus.OK and pg.transaction_status == pq.TransactionStatus.IDLE
+
     async def run(self, ops: list[_Op], *, transaction: bool) -> bool:
         """Send the ops in one pipeline (in a transaction when asked); set their results.
 
@@ -653,7 +666,7 @@ class PostgresStore:
         """Run a group on a free lane: alone in autocommit, else in one transaction."""
         import psycopg
 
-        lane = self._lanes.pop() if self._lanes else None
+        lane = self._idle_lane()
         try:
             if lane is None:
                 lane = await anyio.to_thread.run_sync(self._connect_lane)
@@ -677,6 +690,15 @@ class PostgresStore:
                     lane.close()
                 else:
                     self._lanes.append(lane)
+
+    def _idle_lane(self) -> _Lane | None:
+        """An idle connection still alive (a server that ended it has said so by now)."""
+        while self._lanes:
+            lane = self._lanes.pop()
+            if lane.alive():
+                return lane
+            lane.close()
+        return None
 
     def _connect_lane(self) -> _Lane:
         import psycopg
