@@ -464,8 +464,8 @@ class PostgresStore:
     :param schema: the PostgreSQL schema holding jobkit's tables (created when missing).
     :param min_connections: connections opened at once (up to ``groups``).
     :param max_connections: most connections the store opens: ``min(groups,
-        max_connections - 1)`` for statements, one for exclusive sections (the notifier's
-        listener is one more).
+        max_connections - 1)`` for statements; exclusive sections have one or two of their own
+        and the notifier's listener one more.
     :param application_name: shown in ``pg_stat_activity`` (default ``jobkit <host>:<pid>``).
     :param statement_timeout: seconds a statement may run before the server stops it.
     :param idle_in_transaction_timeout: seconds a transaction may sit idle (a bloat guard).
@@ -558,7 +558,7 @@ class PostgresStore:
         pool = psycopg_pool.ConnectionPool(
             self.dsn,
             min_size=1,
-            max_size=1,  # exclusive sections; statements run on the lanes
+            max_size=2,  # exclusive sections; statements run on the lanes
             kwargs=self.connection_kwargs(role="pool"),
             open=False,
             name=f"jobkit-{self.schema}",
