@@ -335,7 +335,7 @@ class _Lane:
             pg.consume_input()
         except Exception:
             return False
-        return pg.status == pq.ConnStatus.OK and pg.transaction_status == pq.TransactionStatus.IDLE
+        return bool(pg.status == pq.ConnStatus.OK and pg.transaction_status == pq.TransactionStatus.IDLE)
 
     async def run(self, ops: list[_Op], *, transaction: bool) -> bool:
         """Send the ops in one pipeline (in a transaction when asked); set their results.
