@@ -742,3 +742,40 @@ class TestProcesses:
         )
         assert max(actions.values()) == 1
         assert Counter(action for _, action in actions) == {"recover": 200, "expire": 100}
+
+
+class TestFallback:
+    async def test_without_a_listener_polling_still_starts_and_cancels_within_poll_interval(
+        self, pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A listener that never connects (NOTIFY lost): the poll timer claims and the
+        heartbeat finds the cancel, each within about poll_interval."""
+
+        async def refuse(self: PostgresNotifier) -> None:
+            raise OSError("no listener today")
+
+        monkeypatch.setattr(PostgresNotifier, "_connect", refuse)
+        poll = 0.2
+        front = JobManager(
+            PostgresStore(pg_dsn, schema=schema), concurrency=0, sweep_interval=None, poll_interval=poll
+        )
+        back = JobManager(PostgresStore(pg_dsn, schema=schema), sweep_interval=None, poll_interval=poll)
+        stopped = anyio.Event()
+
+        async def hang(ctx: JobContext, payload: Any) -> None:
+            try:
+                await _hang(ctx, payload)
+            finally:
+                stopped.set()
+
+        back.register("hang", hang)
+        front.declare("hang")
+        async with front, back:
+            job = await front.submit("hang")
+            with anyio.fail_after(poll * 10):
+                while (await front.get(job.id)).status is not JobStatus.RUNNING:
+                    await anyio.sleep(0.01)
+            await front.cancel(job.id)
+            with anyio.fail_after(poll * 10):
+                await stopped.wait()
+            assert not back._notifier.healthy  # type: ignore[attr-defined]
