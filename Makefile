@@ -45,7 +45,7 @@ test: lint browser postgres
 demo: install
 	$(VENV)/bin/jobkit demo
 
-bench: install
+bench: install postgres
 	$(PY) bench/throughput.py
 	$(PY) bench/cancel_latency.py
 	$(PY) bench/sweep_scaling.py
@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/listing.py
 	$(PY) bench/delete.py
 	$(PY) bench/http.py
+	$(PY) bench/postgres.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
