@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser lint test demo bench clean
+.PHONY: install browser postgres lint test demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ browser:
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; \
 	fi
 
+# The PostgresStore tests start a throwaway cluster from Debian's PostgreSQL (initdb, pg_ctl).
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing Debian postgresql for the PostgresStore tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q postgresql; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check src tests examples bench
 	$(VENV)/bin/ruff format --check src tests examples bench
@@ -29,7 +37,7 @@ lint: install
 	$(VENV)/bin/mypy --strict tests/typing
 
 # pytest exits 5 when it collected nothing: that is a broken suite here, not a pass.
-test: lint browser
+test: lint browser postgres
 	@$(PY) -m pytest -n 2 -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
@@ -37,7 +45,7 @@ test: lint browser
 demo: install
 	$(VENV)/bin/jobkit demo
 
-bench: install
+bench: install postgres
 	$(PY) bench/throughput.py
 	$(PY) bench/cancel_latency.py
 	$(PY) bench/sweep_scaling.py
@@ -46,6 +54,7 @@ bench: install
 	$(PY) bench/listing.py
 	$(PY) bench/delete.py
 	$(PY) bench/http.py
+	$(PY) bench/postgres.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

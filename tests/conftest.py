@@ -7,6 +7,7 @@ import structlog
 
 from jobkit.testing import FakeClock
 from managers import STORE_KINDS, ManagerFactory, StoreKind
+from pgserver import pg_cluster, pg_dsn  # noqa: F401 - session fixtures
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,10 +61,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_manager(store_kind: StoreKind, tmp_path: Path) -> ManagerFactory:
-    """``make_manager(**kwargs) -> JobManager`` on the store kind under test (memory, sqlite):
-    sweep_interval=None by default, a fresh store per call unless ``store=`` is passed."""
-    return ManagerFactory(store_kind, tmp_path)
+def make_manager(store_kind: StoreKind, tmp_path: Path, request: pytest.FixtureRequest) -> ManagerFactory:
+    """``make_manager(**kwargs) -> JobManager`` on the store kind under test (memory, sqlite,
+    postgres): sweep_interval=None by default, a fresh store per call unless ``store=`` is
+    passed (on PostgreSQL: a new schema in the session's cluster)."""
+    dsn = request.getfixturevalue("pg_dsn") if store_kind == "postgres" else None
+    return ManagerFactory(store_kind, tmp_path, dsn)
 
 
 @pytest.fixture

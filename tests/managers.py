@@ -10,9 +10,10 @@ from typing import Any, Literal
 from jobkit import Job, JobManager
 from jobkit.abc import JobStore
 from jobkit.stores import MemoryStore, SQLiteStore
+from pgserver import new_schema
 
-StoreKind = Literal["memory", "sqlite"]
-STORE_KINDS: tuple[StoreKind, ...] = ("memory", "sqlite")
+StoreKind = Literal["memory", "sqlite", "postgres"]
+STORE_KINDS: tuple[StoreKind, ...] = ("memory", "sqlite", "postgres")
 
 
 class ManagerFactory:
@@ -25,9 +26,10 @@ class ManagerFactory:
     shares one between managers.
     """
 
-    def __init__(self, kind: StoreKind, directory: Path) -> None:
+    def __init__(self, kind: StoreKind, directory: Path, dsn: str | None = None) -> None:
         self.kind = kind
         self._directory = directory
+        self._dsn = dsn
         self._numbers = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -37,6 +39,11 @@ class ManagerFactory:
         """A fresh, empty store of this factory's kind."""
         if self.kind == "memory":
             return MemoryStore()
+        if self.kind == "postgres":
+            from jobkit.stores.postgres import PostgresStore
+
+            assert self._dsn is not None
+            return PostgresStore(self._dsn, schema=new_schema())  # empty, like a new file
         return SQLiteStore(self._directory / f"jobs-{next(self._numbers)}.db")
 
     def __call__(self, *, handlers: Mapping[str, Callable[..., Any]] = {}, **kwargs: Any) -> JobManager:

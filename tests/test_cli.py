@@ -507,7 +507,7 @@ class TestExitCodes:
     @pytest.mark.parametrize(
         ("url", "fragment"),
         [
-            ("postgres://db/jobs", "Unknown store URL scheme"),
+            ("mysql://db/jobs", "Unknown store URL scheme"),
             ("sqlite://host/jobs.db", "Malformed SQLite URL"),
             ("sqlite:///{tmp}/missing.db", "No jobkit database at"),
         ],

@@ -532,3 +532,18 @@ class TestLifecycleThroughManager:
             return SQLiteStore(tmp_path / f"jobs{run}.db"), FileBlobStore(tmp_path / f"blobs{run}")
 
         run_lifecycle(backend, sqlite_backends)
+
+    def test_postgres_and_files_keep_every_lifecycle_promise(
+        self, backend: str, tmp_path: Path, pg_dsn: str
+    ) -> None:
+        """The same property test on PostgresStore (a fresh schema per example) and FileBlobStore."""
+        from jobkit.stores.postgres import PostgresStore
+        from pgserver import new_schema
+
+        runs = itertools.count()
+
+        def postgres_backends() -> Backends:
+            run = next(runs)
+            return PostgresStore(pg_dsn, schema=new_schema()), FileBlobStore(tmp_path / f"blobs{run}")
+
+        run_lifecycle(backend, postgres_backends)

@@ -66,6 +66,8 @@ class _Unrecordable(Exception):
 
 CONCLUDE_TRIES = 12
 RECHECK_GAP = 0.005
+#: Cancel notes remembered for jobs that may be claimed here but not started yet.
+EARLY_CANCELS = 1000
 LOST_REASON = "The job is no longer running here (its lease was lost)."
 _UNRECORDABLE = "The job's outcome could not be recorded (see the jobkit log)."
 
@@ -186,9 +188,12 @@ class WorkerPool:
         self._ready: deque[Job] = deque()  # claimed, waiting for a runner
         self._parked: list[anyio.Event] = []  # runners with nothing to do
         self._filling = False
+        self._filled = anyio.Event()  # set when the claim under way (if any) returned
         self._kinds: Collection[str] = handlers.keys()
         self._limiter = anyio.CapacityLimiter(max(1, concurrency))
         self._batch = isinstance(core.store, BatchClaimer)
+        #: Cancel notes for jobs not running here (yet), newest last.
+        self._early_cancels: dict[str, None] = {}
         self.done = anyio.Event()
 
     # -- notes -------------------------------------------------------------------------
@@ -205,8 +210,15 @@ class WorkerPool:
                 if note.job is not None:
                     run.learn(note.job)
                 self.stop(run, run.job.cancel_reason, CancelSource.USER)  # cancelled: say so
-            elif note.job is None:
-                self._recheck.set()
+            else:
+                if note.job_id is not None:
+                    # Maybe claimed here and not started yet: the start re-checks it.
+                    early = self._early_cancels
+                    early[note.job_id] = None
+                    if len(early) > EARLY_CANCELS:
+                        del early[next(iter(early))]
+                if note.job is None:
+                    self._recheck.set()
         elif kind is NoteKind.CHANGED and note.job_id is None and self.running:
             # Another process changed the store: it may have cancelled one of ours.
             self._recheck.set()
@@ -247,6 +259,7 @@ class WorkerPool:
         lease_until = now + self._lease
         wakes = self._wakes
         self._filling = True
+        self._filled = filled = anyio.Event()
         try:
             if self._batch:
                 jobs: list[Job] = await core.store.claim_many(  # type: ignore[attr-defined]
@@ -265,6 +278,11 @@ class WorkerPool:
             return
         finally:
             self._filling = False
+            filled.set()
+        if self._closing():  # the pool closed during the claim: put the jobs back
+            for job in jobs:
+                await self._execute(job)
+            return
         self._more = len(jobs) == free or wakes != self._wakes
         self._busy += len(jobs)
         self._ready.extend(jobs)
@@ -272,10 +290,16 @@ class WorkerPool:
         for _ in range(min(len(jobs), len(parked))):
             parked.pop().set()
 
+    def _closing(self) -> bool:
+        return not self._open
+
     async def _produce(self) -> None:
         """Fill the free slots whenever there may be work; else wait for one wake-up signal."""
         while self._open:
             if self._more and self._busy < self._concurrency:
+                if self._filling:  # a runner is claiming (a store call in a thread, say)
+                    await self._filled.wait()
+                    continue
                 await self._fill()
                 if self._more:
                     await anyio.lowlevel.checkpoint()
@@ -319,6 +343,9 @@ class WorkerPool:
         for event in self._parked:
             event.set()
         self._parked.clear()
+        if self._filling:
+            # A claim under way must not see (and take again) the jobs interrupted below.
+            await self._filled.wait()
         for run in list(self.running.values()):
             self.stop(run, "The job manager is shutting down.", CancelSource.SHUTDOWN)
         await self.done.wait()
@@ -333,6 +360,8 @@ class WorkerPool:
             await self._conclude(run, machine.INTERRUPTED_OUTCOME)
             return
         self.running[job.id] = run
+        if self._early_cancels.pop(job.id, False) is None:
+            self._recheck.set()  # a cancel note came before the run started: re-read it
         self.core.publish(EventType.STARTED, job)
         try:
             outcome = await self._call_handler(run)
