@@ -55,6 +55,7 @@ bench: install postgres
 	$(PY) bench/delete.py
 	$(PY) bench/http.py
 	$(PY) bench/postgres.py
+	$(PY) bench/s3_delete.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
