@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from jobkit import BackendError, DeletePolicy, InvalidInput, Job, JobContext, JobManager, JobStatus
+from jobkit import BackendError, DeletePolicy, InvalidInput, JobContext, JobManager, JobStatus
 from jobkit.abc import BlobStore
 from jobkit.blobs import open_blobs
 from jobkit.blobs.s3 import DELETE_BATCH, MAX_CONNECTIONS, DeletePrefixError, S3BlobStore
@@ -620,12 +620,76 @@ async def write(ctx, payload):
 """
 
 
-async def read(jobs: JobManager, submitted: list[Job]) -> list[Job]:
-    """The jobs as the shared database has them now."""
-    return [await jobs.get(job.id) for job in submitted]
+#: A host module with a factory: `jobkit worker --store … --blobs …` calls it with both.
+SCALE_OUT_APP = """
+import os
+
+from jobkit import JobManager
+
+
+def build(store=None, blobs=None):
+    jobs = JobManager(store, blobs, sweep_interval=None, poll_interval=0.05)
+
+    @jobs.handler("write")
+    async def write(ctx, payload):
+        for i in range(payload["n"]):
+            await ctx.put_artifact(f"out/{i}.txt", f"{ctx.job.id}:{i}")
+        return {"pid": os.getpid()}
+
+    return jobs
+"""
 
 
 class TestS3Workers:
+    def test_workers_on_postgres_and_s3_from_the_command_line(
+        self, s3_endpoint: str, bucket: str, tmp_path: Path, pg_dsn: str
+    ) -> None:
+        """Two `jobkit --store postgresql://… --blobs s3://… worker --app app:build` processes
+        (a factory given both backends) run every job once, artifacts in the bucket; a delete
+        from a third process removes a job's objects and audits their number."""
+        from jobkit.stores import open_store
+        from pgserver import new_schema
+
+        (tmp_path / "scale_out_app.py").write_text(SCALE_OUT_APP)
+        store_url = f"{pg_dsn}?schema={new_schema()}"
+        blobs_url = f"s3://{bucket}/pg?endpoint_url={s3_endpoint}&region=us-east-1"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+        env.pop("JOBKIT_STORE", None)
+        env.pop("JOBKIT_BLOBS", None)
+        argv = [sys.executable, "-m", "jobkit.cli", "--store", store_url, "--blobs", blobs_url]
+        argv += ["worker", "--app", "scale_out_app:build"]
+        workers = [
+            subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+        ]
+        try:
+            for proc in workers:
+                assert proc.stdout is not None
+                assert "worker: running" in proc.stdout.readline()
+
+            async def drive() -> None:
+                blobs = open_blobs(blobs_url)
+                jobs = JobManager(open_store(store_url), blobs, concurrency=0, sweep_interval=None)
+                jobs.declare("write")
+                async with jobs:
+                    submitted = [await jobs.submit("write", {"n": 3}) for _ in range(12)]
+                    done = [await jobs.wait(job.id, timeout=60) for job in submitted]
+                    assert {job.status for job in done} == {JobStatus.COMPLETED}
+                    assert {job.result["pid"] for job in done} <= {proc.pid for proc in workers}
+                    for job in submitted:
+                        assert await jobs.artifacts(job.id) == ["out/0.txt", "out/1.txt", "out/2.txt"]
+                    await jobs.delete(submitted[0].id)
+                    [record] = await jobs.audit(submitted[0].id)
+                    assert record.details["artifacts_deleted"] == 3
+                    assert len(await blobs.list("jobs/")) == 11 * 3
+
+            anyio.run(drive)
+        finally:
+            for proc in workers:
+                proc.send_signal(signal.SIGTERM)
+            for proc in workers:
+                proc.communicate(timeout=30)
+        assert [proc.returncode for proc in workers] == [0, 0]
+
     def test_two_worker_processes_share_one_bucket(
         self, s3_endpoint: str, bucket: str, tmp_path: Path
     ) -> None:
@@ -653,10 +717,7 @@ class TestS3Workers:
                 jobs.register("write", artifact_writer(0))  # never runs here: no workers
                 async with jobs:
                     submitted = [await jobs.submit("write", {"n": 3}) for _ in range(12)]
-                    with anyio.fail_after(60):  # another process finishes them: poll the file
-                        while not all(job.is_terminal for job in await read(jobs, submitted)):
-                            await anyio.sleep(0.02)
-                    done = await read(jobs, submitted)
+                    done = [await jobs.wait(job.id, timeout=60) for job in submitted]
                     assert {job.status for job in done} == {JobStatus.COMPLETED}
                     assert {job.result["pid"] for job in done} <= {proc.pid for proc in workers}
                     for job in submitted:
