@@ -114,6 +114,29 @@ class TestDurationBounds:
 
 
 class TestText:
+    async def test_nul_characters_are_refused_in_stored_text_but_kept_in_payloads(
+        self, make_manager: ManagerFactory
+    ) -> None:
+        """PostgreSQL's text cannot hold NUL: kind, labels, job ids and reasons refuse it on
+        every store alike (InvalidInput, nothing stored); JSON payloads keep it (escaped)."""
+        jobs = JobManager(make_manager.new_store(), sweep_interval=None, concurrency=0)
+        jobs.register("noop", noop)
+        async with jobs:
+            for call in (
+                lambda: jobs.submit("no\x00op"),
+                lambda: jobs.submit("noop", labels={"name": "a\x00b"}),
+                lambda: jobs.get("job\x00id"),
+            ):
+                with pytest.raises(InvalidInput, match="NUL"):
+                    await call()
+            assert await count_jobs(jobs) == 0
+            job = await jobs.submit("noop", {"text": "a\x00b"})
+            assert (await jobs.get(job.id)).payload == {"text": "a\x00b"}
+            with pytest.raises(InvalidInput, match="NUL"):
+                await jobs.cancel(job.id, reason="dup\x00")
+            assert (await jobs.get(job.id)).status is JobStatus.PENDING
+            assert await jobs.audit() == []
+
     async def test_lone_surrogates_are_refused_everywhere_a_string_is_stored(
         self, make_manager: ManagerFactory
     ) -> None:

@@ -150,6 +150,11 @@ def blobs_for(store_kind: str, directory: Path) -> BlobStore:
     return MemoryBlobStore() if store_kind == "memory" else FileBlobStore(directory / "artifacts")
 
 
+def _dsn(request: pytest.FixtureRequest, store_kind: str) -> str | None:
+    """The test cluster's URL for a PostgresStore (started on first use), else None."""
+    return request.getfixturevalue("pg_dsn") if store_kind == "postgres" else None  # type: ignore[no-any-return]
+
+
 def _settings() -> Any:
     return settings(
         max_examples=EXAMPLES,
@@ -191,7 +196,7 @@ def flask_service(
     called through Flask's test client; shared by the module's Flask tests."""
     backend, store_kind = request.param
     directory = tmp_path_factory.mktemp("flask")
-    store = ManagerFactory(store_kind, directory).new_store()
+    store = ManagerFactory(store_kind, directory, _dsn(request, store_kind)).new_store()
     jobs = BlockingJobManager(
         store, blobs_for(store_kind, directory), sweep_interval=None, concurrency=1, backend=backend
     )

@@ -70,11 +70,14 @@ def _check_keys(value: Any, what: str) -> None:
 
 
 def check_text(value: str, what: str) -> str:
-    """``value`` if it can be stored as UTF-8 text (no lone surrogates), else InvalidInput."""
+    """``value`` if every store can keep it as text, else InvalidInput: valid UTF-8 (no
+    lone surrogates) without NUL characters (which PostgreSQL's text refuses)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(f"The {what} is not valid Unicode text (it holds a lone surrogate).") from None
+    if "\x00" in value:
+        raise InvalidInput(f"The {what} cannot hold a NUL character (U+0000).")
     return value
 
 
@@ -90,12 +93,12 @@ def check_optional_text(value: object, what: str, max_length: int) -> str | None
 
 
 def safe_text(value: str) -> str:
-    """``value`` made storable: lone surrogates (e.g. in an exception message) escaped."""
+    """``value`` made storable: lone surrogates and NUL (e.g. in an exception message) escaped."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value.replace("\x00", "\\x00") if "\x00" in value else value
 
 
 def check_kind(kind: object) -> str:
