@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jobkit import InvalidInput, JobContext, JobManager, JobStatus
+from jobkit import Actor, InvalidInput, JobContext, JobManager, JobStatus
 from jobkit.blobs import MemoryBlobStore
 from jobkit.stores import MemoryStore
 
@@ -559,3 +559,21 @@ class TestSetPriority:
         changed, position = await host.jobs.set_priority(job.id, priority)
         assert changed.priority == priority
         assert position == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"id": ""}, "id must be a non-empty string"),
+        ({"id": 7}, "id must be a non-empty string"),
+        ({"id": "a\x00b"}, "NUL"),
+        ({"id": "\ud800"}, "not valid Unicode"),
+        ({"id": "a", "tenant": ""}, "tenant must be a non-empty string"),
+        ({"id": "a", "tenant": "t\x00"}, "NUL"),
+    ],
+)
+def test_an_actor_must_be_storable(kwargs: dict[str, Any], fragment: str) -> None:
+    """An actor's id and tenant are stored in jobs and audit records: bad ones are refused
+    when the actor is made, not by a store later."""
+    with pytest.raises(InvalidInput, match=fragment):
+        Actor(**kwargs)

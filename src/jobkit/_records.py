@@ -227,16 +227,32 @@ def _to_roles(value: frozenset[str] | set[str] | list[str] | tuple[str, ...]) ->
     return value if isinstance(value, frozenset) else frozenset(value)
 
 
+def _storable_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """An actor's id and tenant end up in jobs and audit records: text every store keeps."""
+    if value is None and attribute.name == "tenant":
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"An actor's {attribute.name} must be a non-empty string, got {value!r}.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"An actor's {attribute.name} is not valid Unicode text.") from None
+    if "\x00" in value:
+        raise InvalidInput(f"An actor's {attribute.name} cannot hold a NUL character (U+0000).")
+
+
 @attrs.frozen
 class Actor:
     """Who is asking: a user or service, optionally scoped to one tenant.
 
     An actor with a ``tenant`` sees only that tenant's jobs. ``roles`` may hold
     ``"admin"`` for admin actions. ``None`` in place of an actor is the trusted host.
+
+    :raises InvalidInput: ``id`` (or ``tenant``) is not a non-empty string of valid text.
     """
 
-    id: str
-    tenant: str | None = None
+    id: str = attrs.field(validator=_storable_name)
+    tenant: str | None = attrs.field(default=None, validator=_storable_name)
     roles: frozenset[str] = attrs.field(default=frozenset(), converter=_to_roles)
 
     @property
