@@ -185,17 +185,12 @@ class Core:
     def on_note(self, note: Note) -> None:
         """Keep :attr:`recent` true to what other processes write: a change heard of
         without the job (from another process, or a removal) drops what it may outdate."""
-        if note.kind is not NoteKind.CHANGED:
-            return
-        recent = self.recent
+        if note.job is not None or note.kind is not NoteKind.CHANGED:
+            return  # a note with the job: written here, and announce() kept the memory
         if note.job_id is None:
-            recent.clear()  # something changed somewhere: nothing cached may be trusted
-        elif note.job is None:
-            recent.pop(note.job_id, None)
+            self.recent.clear()  # something changed somewhere: nothing cached may be trusted
         else:
-            known = recent.get(note.job_id)
-            if known is not None and known.version < note.job.version:
-                recent[note.job_id] = note.job
+            self.recent.pop(note.job_id, None)
 
     def announce(
         self,
