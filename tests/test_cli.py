@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -585,7 +586,7 @@ class TestMain:
             main(["--help"])
         assert exit_info.value.code == 0
         out = capsys.readouterr().out
-        for command in ("jobs", "sweep", "audit", "worker", "demo", "--store", "--json"):
+        for command in ("jobs", "sweep", "audit", "status", "worker", "demo", "--store", "--json"):
             assert command in out
 
     def test_missing_extra_names_the_install_command(
@@ -954,3 +955,64 @@ def test_an_unknown_artifact_count_reads_as_unknown_in_the_audit_table() -> None
     console = Console(width=200, record=True)
     console.print(audit_table([record]))
     assert "mode=hard, artifacts_deleted=unknown" in console.export_text()
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+async def _store_with_a_running_job(store: Any) -> tuple[str, str]:
+    """Three pending jobs, one of them claimed by worker "w-7": (running id, oldest pending id)."""
+    from jobkit.testing._store_suite import make_job
+
+    await store.open()
+    try:
+        made = [make_job() for _ in range(3)]
+        for job in made:
+            await store.insert(job)
+        now = datetime.now(UTC)
+        running = await store.claim(now=now, worker_id="w-7", lease_until=now + timedelta(seconds=45))
+        assert running is not None
+        return running.id, next(job.id for job in made if job.id != running.id)
+    finally:
+        await store.close()
+
+
+class TestStatus:
+    def test_sqlite_counts_leases_and_says_it_polls(self, tmp_path: Path) -> None:
+        """Counts per unfinished status, the oldest pending job, the lease (worker, end) of
+        the running one; SQLite has no listener: it polls."""
+        db = tmp_path / "jobs.db"
+        running, _ = anyio.run(_store_with_a_running_job, SQLiteStore(db))
+        body = ok_json(invoke("--store", f"sqlite:///{db}", "status", "--json"))
+        assert body["counts"] == {"pending": 2, "running": 1, "cancelling": 0}
+        assert body["capped"] == []
+        assert body["oldest_pending"] is not None
+        [lease] = body["leases"]
+        assert (lease["job_id"], lease["worker"], lease["status"]) == (running, "w-7", "running")
+        assert datetime.fromisoformat(lease["lease_until"]) > datetime.now(UTC)
+        assert body["listener"]["listener"] == "polling"
+        text = invoke("--store", f"sqlite:///{db}", "status")
+        assert text.exit_code == 0, text.output
+        assert "Jobs: pending 2, running 1, cancelling 0" in text.stdout
+        assert "w-7" in text.stdout
+        assert "Listener: polling" in text.stdout
+
+    def test_postgres_shows_a_connected_listener(self, pg_dsn: str) -> None:
+        """On PostgreSQL the listener is started and seen to connect; the lease is listed."""
+        from jobkit.stores.postgres import PostgresStore
+        from pgserver import new_schema
+
+        url = f"{pg_dsn}?schema={new_schema()}"
+        running, _ = anyio.run(_store_with_a_running_job, PostgresStore(pg_dsn, schema=url.rsplit("=", 1)[1]))
+        body = ok_json(invoke("--store", url, "status", "--json"))
+        assert body["counts"]["running"] == 1
+        assert [lease["job_id"] for lease in body["leases"]] == [running]
+        assert body["listener"]["listener"] == "connected", body["listener"]
+
+    def test_an_empty_store_has_no_leases(self) -> None:
+        """memory:// (a new, empty store in this process): zero counts, no leases, no listener."""
+        body = ok_json(invoke("--store", "memory://", "status", "--json"))
+        assert body["counts"] == {"pending": 0, "running": 0, "cancelling": 0}
+        assert body["leases"] == []
+        assert body["listener"]["listener"] == "none"
+        assert "Leases: none" in invoke("--store", "memory://", "status").stdout

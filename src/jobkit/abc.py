@@ -278,6 +278,23 @@ class SignalingStore(Protocol):
         """
 
 
+@attrs.frozen
+class Lease:
+    """A running (or cancelling) job's lease: the worker that holds it, and until when."""
+
+    job: Job
+    owner: str
+    until: datetime
+
+
+@runtime_checkable
+class LeaseReader(Protocol):
+    """Optional :class:`JobStore` member: the leases held now, for operators (``jobkit status``)."""
+
+    async def leases(self, limit: int) -> list[Lease]:
+        """Up to ``limit`` running and cancelling jobs with their leases, soonest to expire first."""
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Byte storage for artifacts under ``/``-separated keys."""

@@ -560,6 +560,37 @@ def audit(
     console.print(render.audit_table(records))
 
 
+@app.command("status")
+def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """What the store holds now: unfinished jobs by status, the oldest pending one, who holds
+    which lease until when, and whether the store's cross-process listener connects."""
+    from ._status import SCAN_LIMIT, status_report
+
+    settings = _settings(ctx, json_output)
+    _quiet_logs("WARNING")
+    report = _guarded(settings, lambda: anyio.run(status_report, _open_store(settings)))
+    if settings.json:
+        _out(report.to_json())
+        return
+    console = render.make_console()
+    now = datetime.now(UTC)
+    counts = ", ".join(
+        f"{status} {count}{'+' if status in report.capped else ''}" for status, count in report.counts.items()
+    )
+    console.print(f"Jobs: {counts}", highlight=False)
+    if report.capped:
+        console.print(f"(counted up to {SCAN_LIMIT:,} per status)", style="dim")
+    console.print(f"Oldest pending: {render.when(report.oldest_pending, now)}", highlight=False)
+    listener = report.listener
+    console.print(f"Listener: {listener['listener']} ({listener['detail']})", highlight=False)
+    if report.leases is None:
+        console.print("Leases: this store does not list them.")
+    elif not report.leases:
+        console.print("Leases: none (no job is running).")
+    else:
+        console.print(render.leases_table(report.leases, now))
+
+
 # -- worker, demo --------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .._codec import job_to_json
 from .._records import AuditRecord, Job, JobStatus, Page, SweepReport
+from ..abc import Lease
 
 __all__ = [
     "STATUS_STYLE",
@@ -140,6 +141,24 @@ def jobs_table(jobs: Sequence[Job], now: datetime) -> Table:
             row.append(plain(job.tenant or "-"))
         row.append(_relative(job.created_at, now))
         table.add_row(*row)
+    return table
+
+
+def leases_table(leases: Sequence[Lease], now: datetime) -> Table:
+    """Running and cancelling jobs with the worker holding each and when its lease ends."""
+    table = _table(title="Leases")
+    table.add_column("ID", no_wrap=True, min_width=32)
+    table.add_column("KIND", overflow="fold", min_width=4)
+    table.add_column("STATUS", no_wrap=True, min_width=10)
+    table.add_column("WORKER", overflow="fold")
+    table.add_column("LEASE ENDS", no_wrap=True)
+    table.add_column("ATTEMPT", justify="right", no_wrap=True)
+    for lease in leases:
+        job = lease.job
+        ends = _relative(lease.until, now)
+        table.add_row(
+            job.id, plain(job.kind), status_text(job.status), plain(lease.owner), ends, str(job.attempts)
+        )
     return table
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from .._errors import JobkitError
 from .._machine import start
 from .._records import ACTIVE, AuditRecord, Job, JobStatus
-from ..abc import Change
+from ..abc import Change, Lease
 
 __all__ = ["MemoryStore"]
 
@@ -279,6 +279,12 @@ class MemoryStore:
                 leases[job_id] = (worker_id, lease_until)
                 held_jobs.append(self._jobs[job_id])
         return held_jobs
+
+    async def leases(self, limit: int) -> list[Lease]:
+        held = sorted(self._leases.items(), key=lambda item: item[1][1])
+        jobs = self._jobs
+        found = [Lease(job=jobs[job_id], owner=owner, until=until) for job_id, (owner, until) in held]
+        return found[:limit]
 
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         found = [self._jobs[job_id] for job_id, (_, until) in self._leases.items() if until < now]

@@ -31,6 +31,7 @@ import attrs
 
 from .._errors import BackendError, JobkitError
 from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus
+from ..abc import Lease
 
 if TYPE_CHECKING:
     from ..abc import Change
@@ -829,6 +830,15 @@ class SQLiteStore:
             chunk = ids[start : start + 500]
             rows += await self._run(_renew, worker_id, chunk, _micros(lease_until))
         return [_job(row) for row in rows]
+
+    async def leases(self, limit: int) -> list[Lease]:
+        rows = await self._run(
+            _fetch,
+            f"SELECT {_SELECT}, lease_owner, lease_until FROM jobs WHERE lease_until IS NOT NULL "
+            "AND status IN ('running', 'cancelling') ORDER BY lease_until LIMIT ?",
+            (limit,),
+        )
+        return [Lease(job=_job(row), owner=row[-2], until=_time(row[-1])) for row in rows]  # type: ignore[arg-type]
 
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         rows = await self._run(

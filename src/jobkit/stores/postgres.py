@@ -46,6 +46,7 @@ import anyio.to_thread
 
 from .._errors import BackendError, InvalidInput, JobkitError
 from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus
+from ..abc import Lease
 from ._sqlite import (
     _COLUMNS,
     _STATUS,
@@ -854,6 +855,10 @@ class PostgresStore:
         rows = await self._run(self._sql.renew, (lease_until, worker_id, ids), _rows)
         return [_job(row) for row in rows]
 
+    async def leases(self, limit: int) -> list[Lease]:
+        rows = await self._run(self._sql.leases, (limit,), _rows)
+        return [Lease(job=_job(row), owner=row[-2], until=row[-1]) for row in rows]
+
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         return [_job(row) for row in await self._run(self._sql.expired_leases, (now, limit), _rows)]
 
@@ -965,6 +970,10 @@ class _Statements:
         self.renew = (
             f"UPDATE {jobs} SET lease_until = %s WHERE lease_owner = %s AND id = ANY(%s) "
             f"AND status IN ('running', 'cancelling') RETURNING {_SELECT}"
+        )
+        self.leases = (
+            f"SELECT {_SELECT}, lease_owner, lease_until FROM {jobs} WHERE status IN ('running', "
+            "'cancelling') AND lease_until IS NOT NULL ORDER BY lease_until LIMIT %s"
         )
         self.expired_leases = (
             f"SELECT {_SELECT} FROM {jobs} WHERE status IN ('running', 'cancelling') "

@@ -433,6 +433,34 @@ class JobStoreSuite:
         both = await claim_many(now=T0, worker_id="w", lease_until=T0, kinds={"third", "other"}, limit=10)
         assert [job.id for job in both] == [blocker.id, third.id]
 
+    async def test_leases_lists_who_holds_which_job_until_when(self, store: JobStore) -> None:
+        """leases() (optional): running and cancelling jobs with their owner and lease end,
+        soonest to expire first; renewals move them; a finished job has none."""
+        leases = optional(store, "leases")
+        for _ in range(3):
+            await store.insert(make_job())
+        a = await store.claim(now=T0, worker_id="w1", lease_until=T0 + timedelta(seconds=30))
+        b = await store.claim(now=T0, worker_id="w2", lease_until=T0 + timedelta(seconds=20))
+        assert a is not None
+        assert b is not None
+        found = await leases(10)
+        assert [(lease.job.id, lease.owner, lease.until) for lease in found] == [
+            (b.id, "w2", T0 + timedelta(seconds=20)),
+            (a.id, "w1", T0 + timedelta(seconds=30)),
+        ]
+        assert found[0].job == b
+        await store.renew_leases("w2", [b.id], T0 + timedelta(seconds=90))
+        cancelling = machine.cancel(a, T0, Retention(), "stop")
+        assert await store.replace(cancelling, expected_version=a.version)
+        assert [(lease.job.id, lease.job.status) for lease in await leases(10)] == [
+            (a.id, JobStatus.CANCELLING),
+            (b.id, JobStatus.RUNNING),
+        ]
+        assert [lease.job.id for lease in await leases(1)] == [a.id]
+        done = machine.complete(b, T0, Retention(), "ok")
+        assert await store.replace(done, expected_version=b.version)
+        assert [lease.job.id for lease in await leases(10)] == [a.id]
+
     async def test_claim_many_leases_to_the_worker(self, store: JobStore) -> None:
         """Jobs from claim_many() are leased like claimed ones: renewed by their worker, expiring."""
         claim_many = optional(store, "claim_many")

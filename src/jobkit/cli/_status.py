@@ -1,0 +1,134 @@
+"""``jobkit status``: what a store holds now, who holds which lease, and whether the
+store's cross-process signals reach this process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import anyio
+import attrs
+
+from .._records import JobStatus
+from ..abc import JobStore, Lease, LeaseReader, Note, SignalingStore
+
+__all__ = ["LISTENER_WAIT", "SCAN_LIMIT", "StatusReport", "status_report"]
+
+#: Jobs counted per status at the most (a count past it is shown as "10000+").
+SCAN_LIMIT = 10_000
+#: Leases listed at the most, the soonest to expire first.
+LEASES_SHOWN = 50
+#: How long to wait for the store's listener to connect, in seconds.
+LISTENER_WAIT = 5.0
+_ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
+
+
+@attrs.frozen
+class StatusReport:
+    """What ``jobkit status`` found."""
+
+    counts: dict[str, int]
+    #: Statuses whose count stopped at :data:`SCAN_LIMIT`.
+    capped: frozenset[str]
+    oldest_pending: datetime | None
+    #: None when the store cannot list its leases.
+    leases: Sequence[Lease] | None
+    #: ``listener``: "connected", "not connected", "polling" or "none"; plus ``detail``.
+    listener: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts,
+            "capped": sorted(self.capped),
+            "oldest_pending": None if self.oldest_pending is None else self.oldest_pending.isoformat(),
+            "leases": None
+            if self.leases is None
+            else [
+                {
+                    "job_id": lease.job.id,
+                    "kind": lease.job.kind,
+                    "status": lease.job.status.value,
+                    "worker": lease.owner,
+                    "lease_until": lease.until.isoformat(),
+                    "attempts": lease.job.attempts,
+                }
+                for lease in self.leases
+            ],
+            "listener": self.listener,
+        }
+
+
+async def status_report(store: JobStore) -> StatusReport:
+    """Count the unfinished jobs (up to :data:`SCAN_LIMIT` each), list the leases, check the listener."""
+    await store.open()
+    try:
+        counts: dict[str, int] = {}
+        capped: set[str] = set()
+        oldest: datetime | None = None
+        for status in _ACTIVE:
+            count, first = await _count(store, status)
+            counts[status.value] = count
+            if count >= SCAN_LIMIT:
+                capped.add(status.value)
+            if status is JobStatus.PENDING:
+                oldest = first
+        leases = await store.leases(LEASES_SHOWN) if isinstance(store, LeaseReader) else None
+        listener = await _listener(store)
+    finally:
+        await store.close()
+    return StatusReport(
+        counts=counts, capped=frozenset(capped), oldest_pending=oldest, leases=leases, listener=listener
+    )
+
+
+async def _count(store: JobStore, status: JobStatus) -> tuple[int, datetime | None]:
+    """How many jobs have ``status`` (at most SCAN_LIMIT), and the oldest one's creation."""
+    count, cursor, oldest = 0, None, None
+    while count < SCAN_LIMIT:
+        page, cursor = await store.list_jobs(
+            tenant=None,
+            statuses=[status],
+            kind=None,
+            include_deleted=False,
+            before=cursor,
+            limit=min(1000, SCAN_LIMIT - count),
+        )
+        count += len(page)
+        if page:
+            oldest = page[-1].created_at  # newest first: the page's last is its oldest
+        if cursor is None:
+            break
+    return count, oldest
+
+
+async def _listener(store: JobStore) -> dict[str, Any]:
+    """Start the store's notifier here and see whether its listener connects."""
+    if not isinstance(store, SignalingStore):
+        return {"listener": "none", "detail": "this store signals within one process only"}
+    notifier = store.notifier()
+    if not hasattr(notifier, "healthy"):
+        return {"listener": "polling", "detail": f"{type(notifier).__name__} polls for changes"}
+    started = time.perf_counter()
+    heard = anyio.Event()
+
+    def on_note(note: Note) -> None:
+        if notifier.healthy:  # a listener that connects tells its listeners (a re-check)
+            heard.set()
+
+    connected = False
+    stop_listening = notifier.listen(on_note)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(notifier.run)
+            with anyio.move_on_after(LISTENER_WAIT):
+                await heard.wait()
+                connected = True
+            tg.cancel_scope.cancel()
+    finally:
+        stop_listening()
+    if not connected:
+        return {"listener": "not connected", "detail": f"no connection within {LISTENER_WAIT:g} s"}
+    took = (time.perf_counter() - started) * 1000
+    return {"listener": "connected", "detail": f"{type(notifier).__name__} listening after {took:.0f} ms"}
