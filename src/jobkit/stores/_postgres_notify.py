@@ -272,7 +272,8 @@ class PostgresNotifier(LocalNotifier):
             conn.execute(f'LISTEN "{store.control_channel}"')
             return conn
 
-        self._conn = await anyio.to_thread.run_sync(connect)
+        with anyio.CancelScope(shield=True):  # never lose a connection made as we are cancelled
+            self._conn = await anyio.to_thread.run_sync(connect)
         self._listening_events = False
 
     async def _disconnect(self) -> None:

@@ -88,6 +88,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
+#: Seconds a new connection may take (libpq waits forever by default).
+CONNECT_TIMEOUT = 10
+
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,50}")
 _SELECT = ", ".join(_COLUMNS)
 _ACTIVE = ("running", "cancelling")
@@ -540,13 +543,18 @@ class PostgresStore:
 
     def connection_kwargs(self, *, role: str) -> dict[str, Any]:
         """libpq settings of every connection: timeouts, UTC, the application name."""
+        from psycopg.conninfo import conninfo_to_dict
+
         statement, idle = self._timeouts
-        return {
+        kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": f"{self.application_name} {role}"[:63],
             "options": f"-c statement_timeout={statement} -c idle_in_transaction_session_timeout={idle} "
             "-c TimeZone=UTC",
         }
+        if "connect_timeout" not in conninfo_to_dict(self.dsn):
+            kwargs["connect_timeout"] = CONNECT_TIMEOUT  # connects are shielded from cancels: bound them
+        return kwargs
 
     async def open(self) -> None:
         """Connect, then create or migrate the schema.
@@ -670,7 +678,11 @@ class PostgresStore:
         lane = self._idle_lane()
         try:
             if lane is None:
-                lane = await anyio.to_thread.run_sync(self._connect_lane)
+                # Shielded: a cancel while the thread connects would lose the connection it
+                # returns (never closed); this way it is kept or closed below.
+                with anyio.CancelScope(shield=True):
+                    lane = await anyio.to_thread.run_sync(self._connect_lane)
+                assert lane is not None
             if len(group) == 1:
                 await lane.run(group, transaction=False)
             elif not await lane.run(group, transaction=True):
@@ -787,7 +799,8 @@ class PostgresStore:
         for the block; False (at once) when another session holds it."""
         key = f"jobkit:{self.schema}:{name}"
         pool = self.pool
-        conn = await anyio.to_thread.run_sync(pool.getconn, limiter=self._limiter)
+        with anyio.CancelScope(shield=True):  # a connection taken as we are cancelled goes back
+            conn = await anyio.to_thread.run_sync(pool.getconn, limiter=self._limiter)
         got = False
         try:
             got = await anyio.to_thread.run_sync(_try_lock, conn, key, limiter=self._limiter)
