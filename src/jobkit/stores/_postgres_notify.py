@@ -269,7 +269,11 @@ class PostgresNotifier(LocalNotifier):
 
         def connect() -> Any:
             conn = psycopg.Connection.connect(store.dsn, **kwargs)
-            conn.execute(f'LISTEN "{store.control_channel}"')
+            try:
+                conn.execute(f'LISTEN "{store.control_channel}"')
+            except BaseException:
+                conn.close()  # connected but not listening: never leave it to the collector
+                raise
             return conn
 
         with anyio.CancelScope(shield=True):  # never lose a connection made as we are cancelled
@@ -280,7 +284,9 @@ class PostgresNotifier(LocalNotifier):
         conn, self._conn = self._conn, None
         self.healthy = False
         if conn is not None:
-            with contextlib.suppress(Exception):
+            # Shielded: a cancel arriving now would otherwise stop the close before its
+            # thread starts, and the connection (no longer ours to find) would leak.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(conn.close)
 
     async def _listen(self, tg: Any) -> None:

@@ -422,7 +422,8 @@ class SQLiteStore:
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await anyio.to_thread.run_sync(conn.close)
+            with anyio.CancelScope(shield=True):  # a cancelled caller must not skip the close
+                await anyio.to_thread.run_sync(conn.close)
 
     def _fail(self, problem: str) -> JobkitError:
         return JobkitError(f"Cannot use {self.path!r} as a jobkit database: {problem}")
