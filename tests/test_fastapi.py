@@ -455,6 +455,23 @@ class TestList:
         assert list(page["items"][0]) == JOB_FIELDS
         assert page["next_cursor"] is None
 
+    async def test_counts_per_status_by_tenant_and_kind(self) -> None:
+        """GET /counts: every status, the caller's tenant only, a kind filter; a bad kind is 422."""
+        async with serve(make_jobs(concurrency=0)) as client:
+            ids = [(await submit(client, headers=ALICE))["id"] for _ in range(2)]
+            await submit(client, headers=BOB)
+            await client.post(f"/jobs/{ids[0]}/cancel", headers=ALICE)
+            alice = (await client.get("/counts", headers=ALICE)).json()["counts"]
+            host = await client.get("/counts")
+            other_kind = (await client.get("/counts?kind=elsewhere")).json()["counts"]
+            bad = await client.get("/counts?kind=")
+        assert set(alice) == {status.value for status in JobStatus}
+        assert (alice["pending"], alice["cancelled"]) == (1, 1)
+        assert host.status_code == 200
+        assert host.json() == {"counts": {**dict.fromkeys(alice, 0), "pending": 2, "cancelled": 1}}
+        assert sum(other_kind.values()) == 0
+        assert_error(bad, 422, "invalid_input")
+
     async def test_a_tenant_lists_only_its_jobs(self) -> None:
         """An actor with a tenant sees only that tenant's jobs; the host sees all."""
         async with serve(make_jobs(concurrency=0)) as client:

@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.test import TestResponse
 
-from jobkit import BlockingJobManager, DeletePolicy, InvalidInput
+from jobkit import BlockingJobManager, DeletePolicy, InvalidInput, JobStatus
 from jobkit.blobs import MemoryBlobStore
 from jobkit.integrations._http import AS_HOST
 from jobkit.integrations.flask import job_blueprint, stop_on_signals
@@ -190,6 +190,26 @@ class TestRoutes:
         assert set(first) == {"items", "next_cursor"}
         assert [job["id"] for job in first["items"] + second["items"]] == ids[::-1]
         assert second["next_cursor"] is None
+
+    def test_counts_per_status_by_tenant_and_kind(self) -> None:
+        """GET /counts: every status, the caller's tenant only, a kind filter; a bad kind is 422."""
+        with serve(concurrency=0) as (_, client):
+            ids = [submit(client, headers=ALICE)["id"] for _ in range(2)]
+            submit(client, "steps", headers=BOB)
+            client.post(f"{API}/jobs/{ids[0]}/cancel")
+            alice = client.get(f"{API}/counts", headers=ALICE)
+            host = client.get(f"{API}/counts?kind=steps")
+            bad = client.get(f"{API}/counts?kind=")
+        assert alice.status_code == 200, alice.text
+        assert alice.json is not None
+        assert host.json is not None
+        assert set(alice.json["counts"]) == {status.value for status in JobStatus}
+        assert (alice.json["counts"]["pending"], alice.json["counts"]["cancelled"]) == (1, 1)
+        assert host.json["counts"]["pending"] == 1
+        assert sum(host.json["counts"].values()) == 1
+        assert bad.status_code == 422
+        assert bad.json is not None
+        assert bad.json["error"]["code"] == "invalid_input"
 
     def test_cancel(self) -> None:
         """POST /jobs/{id}/cancel with or without a body cancels a pending job."""

@@ -24,7 +24,7 @@ from jobkit import (
     JobStatus,
     PermissionDenied,
 )
-from jobkit.abc import Change, JobStore
+from jobkit.abc import Change, JobStore, StatusCounter
 from jobkit.blobs import MemoryBlobStore
 from jobkit.stores import MemoryStore
 from jobkit.testing import FakeClock
@@ -633,3 +633,59 @@ class TestConcurrentDeletes:
             assert sorted(outcomes) == ["deleted", "not found"]
             [record] = await jobs.audit(job.id)
             assert record.details["artifacts_deleted"] == 2
+
+
+class TestCounts:
+    async def test_every_status_is_counted_by_kind_too(self, make_manager: ManagerFactory) -> None:
+        """counts() gives every status (zeros included), agrees with list(), and filters by kind."""
+        async with mixed_jobs(make_manager) as mixed:
+            counts = await mixed.jobs.counts()
+            expected = dict.fromkeys(JobStatus, 0)
+            for status in STATUS_OF.values():
+                expected[status] += 1
+            assert counts == expected
+            hold = await mixed.jobs.counts(kind="hold")
+            assert hold[JobStatus.RUNNING] == 1
+            assert hold[JobStatus.CANCELLING] == 1
+            assert hold[JobStatus.PENDING] == 1
+            assert hold[JobStatus.COMPLETED] == 0
+            assert sum((await mixed.jobs.counts(kind="nothing-like-it")).values()) == 0
+
+    async def test_tenants_count_their_own_and_soft_deleted_jobs_are_left_out(
+        self, make_manager: ManagerFactory
+    ) -> None:
+        """An actor counts only its tenant's jobs; a soft-deleted job counts for nobody."""
+        jobs = make_manager(handlers=HANDLERS, delete_policy=DeletePolicy(mode="soft"))
+        alice, bob = Actor("alice", tenant="acme"), Actor("bob", tenant="globex")
+        async with jobs:
+            mine = [await jobs.submit("ok", actor=alice) for _ in range(2)]
+            await jobs.submit("ok", actor=bob)
+            for job in mine:
+                await jobs.wait(job.id, timeout=5)
+            await jobs.delete(mine[0].id, actor=alice)
+            assert (await jobs.counts(actor=alice))[JobStatus.COMPLETED] == 1
+            assert sum((await jobs.counts(actor=bob)).values()) == 1
+            assert sum((await jobs.counts()).values()) == 2  # the host: every tenant
+
+    @pytest.mark.parametrize("kind", ["", "  ", "\ud800", "a\x00b", 7])
+    async def test_a_bad_kind_is_invalid_input(self, kind: Any, make_manager: ManagerFactory) -> None:
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
+        async with jobs:
+            with pytest.raises(InvalidInput):
+                await jobs.counts(kind=kind)
+
+    async def test_a_store_without_count_jobs_gives_the_same_counts(self) -> None:
+        """The fallback pages through list_jobs(): the same answer, for any JobStore."""
+
+        class Plain(MemoryStore):
+            count_jobs = None  # type: ignore[assignment]
+
+        store = Plain()
+        assert not isinstance(store, StatusCounter)
+        jobs = JobManager(store, sweep_interval=None, concurrency=0)
+        jobs.declare("later")
+        async with jobs:
+            for _ in range(1203):
+                await jobs.submit("later")
+            counts = await jobs.counts()
+        assert counts[JobStatus.PENDING] == 1203

@@ -177,6 +177,11 @@ class BlockingJobManager:
         )
         return page
 
+    def counts(self, *, actor: Actor | None = None, kind: str | None = None) -> dict[JobStatus, int]:
+        """See :meth:`JobManager.counts`."""
+        found: dict[JobStatus, int] = self._call(self.manager.counts, actor=actor, kind=kind)
+        return found
+
     def cancel(self, job_id: str, *, actor: Actor | None = None, reason: str | None = None) -> Job:
         """See :meth:`JobManager.cancel`."""
         job: Job = self._call(self.manager.cancel, job_id, actor=actor, reason=reason)

@@ -62,7 +62,7 @@ from ._validate import (
     json_value,
 )
 from ._worker import Handler, WorkerPool, is_async
-from .abc import Authorizer, BlobStore, Change, JobStore, Notifier, SignalingStore
+from .abc import Authorizer, BlobStore, Change, JobStore, Notifier, SignalingStore, StatusCounter
 
 __all__ = ["SWEEPER", "Handler", "JobManager"]
 
@@ -437,6 +437,34 @@ class JobManager:
             limit=limit,
         )
         return Page(tuple(jobs), None if next_before is None else encode_cursor(next_before))
+
+    async def counts(self, *, actor: Actor | None = None, kind: str | None = None) -> dict[JobStatus, int]:
+        """How many of the actor's visible jobs (soft-deleted ones left out) have each status,
+        every status included, optionally of one ``kind``.
+
+        :raises InvalidInput: a malformed kind.
+        """
+        self._check_open()
+        if kind is not None:
+            check_kind(kind)
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._authorize(actor, Action.READ, None)
+        tenant = None if actor is None else actor.tenant
+        store = self._store
+        if isinstance(store, StatusCounter):
+            found = await store.count_jobs(tenant=tenant, kind=kind)
+        else:  # page through the store: slower, the same answer
+            found, before = {}, None
+            while True:
+                jobs, before = await store.list_jobs(
+                    tenant=tenant, statuses=None, kind=kind, include_deleted=False, before=before, limit=1000
+                )
+                for job in jobs:
+                    found[job.status] = found.get(job.status, 0) + 1
+                if before is None:
+                    break
+        return {status: found.get(status, 0) for status in JobStatus}
 
     async def cancel(self, job_id: str, *, actor: Actor | None = None, reason: str | None = None) -> Job:
         """Cancel a job: a pending one at once, a running one at its next checkpoint.

@@ -278,6 +278,15 @@ class SignalingStore(Protocol):
         """
 
 
+@runtime_checkable
+class StatusCounter(Protocol):
+    """Optional :class:`JobStore` member: jobs per status in one query (dashboards)."""
+
+    async def count_jobs(self, *, tenant: str | None, kind: str | None) -> dict[JobStatus, int]:
+        """How many jobs (not soft-deleted) have each status, of ``tenant`` (None: all) and
+        ``kind`` (None: all); statuses with none may be left out."""
+
+
 @attrs.frozen
 class Lease:
     """A running (or cancelling) job's lease: the worker that holds it, and until when."""

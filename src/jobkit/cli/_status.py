@@ -12,11 +12,12 @@ import anyio
 import attrs
 
 from .._records import JobStatus
-from ..abc import JobStore, Lease, LeaseReader, Note, SignalingStore
+from ..abc import JobStore, Lease, LeaseReader, Note, SignalingStore, StatusCounter
 
 __all__ = ["LISTENER_WAIT", "SCAN_LIMIT", "StatusReport", "status_report"]
 
-#: Jobs counted per status at the most (a count past it is shown as "10000+").
+#: Jobs listed per status at the most: the count of a store without count_jobs() stops
+#: there (shown as "10000+"), and the oldest pending job is looked for among them.
 SCAN_LIMIT = 10_000
 #: Leases listed at the most, the soonest to expire first.
 LEASES_SHOWN = 50
@@ -67,10 +68,13 @@ async def status_report(store: JobStore) -> StatusReport:
         counts: dict[str, int] = {}
         capped: set[str] = set()
         oldest: datetime | None = None
+        exact = await store.count_jobs(tenant=None, kind=None) if isinstance(store, StatusCounter) else None
         for status in _ACTIVE:
             count, first = await _count(store, status)
+            if exact is not None:
+                count = exact.get(status, 0)
             counts[status.value] = count
-            if count >= SCAN_LIMIT:
+            if exact is None and count >= SCAN_LIMIT:
                 capped.add(status.value)
             if status is JobStatus.PENDING:
                 oldest = first
@@ -84,7 +88,8 @@ async def status_report(store: JobStore) -> StatusReport:
 
 
 async def _count(store: JobStore, status: JobStatus) -> tuple[int, datetime | None]:
-    """How many jobs have ``status`` (at most SCAN_LIMIT), and the oldest one's creation."""
+    """How many jobs have ``status`` (at most SCAN_LIMIT), and the oldest one's creation
+    (among the SCAN_LIMIT newest)."""
     count, cursor, oldest = 0, None, None
     while count < SCAN_LIMIT:
         page, cursor = await store.list_jobs(

@@ -168,6 +168,12 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
+class Counts(BaseModel):
+    """How many of the caller's visible jobs have each status (every status present)."""
+
+    counts: dict[JobStatus, int]
+
+
 class PriorityChange(BaseModel):
     """The job after a priority change and its 1-based place in the queue (1 runs next)."""
 
@@ -480,6 +486,14 @@ def job_router(
     ) -> Response:
         page = await manager.list(actor=actor, status=status, kind=kind, limit=limit, cursor=cursor)
         return _json({"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor})
+
+    @router.get("/counts", response_model=Counts, responses=_errors(403, 422, 503), summary="Count jobs")
+    async def count_jobs(
+        actor: ActorDep,
+        kind: Annotated[str | None, Query(description="Only jobs of this kind.")] = None,
+    ) -> Response:
+        found = await manager.counts(actor=actor, kind=kind)
+        return _json({"counts": {status.value: count for status, count in found.items()}})
 
     @router.get(
         "/jobs/{job_id}", response_model=Job, responses=_errors(403, 404, 422, 503), summary="Get a job"

@@ -281,6 +281,11 @@ def job_blueprint(
         page = manager.list(actor=who(), **arguments)
         return _json({"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor})
 
+    @route("/counts", ["GET"])
+    def count_jobs() -> Response:
+        found = manager.counts(actor=who(), kind=request.args.get("kind"))
+        return _json({"counts": {status.value: count for status, count in found.items()}})
+
     @route("/jobs/<job_id>", ["GET"])
     def get_job(job_id: str) -> Response:
         return _json(job_to_json(manager.get(job_id, actor=who())))

@@ -280,6 +280,14 @@ class MemoryStore:
                 held_jobs.append(self._jobs[job_id])
         return held_jobs
 
+    async def count_jobs(self, *, tenant: str | None, kind: str | None) -> dict[JobStatus, int]:
+        found: dict[JobStatus, int] = {}
+        for job in self._jobs.values():
+            wanted = (tenant is None or job.tenant == tenant) and (kind is None or job.kind == kind)
+            if wanted and job.deleted_at is None:
+                found[job.status] = found.get(job.status, 0) + 1
+        return found
+
     async def leases(self, limit: int) -> list[Lease]:
         held = sorted(self._leases.items(), key=lambda item: item[1][1])
         jobs = self._jobs

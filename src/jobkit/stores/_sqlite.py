@@ -832,6 +832,17 @@ class SQLiteStore:
             rows += await self._run(_renew, worker_id, chunk, _micros(lease_until))
         return [_job(row) for row in rows]
 
+    async def count_jobs(self, *, tenant: str | None, kind: str | None) -> dict[JobStatus, int]:
+        where, params = ["deleted_at IS NULL"], []
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = f"SELECT status, count(*) FROM jobs WHERE {' AND '.join(where)} GROUP BY status"
+        return {_STATUS[status]: count for status, count in await self._run(_fetch, sql, tuple(params))}
+
     async def leases(self, limit: int) -> list[Lease]:
         rows = await self._run(
             _fetch,

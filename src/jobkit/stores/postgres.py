@@ -868,6 +868,17 @@ class PostgresStore:
         rows = await self._run(self._sql.renew, (lease_until, worker_id, ids), _rows)
         return [_job(row) for row in rows]
 
+    async def count_jobs(self, *, tenant: str | None, kind: str | None) -> dict[JobStatus, int]:
+        where, params = ["deleted_at IS NULL"], []
+        if tenant is not None:
+            where.append("tenant = %s")
+            params.append(tenant)
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
+        sql = f"SELECT status, count(*) FROM {self._sql.jobs} WHERE {' AND '.join(where)} GROUP BY status"
+        return {_STATUS[status]: count for status, count in await self._run(sql, params, _rows)}
+
     async def leases(self, limit: int) -> list[Lease]:
         rows = await self._run(self._sql.leases, (limit,), _rows)
         return [Lease(job=_job(row), owner=row[-2], until=row[-1]) for row in rows]

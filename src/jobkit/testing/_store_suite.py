@@ -433,6 +433,34 @@ class JobStoreSuite:
         both = await claim_many(now=T0, worker_id="w", lease_until=T0, kinds={"third", "other"}, limit=10)
         assert [job.id for job in both] == [blocker.id, third.id]
 
+    async def test_count_jobs_per_status_by_tenant_and_kind(self, store: JobStore) -> None:
+        """count_jobs() (optional): jobs per status, by tenant and kind, soft-deleted left out."""
+        count_jobs = optional(store, "count_jobs")
+        made = [
+            make_job(kind="a", tenant="t1"),
+            make_job(kind="a", tenant="t1"),
+            make_job(kind="b", tenant="t2"),
+            make_job(kind="b"),
+        ]
+        for job in made:
+            await store.insert(job)
+        claimed = await store.claim(now=T0, worker_id="w", lease_until=T0 + timedelta(seconds=30))
+        assert claimed is not None
+        done = machine.complete(claimed, T0, Retention(), "ok")
+        assert await store.replace(done, expected_version=claimed.version)
+        gone = machine.mark_deleted(done, T0)
+        assert await store.replace(gone, expected_version=done.version)  # soft-deleted: not counted
+
+        def clean(found: dict[JobStatus, int]) -> dict[JobStatus, int]:
+            return {status: n for status, n in found.items() if n}
+
+        assert clean(await count_jobs(tenant=None, kind=None)) == {JobStatus.PENDING: 3}
+        assert sum((await count_jobs(tenant="t1", kind=None)).values()) == 2 - (claimed.tenant == "t1")
+        assert clean(await count_jobs(tenant=None, kind="b")) == {
+            JobStatus.PENDING: 2 - (claimed.kind == "b")
+        }
+        assert clean(await count_jobs(tenant="nobody", kind=None)) == {}
+
     async def test_leases_lists_who_holds_which_job_until_when(self, store: JobStore) -> None:
         """leases() (optional): running and cancelling jobs with their owner and lease end,
         soonest to expire first; renewals move them; a finished job has none."""
