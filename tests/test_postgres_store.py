@@ -512,13 +512,18 @@ class TestThroughManagers:
             PostgresStore(pg_dsn, schema=schema), concurrency=0, sweep_interval=None, poll_interval=0.05
         )
         back = JobManager(PostgresStore(pg_dsn, schema=schema), sweep_interval=None, poll_interval=30)
-        back.register("hang", _hang)
+        started = anyio.Event()
+
+        async def hang(ctx: JobContext, payload: Any) -> None:
+            started.set()
+            await _hang(ctx, payload)
+
+        back.register("hang", hang)
         front.declare("hang")
         async with front, back:
             job = await front.submit("hang")
             with anyio.fail_after(5):  # the wake-up, not back's 30 s poll
-                while (await front.get(job.id)).status is not JobStatus.RUNNING:
-                    await anyio.sleep(0.01)
+                await started.wait()
             await front.cancel(job.id, reason="enough")
             done = await front.wait(job.id, timeout=5)
         assert done.status is JobStatus.CANCELLED
@@ -762,7 +767,10 @@ class TestFallback:
         back = JobManager(PostgresStore(pg_dsn, schema=schema), sweep_interval=None, poll_interval=poll)
         stopped = anyio.Event()
 
+        started = anyio.Event()
+
         async def hang(ctx: JobContext, payload: Any) -> None:
+            started.set()
             try:
                 await _hang(ctx, payload)
             finally:
@@ -773,8 +781,7 @@ class TestFallback:
         async with front, back:
             job = await front.submit("hang")
             with anyio.fail_after(poll * 10):
-                while (await front.get(job.id)).status is not JobStatus.RUNNING:
-                    await anyio.sleep(0.01)
+                await started.wait()
             await front.cancel(job.id)
             with anyio.fail_after(poll * 10):
                 await stopped.wait()
