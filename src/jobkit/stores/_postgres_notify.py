@@ -229,7 +229,10 @@ class PostgresNotifier(LocalNotifier):
             now = time.monotonic()
             try:
                 if self._event_listeners:
-                    if not self._registered or now - self._registered >= LISTENER_REFRESH:
+                    # Only once LISTEN on the event channel is done: a process that sees our
+                    # row sends its events, and any sent before we listened would be lost.
+                    due = not self._registered or now - self._registered >= LISTENER_REFRESH
+                    if due and self._listening_events:
                         first = not self._registered
                         await store._run(
                             f"INSERT INTO {self._table} (origin, expires_at) VALUES "
@@ -334,6 +337,7 @@ class PostgresNotifier(LocalNotifier):
                 verb = "LISTEN" if want else "UNLISTEN"
                 await anyio.to_thread.run_sync(conn.execute, f'{verb} "{self._store.event_channel}"')
                 self._listening_events = want
+                self._regkick.set()  # now others may be told we listen (or that we stopped)
             self._kick = anyio.Event()
             now = time.monotonic()
             if self._ping_sent and now - self._ping_sent > PING_TIMEOUT:
