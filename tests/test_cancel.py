@@ -327,15 +327,24 @@ class TestScratch:
         assert not paths[0].exists()
 
     async def test_scratch_is_not_created_unless_used(self, make_manager: ManagerFactory) -> None:
-        """A job that never touches ctx.scratch creates no temporary directory."""
+        """A job that never touches ctx.scratch creates no temporary directory (its own,
+        named after this process and the job: other test processes share the temp dir)."""
+        import os
         import tempfile
 
-        before = set(Path(tempfile.gettempdir()).glob("jobkit-*"))
+        seen: list[Path] = []
+
+        async def look(ctx: JobContext, payload: Any) -> None:
+            # While the job runs, nothing may be there under its name.
+            seen.extend(Path(tempfile.gettempdir()).glob(f"jobkit-{os.getpid()}-{ctx.job.id[:12]}-*"))
+
         jobs = make_manager()
-        jobs.register("noop", _noop)
+        jobs.register("noop", look)
         async with jobs:
-            await jobs.wait((await jobs.submit("noop")).id, timeout=5)
-        assert set(Path(tempfile.gettempdir()).glob("jobkit-*")) == before
+            job = await jobs.wait((await jobs.submit("noop")).id, timeout=5)
+        assert job.status is JobStatus.COMPLETED
+        assert seen == []
+        assert list(Path(tempfile.gettempdir()).glob(f"jobkit-{os.getpid()}-{job.id[:12]}-*")) == []
 
 
 class TestTimeout:

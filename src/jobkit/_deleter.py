@@ -106,7 +106,8 @@ class Deleter:
 
         def claim(job: Job) -> Job:
             machine.check_deletable(job, deletable)
-            return machine.mark_deleted(self._final(job, core.clock()), core.clock())
+            now = core.clock()
+            return machine.mark_deleted(self._final(job, now), now)
 
         job, claimed = await core.write(job, claim)
         assert isinstance(claimed, Job)

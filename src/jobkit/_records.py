@@ -227,18 +227,27 @@ def _to_roles(value: frozenset[str] | set[str] | list[str] | tuple[str, ...]) ->
     return value if isinstance(value, frozenset) else frozenset(value)
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text by every store, or None when it can: valid
+    UTF-8 (no lone surrogates) without NUL characters (which PostgreSQL's text refuses)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds a lone surrogate)"
+    if "\x00" in value:
+        return "cannot hold a NUL character (U+0000)"
+    return None
+
+
 def _storable_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """An actor's id and tenant end up in jobs and audit records: text every store keeps."""
     if value is None and attribute.name == "tenant":
         return
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"An actor's {attribute.name} must be a non-empty string, got {value!r}.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"An actor's {attribute.name} is not valid Unicode text.") from None
-    if "\x00" in value:
-        raise InvalidInput(f"An actor's {attribute.name} cannot hold a NUL character (U+0000).")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"An actor's {attribute.name} {problem}.")
 
 
 @attrs.frozen

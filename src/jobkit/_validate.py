@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._errors import InvalidInput
-from ._records import JobStatus
+from ._records import JobStatus, text_problem
 
 __all__ = [
     "MAX_PRIORITY",
@@ -72,12 +72,9 @@ def _check_keys(value: Any, what: str) -> None:
 def check_text(value: str, what: str) -> str:
     """``value`` if every store can keep it as text, else InvalidInput: valid UTF-8 (no
     lone surrogates) without NUL characters (which PostgreSQL's text refuses)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(f"The {what} is not valid Unicode text (it holds a lone surrogate).") from None
-    if "\x00" in value:
-        raise InvalidInput(f"The {what} cannot hold a NUL character (U+0000).")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"The {what} {problem}.")
     return value
 
 

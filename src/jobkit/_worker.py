@@ -360,7 +360,8 @@ class WorkerPool:
             await self._conclude(run, machine.INTERRUPTED_OUTCOME)
             return
         self.running[job.id] = run
-        if self._early_cancels.pop(job.id, False) is None:
+        if job.id in self._early_cancels:
+            del self._early_cancels[job.id]
             self._recheck.set()  # a cancel note came before the run started: re-read it
         self.core.publish(EventType.STARTED, job)
         try:

@@ -65,19 +65,19 @@ async def status_report(store: JobStore) -> StatusReport:
     """Count the unfinished jobs (up to :data:`SCAN_LIMIT` each), list the leases, check the listener."""
     await store.open()
     try:
-        counts: dict[str, int] = {}
-        capped: set[str] = set()
-        oldest: datetime | None = None
-        exact = await store.count_jobs(tenant=None, kind=None) if isinstance(store, StatusCounter) else None
-        for status in _ACTIVE:
-            count, first = await _count(store, status)
-            if exact is not None:
-                count = exact.get(status, 0)
-            counts[status.value] = count
-            if exact is None and count >= SCAN_LIMIT:
-                capped.add(status.value)
-            if status is JobStatus.PENDING:
-                oldest = first
+        # The oldest pending job is looked for among the newest SCAN_LIMIT pending ones; a
+        # store that counts in one query is not paged through for the counts too.
+        pending, oldest = await _count(store, JobStatus.PENDING)
+        if isinstance(store, StatusCounter):
+            exact = await store.count_jobs(tenant=None, kind=None)
+            counts = {status.value: exact.get(status, 0) for status in _ACTIVE}
+            capped: set[str] = set()
+        else:
+            paged = {JobStatus.PENDING: pending}
+            for status in _ACTIVE[1:]:
+                paged[status], _ = await _count(store, status)
+            counts = {status.value: count for status, count in paged.items()}
+            capped = {status for status, count in counts.items() if count >= SCAN_LIMIT}
         leases = await store.leases(LEASES_SHOWN) if isinstance(store, LeaseReader) else None
         listener = await _listener(store)
     finally:

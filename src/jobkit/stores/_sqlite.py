@@ -376,6 +376,36 @@ class _Op:
         self.error: BaseException | None = None
 
 
+def job_filter(
+    *,
+    tenant: str | None,
+    statuses: Collection[JobStatus] | None = None,
+    kind: str | None,
+    include_deleted: bool = False,
+    before: int | None = None,
+    mark: str = "?",
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (empty when nothing filters) and its parameters of a jobs query,
+    with ``mark`` as the parameter placeholder (``?`` here, ``%s`` for PostgreSQL)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if tenant is not None:
+        where.append(f"tenant = {mark}")
+        params.append(tenant)
+    if statuses is not None:
+        where.append(f"status IN ({', '.join([mark] * len(statuses))})")
+        params.extend(s.value for s in statuses)
+    if kind is not None:
+        where.append(f"kind = {mark}")
+        params.append(kind)
+    if not include_deleted:
+        where.append("deleted_at IS NULL")
+    if before is not None:
+        where.append(f"seq < {mark}")
+        params.append(before)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 class SQLiteStore:
     """A :class:`~jobkit.abc.JobStore` in one SQLite file; several processes may share it.
 
@@ -777,26 +807,10 @@ class SQLiteStore:
         before: int | None,
         limit: int,
     ) -> tuple[list[Job], int | None]:
-        where: list[str] = []
-        params: list[Any] = []
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if statuses is not None:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(s.value for s in statuses)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        if not include_deleted:
-            where.append("deleted_at IS NULL")
-        if before is not None:
-            where.append("seq < ?")
-            params.append(before)
-        sql = f"SELECT seq, {_SELECT} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
+        where, params = job_filter(
+            tenant=tenant, statuses=statuses, kind=kind, include_deleted=include_deleted, before=before
+        )
+        sql = f"SELECT seq, {_SELECT} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
         params.append(limit + 1)
         rows = await self._run(_fetch, sql, tuple(params))
         jobs = [_job(row[1:]) for row in rows[:limit]]
@@ -833,14 +847,8 @@ class SQLiteStore:
         return [_job(row) for row in rows]
 
     async def count_jobs(self, *, tenant: str | None, kind: str | None) -> dict[JobStatus, int]:
-        where, params = ["deleted_at IS NULL"], []
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        sql = f"SELECT status, count(*) FROM jobs WHERE {' AND '.join(where)} GROUP BY status"
+        where, params = job_filter(tenant=tenant, kind=kind)
+        sql = f"SELECT status, count(*) FROM jobs{where} GROUP BY status"
         return {_STATUS[status]: count for status, count in await self._run(_fetch, sql, tuple(params))}
 
     async def leases(self, limit: int) -> list[Lease]:

@@ -76,6 +76,7 @@ from ._sqlite import (
     _s_ttl,
     _s_version,
     _span,
+    job_filter,
 )
 
 if TYPE_CHECKING:
@@ -825,26 +826,15 @@ class PostgresStore:
         before: int | None,
         limit: int,
     ) -> tuple[list[Job], int | None]:
-        where: list[str] = []
-        params: list[Any] = []
-        if tenant is not None:
-            where.append("tenant = %s")
-            params.append(tenant)
-        if statuses is not None:
-            where.append("status = ANY(%s)")
-            params.append([s.value for s in statuses])
-        if kind is not None:
-            where.append("kind = %s")
-            params.append(kind)
-        if not include_deleted:
-            where.append("deleted_at IS NULL")
-        if before is not None:
-            where.append("seq < %s")
-            params.append(before)
-        sql = f"SELECT seq, {_SELECT} FROM {self._sql.jobs}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT %s"
+        where, params = job_filter(
+            tenant=tenant,
+            statuses=statuses,
+            kind=kind,
+            include_deleted=include_deleted,
+            before=before,
+            mark="%s",
+        )
+        sql = f"SELECT seq, {_SELECT} FROM {self._sql.jobs}{where} ORDER BY seq DESC LIMIT %s"
         params.append(limit + 1)
         rows = await self._run(sql, params, _rows)
         jobs = [_job(row[1:]) for row in rows[:limit]]
@@ -869,14 +859,8 @@ class PostgresStore:
         return [_job(row) for row in rows]
 
     async def count_jobs(self, *, tenant: str | None, kind: str | None) -> dict[JobStatus, int]:
-        where, params = ["deleted_at IS NULL"], []
-        if tenant is not None:
-            where.append("tenant = %s")
-            params.append(tenant)
-        if kind is not None:
-            where.append("kind = %s")
-            params.append(kind)
-        sql = f"SELECT status, count(*) FROM {self._sql.jobs} WHERE {' AND '.join(where)} GROUP BY status"
+        where, params = job_filter(tenant=tenant, kind=kind, mark="%s")
+        sql = f"SELECT status, count(*) FROM {self._sql.jobs}{where} GROUP BY status"
         return {_STATUS[status]: count for status, count in await self._run(sql, params, _rows)}
 
     async def leases(self, limit: int) -> list[Lease]:
