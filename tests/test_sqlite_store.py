@@ -4,6 +4,7 @@ worker-thread fallback, atomic apply(), and the cross-process notifier."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobkit import BackendError, JobContext, JobkitError, JobManager, JobStatus
-from jobkit._records import EventType, JobEvent
+from jobkit._records import AuditAction, EventType, JobEvent
 from jobkit.abc import Change, Note, NoteKind
 from jobkit.stores import SQLiteStore, _sqlite, _sqlite_notify
 from jobkit.stores._sqlite import MIGRATIONS, PAGE_SIZE, SCHEMA_VERSION
@@ -40,6 +41,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await store.close()
 
 
+SCHEMA_1_COLUMNS = 22
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
 def schema_1_file(path: Path, jobs: list[Any]) -> None:
     """A database as jobkit wrote it before schema 2 (4 KiB pages, AUTOINCREMENT)."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -49,10 +54,11 @@ def schema_1_file(path: Path, jobs: list[Any]) -> None:
         conn.execute(statement)
     conn.execute(f"PRAGMA application_id={_sqlite.APPLICATION_ID}")
     conn.execute("PRAGMA user_version=1")
-    columns = ", ".join(_sqlite._COLUMNS)
-    marks = ", ".join("?" * len(_sqlite._COLUMNS))
+    old_columns = _sqlite._COLUMNS[:SCHEMA_1_COLUMNS]  # schema 3 added run_at, idempotency_key, retry
+    columns = ", ".join(old_columns)
+    marks = ", ".join("?" * len(old_columns))
     for job in jobs:
-        conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", _sqlite._row(job))
+        conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", _sqlite._row(job)[:SCHEMA_1_COLUMNS])
     conn.execute(
         "INSERT INTO audit (id, at, action, actor_id, tenant, job_id, details) VALUES (?, ?, ?, ?, ?, ?, ?)",
         _sqlite._audit_row(audit_record("old")),
@@ -80,7 +86,7 @@ class TestSchema:
         await store.close()
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         conn.close()
         assert "AUTOINCREMENT" not in table_sql(path, "jobs").upper()
         assert "WHERE status = 'pending'" in table_sql(path, "jobs_claim")
@@ -125,6 +131,49 @@ class TestSchema:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096  # pages are not rewritten
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+
+    async def test_schema_2_file_written_by_the_previous_jobkit_is_upgraded(self, tmp_path: Path) -> None:
+        """tests/fixtures/schema2.db, written by jobkit before schema 3, opens with nothing lost:
+        its four jobs (one running with its lease, one cancelled, one of a tenant), its audit
+        records and its purge queue; and every new feature works on it."""
+        path = tmp_path / "jobs.db"
+        shutil.copyfile(FIXTURES / "schema2.db", path)
+        before = sqlite3.connect(path)
+        assert before.execute("PRAGMA user_version").fetchone()[0] == 2
+        rows = before.execute("SELECT id, status, tenant, priority, lease_owner FROM jobs ORDER BY seq").fetchall()
+        before.close()
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            jobs, _ = await store.list_jobs(
+                tenant=None, statuses=None, kind=None, include_deleted=True, before=None, limit=10
+            )
+            assert [(j.id, j.status.value, j.tenant, j.priority) for j in reversed(jobs)] == [
+                row[:4] for row in rows
+            ]
+            assert all(j.run_at is None and j.idempotency_key is None and j.retry is None for j in jobs)
+            by_status = {j.status: j for j in jobs}
+            assert by_status[JobStatus.CANCELLED].cancel_reason == "not needed"
+            [lease] = await store.leases(10)
+            assert lease.owner == "w1" and lease.job.status is JobStatus.RUNNING
+            actions = [r.action.value for r in await store.list_audit(job_id=None, tenant=None, limit=10)]
+            assert actions == ["set_priority", "cancel"]
+            assert await store.pending_purges(10) == ["jobs/gone/"]
+            # The new columns and tables work on the migrated file.
+            keyed = make_job(idempotency_key="k", tenant="acme")
+            assert await store.insert(keyed) is None
+            assert await store.insert(make_job(idempotency_key="k", tenant="acme")) == keyed
+            assert await store.set_paused("report", True)
+            assert await store.claim(now=T0, worker_id="w", lease_until=T0) is not None  # "work"
+            assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None  # reports paused
+            await store.add_audit(audit_record(None, action=AuditAction.PAUSE))
+        finally:
+            await store.close()
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 3
         conn.close()
 
     async def test_concurrent_openers_migrate_once(self, tmp_path: Path) -> None:

@@ -4,14 +4,20 @@ No clock, no I/O, no store: every status change in jobkit goes through here, and
 manager is the only caller. An event that is illegal in the job's status raises
 :class:`InvalidState` with a message that says what to do instead.
 
-=============  =======  ==========  =========  ============  ===============  =============  ===========
-from / event   start    cancel      finish ok  finish error  observed cancel  interrupted    lease lost
-=============  =======  ==========  =========  ============  ===============  =============  ===========
-pending        running  cancelled   -          -             -                -              -
-running        -        cancelling  completed  failed        cancelled        pending        failed/pending
-cancelling     -        (same)      completed  failed        cancelled        cancelled      cancelled
-terminal       -        error       -          -             -                -              -
-=============  =======  ==========  =========  ============  ===============  =============  ===========
+==================  =======  =======  ==========  =========  ==================  ===========  ===========  ==============  =================
+from / event        due      start    cancel      finish ok  finish error        obs. cancel  interrupted  lease lost      retry (manual)
+==================  =======  =======  ==========  =========  ==================  ===========  ===========  ==============  =================
+scheduled           pending  -        cancelled   -          -                   -            -            -               error
+pending             -        running  cancelled   -          -                   -            -            -               error
+running             -        -        cancelling  completed  scheduled / failed  cancelled    pending      pending/failed  error
+cancelling          -        -        (same)      completed  failed              cancelled    cancelled    cancelled       error
+failed, cancelled   -        -        error       -          -                   -            -            -               pending/scheduled
+completed           -        -        error       -          -                   -            -            -               error
+==================  =======  =======  ==========  =========  ==================  ===========  ===========  ==============  =================
+
+A failure goes to ``scheduled`` only when the worker found a :class:`~jobkit.Retry` that
+covers it (``retry_after``) and attempts remain; the wait itself is the worker's choice
+(it holds the randomness), so these functions stay pure.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ __all__ = [
     "check_deletable",
     "complete",
     "conclude",
+    "due",
     "event_for",
     "fail",
     "interrupt",
@@ -42,6 +49,7 @@ __all__ = [
     "mark_deleted",
     "observe_cancel",
     "report_progress",
+    "retry",
     "set_priority",
     "start",
     "store_result",
@@ -49,6 +57,7 @@ __all__ = [
 
 WORKER_LOST = "worker lost"
 
+_S = JobStatus.SCHEDULED
 _P = JobStatus.PENDING
 _R = JobStatus.RUNNING
 _C = JobStatus.CANCELLING
@@ -80,6 +89,13 @@ def _require_active(job: Job, doing: str) -> None:
         raise InvalidState(f"Cannot {doing} a {job.status.value} job: it is not running.")
 
 
+def due(job: Job) -> Job:
+    """A scheduled job's ``run_at`` came: ``scheduled -> pending``, keeping its priority."""
+    if job.status is not _S:
+        raise InvalidState(f"Cannot make a {job.status.value} job due: only scheduled jobs wait.")
+    return replace_job(job, status=_P, run_at=None, version=job.version + 1)
+
+
 def start(job: Job, now: datetime) -> Job:
     """A worker takes a pending job: ``pending -> running``; counts an attempt."""
     if job.status is not _P:
@@ -98,11 +114,12 @@ def start(job: Job, now: datetime) -> Job:
 def cancel(job: Job, now: datetime, retention: Retention, reason: str | None = None) -> Job:
     """Ask for cancellation.
 
-    A pending job is cancelled at once; a running one becomes ``cancelling`` (the handler
-    stops at its next checkpoint); a cancelling one is returned unchanged (idempotent).
+    A scheduled or pending job is cancelled at once; a running one becomes ``cancelling``
+    (the handler stops at its next checkpoint); a cancelling one is returned unchanged
+    (idempotent).
     """
-    if job.status is _P:
-        return _finish(job, JobStatus.CANCELLED, now, retention, cancel_reason=reason)
+    if job.status is _P or job.status is _S:
+        return _finish(job, JobStatus.CANCELLED, now, retention, cancel_reason=reason, run_at=None)
     if job.status is _R:
         return replace_job(job, status=_C, cancel_reason=reason, version=job.version + 1)
     if job.status is _C:
@@ -119,10 +136,54 @@ def complete(job: Job, now: datetime, retention: Retention, result: Any = None) 
     return _finish(job, JobStatus.COMPLETED, now, retention, result=result, progress=1.0)
 
 
-def fail(job: Job, now: datetime, retention: Retention, error: str) -> Job:
-    """The handler raised or timed out: ``running|cancelling -> failed``; a partial result is kept."""
+def fail(
+    job: Job, now: datetime, retention: Retention, error: str, retry_after: timedelta | None = None
+) -> Job:
+    """The handler raised or timed out: ``running|cancelling -> failed``; a partial result is kept.
+
+    With ``retry_after`` (a :class:`~jobkit.Retry` covers the failure) a running job with
+    attempts left goes to ``scheduled`` instead, due ``retry_after`` from now, its error kept.
+    A cancelling job always fails: somebody asked it to stop.
+    """
     _require_active(job, "fail")
+    if retry_after is not None and job.status is _R and job.attempts < job.max_attempts:
+        return replace_job(
+            job,
+            status=_S,
+            run_at=_expiry(now, retry_after),
+            error=error,
+            progress=None,
+            progress_message=None,
+            version=job.version + 1,
+        )
     return _finish(job, JobStatus.FAILED, now, retention, error=error)
+
+
+def retry(job: Job, now: datetime, run_at: datetime | None = None) -> Job:
+    """A manual retry: ``failed|cancelled -> pending`` (``scheduled`` with ``run_at``).
+
+    One more attempt: ``max_attempts`` is raised when the attempts were used up;
+    ``finished_at`` and ``expires_at`` are cleared; the last error and result stay until the
+    next outcome.
+    """
+    if job.status is JobStatus.COMPLETED:
+        raise InvalidState("Cannot retry a completed job: it succeeded. Submit a new job instead.")
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise InvalidState(
+            f"Cannot retry a {job.status.value} job: only failed and cancelled jobs are retried."
+        )
+    if job.deleted_at is not None:
+        raise InvalidState("Cannot retry a deleted job.")
+    return replace_job(
+        job,
+        status=_P if run_at is None else _S,
+        run_at=run_at,
+        max_attempts=max(job.max_attempts, job.attempts + 1),
+        finished_at=None,
+        expires_at=None,
+        cancel_reason=None,
+        version=job.version + 1,
+    )
 
 
 def observe_cancel(job: Job, now: datetime, retention: Retention) -> Job:
@@ -182,6 +243,7 @@ _DELETE_MESSAGES = {
     JobStatus.RUNNING: "Cannot delete running job. Use cancel instead.",
     JobStatus.CANCELLING: "Cannot delete job while cancellation is in progress.",
     JobStatus.PENDING: "Cannot delete pending job. Use cancel instead.",
+    JobStatus.SCHEDULED: "Cannot delete scheduled job. Use cancel instead.",
 }
 
 
@@ -222,14 +284,16 @@ class Outcome:
     kind: OutcomeKind
     result: Any = attrs.field(default=None, repr=False)
     error: str | None = None
+    #: For a failure a Retry covers: how long until the next attempt.
+    retry_after: timedelta | None = None
 
     @classmethod
     def completed(cls, result: Any) -> Outcome:
         return cls(kind=OutcomeKind.COMPLETED, result=result)
 
     @classmethod
-    def failed(cls, error: str) -> Outcome:
-        return cls(kind=OutcomeKind.FAILED, error=error)
+    def failed(cls, error: str, retry_after: timedelta | None = None) -> Outcome:
+        return cls(kind=OutcomeKind.FAILED, error=error, retry_after=retry_after)
 
 
 CANCELLED_OUTCOME = Outcome(kind=OutcomeKind.CANCELLED)
@@ -245,13 +309,14 @@ def conclude(job: Job, outcome: Outcome, now: datetime, retention: Retention) ->
     if kind is OutcomeKind.COMPLETED:
         return complete(job, now, retention, outcome.result)
     if kind is OutcomeKind.FAILED:
-        return fail(job, now, retention, outcome.error or "failed")
+        return fail(job, now, retention, outcome.error or "failed", outcome.retry_after)
     if kind is OutcomeKind.CANCELLED:
         return observe_cancel(job, now, retention)
     return interrupt(job, now, retention)
 
 
 _EVENT_FOR_STATUS = {
+    JobStatus.SCHEDULED: EventType.SCHEDULED,
     JobStatus.PENDING: EventType.REQUEUED,
     JobStatus.RUNNING: EventType.STARTED,
     JobStatus.CANCELLING: EventType.CANCELLING,

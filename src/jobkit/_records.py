@@ -28,6 +28,8 @@ __all__ = [
     "JobEvent",
     "JobStatus",
     "Page",
+    "Retry",
+    "Schedule",
     "SweepReport",
     "build_job",
     "replace_job",
@@ -41,6 +43,8 @@ EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
 class JobStatus(enum.StrEnum):
     """Where a job is in its lifecycle. ``completed``, ``failed`` and ``cancelled`` are terminal."""
 
+    #: Waiting for its ``run_at`` (a delayed submit, or the next attempt after a failure).
+    SCHEDULED = "scheduled"
     #: Waiting for a worker.
     PENDING = "pending"
     #: A handler is running it.
@@ -81,8 +85,12 @@ class EventType(enum.StrEnum):
     FAILED = "failed"
     #: It was cancelled.
     CANCELLED = "cancelled"
-    #: It went back to ``pending`` (shutdown, or a lost worker with attempts left).
+    #: It went back to ``pending`` (shutdown, a lost worker with attempts left, a manual
+    #: retry, or its ``run_at`` came).
     REQUEUED = "requeued"
+    #: It waits for ``data["run_at"]``: a failure with attempts left (``data["attempt"]``
+    #: is the attempt that failed), or a manual retry for later.
+    SCHEDULED = "scheduled"
     #: Its priority changed.
     PRIORITY_CHANGED = "priority_changed"
     #: One of its artifacts was deleted.
@@ -103,6 +111,11 @@ class AuditAction(enum.StrEnum):
     EXPIRE = "expire"
     PURGE = "purge"
     RECOVER = "recover"
+    RETRY = "retry"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SCHEDULE = "schedule"
+    UNSCHEDULE = "unschedule"
 
 
 #: The longest duration jobkit accepts anywhere (ttl, timeout, delays, retention, intervals):
@@ -153,6 +166,142 @@ def _to_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
 
 
+def _seconds_of(value: timedelta | float, what: str) -> float:
+    try:
+        duration = to_duration(value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"Retry {what}: {exc.message}") from None
+    assert duration is not None
+    return duration.total_seconds()
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _to_exception_classes(value: object) -> tuple[type[BaseException], ...]:
+    classes = value if isinstance(value, tuple | list | frozenset | set) else (value,)
+    if not classes:
+        raise InvalidInput("Retry on= must name at least one exception class.")
+    for cls in classes:
+        if not isinstance(cls, type) or not issubclass(cls, Exception):
+            raise InvalidInput(f"Retry on= takes exception classes (subclasses of Exception), got {cls!r}.")
+    return tuple(classes)
+
+
+def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise InvalidInput(f"Retry attempts must be an integer from 1 to 1000, got {value!r}.")
+
+
+def _check_factor(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 1.0 <= value <= 100.0:
+        raise InvalidInput(f"Retry factor must be from 1 to 100, got {value!r}.")
+
+
+def _check_jitter(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"Retry jitter must be a fraction from 0 to 1, got {value!r}.")
+
+
+def _to_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"Expected a finite number, got {value!r}.")
+    return float(value)
+
+
+@attrs.frozen
+class Retry:
+    """Try a failed job again, later: attempt *n* (1-based) that fails with an instance of
+    ``on`` waits ``min(max_backoff, backoff * factor ** (n - 1))`` seconds, spread by
+    ±``jitter`` (a fraction), before the next start, while ``n < attempts``.
+
+    Give it to ``submit(retry=)`` or ``handler(kind, retry=)`` (submit wins); it sets the
+    job's ``max_attempts``. A timeout counts as a failure (a :class:`TimeoutError`).
+
+    :raises InvalidInput: attempts outside 1..1000, a negative or too long backoff, a
+        factor outside 1..100, a jitter outside 0..1, ``on`` not exception classes.
+    """
+
+    attempts: int = attrs.field(default=3, validator=_check_attempts)
+    backoff: float = attrs.field(default=1.0, converter=lambda v: _seconds_of(v, "backoff"))
+    factor: float = attrs.field(default=2.0, converter=_to_number, validator=_check_factor)
+    max_backoff: float = attrs.field(default=3600.0, converter=lambda v: _seconds_of(v, "max_backoff"))
+    jitter: float = attrs.field(default=0.1, converter=_to_number, validator=_check_jitter)
+    on: tuple[type[BaseException], ...] = attrs.field(
+        default=(Exception,), converter=_to_exception_classes, eq=False
+    )
+    #: ``module.qualname`` of each class in ``on``: what a store keeps, and what matching uses
+    #: (so a job retried in another process matches the same exceptions).
+    names: frozenset[str] = attrs.field(init=False, repr=False)
+
+    @names.default
+    def _names(self) -> frozenset[str]:
+        return frozenset(_class_name(cls) for cls in self.on)
+
+    def covers(self, exc: BaseException) -> bool:
+        """True when ``exc`` is an instance of one of the ``on`` classes."""
+        names = self.names
+        return any(_class_name(cls) in names for cls in type(exc).__mro__)
+
+    def delay(self, attempt: int, spread: float = 0.5) -> timedelta:
+        """The wait after attempt ``attempt`` failed; ``spread`` in 0..1 picks the point in the
+        jitter band (0.5: no jitter)."""
+        try:
+            base = min(self.max_backoff, self.backoff * self.factor ** (attempt - 1))
+        except OverflowError:
+            base = self.max_backoff
+        seconds = max(0.0, base * (1.0 + self.jitter * (2.0 * spread - 1.0)))
+        return timedelta(seconds=min(seconds, MAX_DURATION.total_seconds()))
+
+    def to_json(self) -> dict[str, Any]:
+        """The plain-JSON form stores keep (exception classes by name)."""
+        return {
+            "attempts": self.attempts,
+            "backoff": self.backoff,
+            "factor": self.factor,
+            "max_backoff": self.max_backoff,
+            "jitter": self.jitter,
+            "on": sorted(self.names),
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Retry:
+        """A :class:`Retry` from :meth:`to_json`; classes this process cannot import still match
+        by name."""
+        names = frozenset(value.get("on") or ("builtins.Exception",))
+        on = tuple(c for c in (_import_class(n) for n in sorted(names)) if c is not None) or (Exception,)
+        retry = cls(
+            attempts=value["attempts"],
+            backoff=value["backoff"],
+            factor=value["factor"],
+            max_backoff=value["max_backoff"],
+            jitter=value["jitter"],
+            on=on,
+        )
+        object.__setattr__(retry, "names", names)
+        return retry
+
+
+def _import_class(name: str) -> type[BaseException] | None:
+    import importlib
+
+    module_name, _, qualname = name.rpartition(".")
+    while module_name:
+        try:
+            found: Any = importlib.import_module(module_name)
+        except ImportError:
+            module_name, _, head = module_name.rpartition(".")
+            qualname = f"{head}.{qualname}"
+            continue
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if isinstance(found, type) and issubclass(found, Exception):
+            return found
+        return None
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class Job:
     """One job: what to run, where it is in its lifecycle, and what it produced.
@@ -182,6 +331,12 @@ class Job:
     ttl: timedelta | None = None
     timeout: timedelta | None = None
     labels: Mapping[str, str] = attrs.field(default=EMPTY_MAPPING, converter=_to_labels)
+    #: When a ``scheduled`` job becomes due (None in every other status).
+    run_at: datetime | None = None
+    #: The submit's idempotency key: unique among the tenant's stored jobs.
+    idempotency_key: str | None = None
+    #: The retry policy given at submit (or the handler's, when it was known there).
+    retry: Retry | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -291,7 +446,8 @@ class AuditRecord:
     action: AuditAction
     actor_id: str | None
     tenant: str | None
-    job_id: str
+    #: None for an action on a kind or a schedule (pause, resume, schedule, unschedule).
+    job_id: str | None
     details: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=_to_mapping)
 
 
@@ -323,3 +479,28 @@ class SweepReport:
     recovered: int = 0
     #: Audit records older than ``audit_retention`` removed.
     audit_removed: int = 0
+    #: Scheduled jobs whose ``run_at`` came, made pending.
+    promoted: int = 0
+    #: Jobs submitted by schedules.
+    fired: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Schedule:
+    """A job submitted at every fire time of a five-field cron expression, in a time zone.
+
+    ``name`` is unique per tenant. At each fire time the sweeper submits one job with the
+    idempotency key ``schedule:<name>:<fire time>``, so a fire time never yields two jobs,
+    however many processes run; fire times missed while nothing ran make one job.
+    """
+
+    name: str
+    kind: str
+    payload: Any = attrs.field(default=None, repr=False)
+    cron: str
+    timezone: str = "UTC"
+    tenant: str | None = None
+    priority: int = 0
+    #: The next fire time (UTC).
+    next_run_at: datetime
+    created_at: datetime

@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ._policies import Action
-from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus
+from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Schedule
 
 __all__ = [
     "AtomicWriter",
@@ -66,9 +66,15 @@ class JobStore(Protocol):
     async def close(self) -> None:
         """Release resources. Called when the manager stops. Must be safe to call twice."""
 
-    async def insert(self, job: Job) -> None:
-        """Store a new job.
+    async def insert(self, job: Job) -> Job | None:
+        """Store a new job, unless its idempotency key is taken.
 
+        When ``job.idempotency_key`` is set and a stored job of the same tenant (soft-deleted
+        ones aside) has that key, nothing is stored and that job is returned. The check and
+        the insert are one atomic step, also between processes: of concurrent inserts with
+        one key, exactly one stores its job (a unique index, on a database).
+
+        :returns: None when ``job`` was stored, else the job that holds the key.
         :raises JobkitError: a job with that id already exists.
         """
 
@@ -79,7 +85,8 @@ class JobStore(Protocol):
         """Compare-and-swap: store ``job`` only if the stored version is ``expected_version``.
 
         The fields fixed at insert (``id``, ``kind``, ``payload``, ``tenant``, ``created_at``,
-        ``max_attempts``, ``ttl``, ``timeout``, ``labels``) never change; a store may skip them.
+        ``ttl``, ``timeout``, ``labels``, ``idempotency_key``, ``retry``) never change; a store
+        may skip them. ``max_attempts`` and ``run_at`` do change (retries).
 
         :returns: False (and nothing written) when the job is gone or its version differs.
         """
@@ -90,8 +97,9 @@ class JobStore(Protocol):
     async def claim(self, *, now: datetime, worker_id: str, lease_until: datetime) -> Job | None:
         """Atomically take the next pending job, start it and lease it to ``worker_id``.
 
-        The next job is the one with the highest priority, then the oldest. It is stored
-        as :func:`jobkit._machine.start` returns it. Concurrent claimers never get the same job.
+        The next job is the one with the highest priority, then the oldest, of a kind that
+        is not paused (:meth:`set_paused`). It is stored as :func:`jobkit._machine.start`
+        returns it. Concurrent claimers never get the same job.
         """
 
     async def list_jobs(
@@ -131,6 +139,43 @@ class JobStore(Protocol):
 
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         """Up to ``limit`` running or cancelling jobs whose lease ended before ``now``."""
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        """Make up to ``limit`` scheduled jobs with ``run_at <= now`` pending, earliest first,
+        as :func:`jobkit._machine.due` does (atomically per job: a job changed meanwhile is
+        left alone); return them as stored.
+
+        Must cost O(due jobs), not O(scheduled jobs) (an index ordered by ``run_at``).
+        """
+
+    async def next_due(self) -> datetime | None:
+        """The earliest ``run_at`` of the scheduled jobs, or None when none waits."""
+
+    async def set_paused(self, kind: str, paused: bool) -> bool:
+        """Pause (no claim takes jobs of ``kind``) or resume a kind, for every process using
+        the store; True when that changed something."""
+
+    async def paused_kinds(self) -> frozenset[str]:
+        """The kinds paused now."""
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        """Store ``schedule``, replacing the tenant's schedule of that name."""
+
+    async def remove_schedule(self, tenant: str | None, name: str) -> bool:
+        """Remove the tenant's schedule ``name``; False when there was none."""
+
+    async def list_schedules(self, tenant: str | None) -> list[Schedule]:
+        """The schedules of ``tenant`` (None: of every tenant), by name."""
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        """Up to ``limit`` schedules with ``next_run_at <= now``, earliest first."""
+
+    async def advance_schedule(self, schedule: Schedule, next_run_at: datetime) -> bool:
+        """Compare-and-swap: set the schedule's ``next_run_at`` only if the stored schedule is
+        still ``schedule`` (same ``created_at`` and ``next_run_at``); False otherwise."""
+
+    async def next_schedule(self) -> datetime | None:
+        """The earliest ``next_run_at`` of every schedule, or None when there is none."""
 
     async def add_audit(self, record: AuditRecord) -> None:
         """Append an audit record."""

@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import attrs
+
 from .._errors import JobkitError
-from .._machine import start
-from .._records import ACTIVE, AuditRecord, Job, JobStatus
+from .._machine import due, start
+from .._records import ACTIVE, AuditRecord, Job, JobStatus, Schedule
 from ..abc import Change, Lease
 
 __all__ = ["MemoryStore"]
 
 _PENDING = JobStatus.PENDING
+_SCHEDULED = JobStatus.SCHEDULED
 
 
 class _SeqIndex:
@@ -49,9 +52,16 @@ class MemoryStore:
         self._pending: dict[str, tuple[int, int]] = {}
         self._expiry_heap: list[tuple[datetime, int, str]] = []
         self._deleted_heap: list[tuple[datetime, int, str]] = []
+        self._due_heap: list[tuple[datetime, int, str]] = []
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._audit: deque[AuditRecord] = deque()
         self._purges: dict[str, None] = {}
+        #: (tenant, idempotency key) -> id of the job holding it (checked on use).
+        self._keys: dict[tuple[str | None, str], str] = {}
+        self._paused: set[str] = set()
+        #: Claim-heap entries of paused kinds, put back when the kind resumes.
+        self._parked: dict[str, list[tuple[int, int, str]]] = {}
+        self._schedules: dict[tuple[str | None, str], Schedule] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(jobs={len(self._jobs)})"
@@ -64,9 +74,15 @@ class MemoryStore:
 
     # -- jobs ------------------------------------------------------------------------
 
-    async def insert(self, job: Job) -> None:
+    async def insert(self, job: Job) -> Job | None:
         if job.id in self._jobs:
             raise JobkitError(f"A job with id {job.id!r} already exists.")
+        if job.idempotency_key is not None:
+            key = (job.tenant, job.idempotency_key)
+            holder = self._jobs.get(self._keys.get(key, ""))
+            if holder is not None and holder.deleted_at is None and holder.idempotency_key == key[1]:
+                return holder
+            self._keys[key] = job.id
         seq = self._next_seq
         self._next_seq = seq + 1
         self._jobs[job.id] = job
@@ -78,6 +94,7 @@ class MemoryStore:
             index = self._by_tenant[job.tenant] = _SeqIndex()
         index.seqs.append(seq)
         self._index(None, job, seq)
+        return None
 
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -129,6 +146,8 @@ class MemoryStore:
         del self._id_at[seq]
         self._pending.pop(job_id, None)
         self._leases.pop(job_id, None)
+        if old.idempotency_key is not None and self._keys.get((old.tenant, old.idempotency_key)) == job_id:
+            del self._keys[(old.tenant, old.idempotency_key)]
         self._all.dead += 1
         index = self._by_tenant[old.tenant]
         index.dead += 1
@@ -145,6 +164,8 @@ class MemoryStore:
             self._pending.pop(job.id, None)
         if job.status not in ACTIVE:
             self._leases.pop(job.id, None)
+        if job.status is _SCHEDULED and job.run_at is not None and (old is None or old.run_at != job.run_at):
+            heapq.heappush(self._due_heap, (job.run_at, seq, job.id))
         if job.expires_at is not None and (old is None or old.expires_at != job.expires_at):
             heapq.heappush(self._expiry_heap, (job.expires_at, seq, job.id))
         if job.deleted_at is not None and (old is None or old.deleted_at != job.deleted_at):
@@ -189,6 +210,9 @@ class MemoryStore:
             if pending.get(job_id) != (neg_priority, seq):
                 continue  # stale entry: claimed, deleted or re-prioritised since
             job = jobs[job_id]
+            if job.kind in self._paused:
+                self._parked.setdefault(job.kind, []).append(entry)
+                continue
             if kinds is not None and job.kind not in kinds:
                 passed.append(entry)
                 continue
@@ -243,6 +267,78 @@ class MemoryStore:
         if key is None:
             return None
         return 1 + sum(1 for other in self._pending.values() if other < key)
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        heap = self._due_heap
+        jobs = self._jobs
+        promoted: list[Job] = []
+        while heap and heap[0][0] <= now and len(promoted) < limit:
+            run_at, seq, job_id = heapq.heappop(heap)
+            job = jobs.get(job_id)
+            if job is None or job.status is not _SCHEDULED or job.run_at != run_at:
+                continue  # stale: cancelled, removed or rescheduled since
+            new = due(job)
+            self._replace(job, new)
+            promoted.append(new)
+        return promoted
+
+    async def next_due(self) -> datetime | None:
+        heap = self._due_heap
+        jobs = self._jobs
+        while heap:
+            run_at, _, job_id = heap[0]
+            job = jobs.get(job_id)
+            if job is not None and job.status is _SCHEDULED and job.run_at == run_at:
+                return run_at
+            heapq.heappop(heap)
+        return None
+
+    async def set_paused(self, kind: str, paused: bool) -> bool:
+        if paused:
+            if kind in self._paused:
+                return False
+            self._paused.add(kind)
+            return True
+        if kind not in self._paused:
+            return False
+        self._paused.discard(kind)
+        for entry in self._parked.pop(kind, ()):
+            heapq.heappush(self._claim_heap, entry)
+        return True
+
+    async def paused_kinds(self) -> frozenset[str]:
+        return frozenset(self._paused)
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        self._schedules[(schedule.tenant, schedule.name)] = schedule
+
+    async def remove_schedule(self, tenant: str | None, name: str) -> bool:
+        return self._schedules.pop((tenant, name), None) is not None
+
+    async def list_schedules(self, tenant: str | None) -> list[Schedule]:
+        found = [s for s in self._schedules.values() if tenant is None or s.tenant == tenant]
+        return sorted(found, key=lambda s: (s.name, s.tenant or ""))
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        found = sorted(
+            (s for s in self._schedules.values() if s.next_run_at <= now), key=lambda s: s.next_run_at
+        )
+        return found[:limit]
+
+    async def advance_schedule(self, schedule: Schedule, next_run_at: datetime) -> bool:
+        key = (schedule.tenant, schedule.name)
+        stored = self._schedules.get(key)
+        if (
+            stored is None
+            or stored.created_at != schedule.created_at
+            or stored.next_run_at != schedule.next_run_at
+        ):
+            return False
+        self._schedules[key] = attrs.evolve(stored, next_run_at=next_run_at)
+        return True
+
+    async def next_schedule(self) -> datetime | None:
+        return min((s.next_run_at for s in self._schedules.values()), default=None)
 
     async def expired(self, now: datetime, limit: int) -> list[Job]:
         return self._due(self._expiry_heap, now, limit, "expires_at")

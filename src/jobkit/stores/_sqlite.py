@@ -30,7 +30,7 @@ import anyio.to_thread
 import attrs
 
 from .._errors import BackendError, JobkitError
-from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus
+from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus, Retry, Schedule
 from ..abc import Lease
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ _COLUMNS = (
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message",
     "result", "error", "cancel_reason", "created_at", "started_at", "finished_at",
     "expires_at", "deleted_at", "version", "attempts", "max_attempts", "ttl", "timeout",
-    "labels",
+    "labels", "run_at", "idempotency_key", "retry",
 )  # fmt: skip
 if tuple(field.name for field in attrs.fields(Job)) != _COLUMNS:  # pragma: no cover
     raise ImportError("jobkit.stores._sqlite: _COLUMNS must list Job's fields in order")
@@ -192,6 +192,55 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID
     """,
+    # Schema 3: scheduled jobs, retries, idempotency keys, paused kinds, cron schedules.
+    # - jobs.run_at (due time of a scheduled job, indexed for scheduled jobs only, so promoting
+    #   costs what is due), jobs.idempotency_key (unique per tenant among jobs not
+    #   soft-deleted; '' stands for "no tenant", which no actor can have), jobs.retry (JSON);
+    # - audit.job_id may be NULL (actions on a kind or a schedule): SQLite cannot drop a
+    #   NOT NULL, so the table is rebuilt, rows and sequence kept;
+    # - paused_kinds and schedules.
+    """
+    ALTER TABLE jobs ADD COLUMN run_at INTEGER;
+    ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN retry TEXT;
+    CREATE INDEX jobs_due ON jobs (run_at) WHERE status = 'scheduled';
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (coalesce(tenant, ''), idempotency_key)
+        WHERE idempotency_key IS NOT NULL AND deleted_at IS NULL;
+    CREATE TABLE audit_v3 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        at INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        actor_id TEXT,
+        tenant TEXT,
+        job_id TEXT,
+        details TEXT NOT NULL
+    );
+    INSERT INTO audit_v3 SELECT * FROM audit;
+    DROP TABLE audit;
+    ALTER TABLE audit_v3 RENAME TO audit;
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX audit_job ON audit (job_id, seq);
+    CREATE INDEX audit_tenant ON audit (tenant, seq);
+    CREATE TABLE paused_kinds (
+        kind TEXT PRIMARY KEY,
+        at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE schedules (
+        tenant_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        tenant TEXT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        next_run_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_key, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX schedules_next ON schedules (next_run_at)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -260,8 +309,14 @@ def _row(job: Job) -> tuple[Any, ...]:
         _micros(job.created_at), _micros(job.started_at), _micros(job.finished_at),
         _micros(job.expires_at), _micros(job.deleted_at), job.version, job.attempts,
         job.max_attempts, _span(job.ttl), _span(job.timeout),
-        _dumps(dict(job.labels)) if job.labels else None,
+        _dumps(dict(job.labels)) if job.labels else None, _micros(job.run_at),
+        job.idempotency_key, None if job.retry is None else _dumps(job.retry.to_json()),
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _retry(text: str) -> Retry:
+    return Retry.from_json(_loads_json(text))
 
 
 _STATUS = {status.value: status for status in JobStatus}
@@ -290,6 +345,7 @@ def _set_field(job: Job, value: Any, *, name: str) -> None:  # pragma: no cover 
     _s_id, _s_kind, _s_status, _s_payload, _s_tenant, _s_priority, _s_progress, _s_message,
     _s_result, _s_error, _s_reason, _s_created, _s_started, _s_finished, _s_expires,
     _s_deleted, _s_version, _s_attempts, _s_max_attempts, _s_ttl, _s_timeout, _s_labels,
+    _s_run_at, _s_key, _s_retry,
 ) = _setters()  # fmt: skip
 
 
@@ -326,6 +382,11 @@ def _job(row: Sequence[Any]) -> Job:
     _s_timeout(job, None if value is None else span(0, 0, value))
     value = row[21]
     _s_labels(job, MappingProxyType(_loads_json(value)) if value else EMPTY_MAPPING)
+    value = row[22]
+    _s_run_at(job, None if value is None else epoch + span(0, 0, value))
+    _s_key(job, row[23])
+    value = row[24]
+    _s_retry(job, None if value is None else _retry(value))
     return job
 
 
@@ -729,8 +790,9 @@ class SQLiteStore:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def insert(self, job: Job) -> None:
-        await self._run(_insert, _row(job))
+    async def insert(self, job: Job) -> Job | None:
+        holder = await self._run(_insert, _row(job))
+        return None if holder is None else _job(holder)
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._run(_get, job_id)
@@ -869,6 +931,63 @@ class SQLiteStore:
         )
         return [_job(row) for row in rows]
 
+    # -- scheduled jobs, paused kinds, schedules --------------------------------------------
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        rows = await self._run(_promote, _micros(now), limit)
+        return [_job(row) for row in rows]
+
+    async def next_due(self) -> datetime | None:
+        rows = await self._run(_fetch, "SELECT min(run_at) FROM jobs WHERE status = 'scheduled'", ())
+        return _time(rows[0][0])
+
+    async def set_paused(self, kind: str, paused: bool) -> bool:
+        if paused:
+            sql, params = "INSERT OR IGNORE INTO paused_kinds VALUES (?, ?)", (kind, _micros(datetime.now(UTC)))
+        else:
+            sql, params = "DELETE FROM paused_kinds WHERE kind = ?", (kind,)
+        return await self._run(_execute_sql, sql, params) == 1
+
+    async def paused_kinds(self) -> frozenset[str]:
+        return frozenset(row[0] for row in await self._run(_fetch, "SELECT kind FROM paused_kinds", ()))
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        await self._run(_execute_sql, _PUT_SCHEDULE, _schedule_row(schedule))
+
+    async def remove_schedule(self, tenant: str | None, name: str) -> bool:
+        sql = "DELETE FROM schedules WHERE tenant_key = ? AND name = ?"
+        return await self._run(_execute_sql, sql, (tenant or "", name)) == 1
+
+    async def list_schedules(self, tenant: str | None) -> list[Schedule]:
+        if tenant is None:
+            sql, params = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name, tenant_key", ()
+        else:
+            sql = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE tenant_key = ? ORDER BY name"
+            params = (tenant,)
+        return [_schedule(row) for row in await self._run(_fetch, sql, params)]
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        sql = (
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE next_run_at <= ? "
+            "ORDER BY next_run_at LIMIT ?"
+        )
+        return [_schedule(row) for row in await self._run(_fetch, sql, (_micros(now), limit))]
+
+    async def advance_schedule(self, schedule: Schedule, next_run_at: datetime) -> bool:
+        sql = (
+            "UPDATE schedules SET next_run_at = ? WHERE tenant_key = ? AND name = ? "
+            "AND created_at = ? AND next_run_at = ?"
+        )
+        params = (
+            _micros(next_run_at), schedule.tenant or "", schedule.name,
+            _micros(schedule.created_at), _micros(schedule.next_run_at),
+        )  # fmt: skip
+        return await self._run(_execute_sql, sql, params) == 1
+
+    async def next_schedule(self) -> datetime | None:
+        rows = await self._run(_fetch, "SELECT min(next_run_at) FROM schedules", ())
+        return _time(rows[0][0])
+
     # -- audit and purge queue -------------------------------------------------------------
 
     async def add_audit(self, record: AuditRecord) -> None:
@@ -950,11 +1069,12 @@ _INSERT_AUDIT = (
 )
 _INSERT_PURGE = "INSERT OR IGNORE INTO purges (prefix) VALUES (?)"
 # What replace() writes: the fields that change over a job's life. The others (id, kind,
-# payload, tenant, created_at, max_attempts, ttl, timeout, labels) are fixed at insert, so
-# their indexes are never touched by an update.
+# payload, tenant, created_at, ttl, timeout, labels, idempotency_key, retry) are fixed at
+# insert, so their indexes are never touched by an update.
 _MUTABLE = (
     "status", "priority", "progress", "progress_message", "result", "error", "cancel_reason",
     "started_at", "finished_at", "expires_at", "deleted_at", "version", "attempts",
+    "max_attempts", "run_at",
 )  # fmt: skip
 _UPDATE = (
     "UPDATE jobs SET "
@@ -968,20 +1088,22 @@ _START = (
     "progress = NULL, progress_message = NULL, version = version + 1, "
     "lease_owner = ?, lease_until = ? "
 )
+# Paused kinds are left out (a small table, read once per claim).
+_NOT_PAUSED = "AND kind NOT IN (SELECT kind FROM paused_kinds) "
 _CLAIM_ONE = (
     _START + "WHERE seq = (SELECT seq FROM jobs WHERE status = 'pending' "
-    f"ORDER BY priority DESC, seq LIMIT ?) RETURNING priority, seq, {_SELECT}"
+    f"{_NOT_PAUSED}ORDER BY priority DESC, seq LIMIT ?) RETURNING priority, seq, {_SELECT}"
 )
 _CLAIM_MANY = (
     _START + "WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
-    f"ORDER BY priority DESC, seq LIMIT ?) RETURNING priority, seq, {_SELECT}"
+    f"{_NOT_PAUSED}ORDER BY priority DESC, seq LIMIT ?) RETURNING priority, seq, {_SELECT}"
 )
 
 
 def _claim_kinds_sql(count: int) -> str:
     return (
         _START + "WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
-        f"AND kind IN ({', '.join('?' * count)}) ORDER BY priority DESC, seq LIMIT ?) "
+        f"AND kind IN ({', '.join('?' * count)}) {_NOT_PAUSED}ORDER BY priority DESC, seq LIMIT ?) "
         f"RETURNING priority, seq, {_SELECT}"
     )
 
@@ -1000,16 +1122,29 @@ def _update_values(job: Job, job_id: str, expected: int) -> tuple[Any, ...]:
         job.status.value, job.priority, job.progress, job.progress_message, _dumps(job.result),
         job.error, job.cancel_reason, _micros(job.started_at), _micros(job.finished_at),
         _micros(job.expires_at), _micros(job.deleted_at), job.version, job.attempts,
-        active, active, job_id, expected,
+        job.max_attempts, _micros(job.run_at), active, active, job_id, expected,
     )  # fmt: skip
 
 
+_KEY_HOLDER = (
+    f"SELECT {_SELECT} FROM jobs WHERE coalesce(tenant, '') = coalesce(?, '') "
+    "AND idempotency_key = ? AND deleted_at IS NULL"
+)
+
+
 @operation()
-def _insert(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+def _insert(conn: sqlite3.Connection, row: tuple[Any, ...]) -> Any:
+    """None when stored; the row of the job holding the idempotency key when that is taken."""
     try:
         conn.execute(_INSERT, row)
     except sqlite3.IntegrityError:
+        key = row[23]
+        if key is not None:
+            holder = conn.execute(_KEY_HOLDER, (row[4], key)).fetchone()
+            if holder is not None:
+                return holder
         raise JobkitError(f"A job with id {row[0]!r} already exists.") from None
+    return None
 
 
 _GET = f"SELECT {_SELECT} FROM jobs WHERE id = ?"
@@ -1081,6 +1216,47 @@ def _renew(conn: sqlite3.Connection, worker_id: str, job_ids: tuple[str, ...], l
         f"AND status IN ('running', 'cancelling') RETURNING {_SELECT}",
         (lease_until, worker_id, *job_ids),
     ).fetchall()
+
+
+_DUE = "SELECT seq FROM jobs WHERE status = 'scheduled' AND run_at <= ? ORDER BY run_at, seq LIMIT ?"
+
+
+@operation(single=False)
+def _promote(conn: sqlite3.Connection, now: int, limit: int) -> list[Any]:
+    """Scheduled jobs due at ``now`` made pending (machine.due), earliest first."""
+    order = [row[0] for row in conn.execute(_DUE, (now, limit))]
+    if not order:
+        return []
+    marks = ", ".join("?" * len(order))
+    rows = conn.execute(
+        "UPDATE jobs SET status = 'pending', run_at = NULL, version = version + 1 "
+        f"WHERE seq IN ({marks}) AND status = 'scheduled' RETURNING seq, {_SELECT}",
+        order,
+    ).fetchall()
+    place = {seq: i for i, seq in enumerate(order)}
+    rows.sort(key=lambda row: place[row[0]])
+    return [row[1:] for row in rows]
+
+
+_SCHEDULE_COLUMNS = "name, kind, payload, cron, timezone, tenant, priority, next_run_at, created_at"
+_PUT_SCHEDULE = (
+    f"INSERT OR REPLACE INTO schedules (tenant_key, {_SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+)
+
+
+def _schedule_row(schedule: Schedule) -> tuple[Any, ...]:
+    return (
+        schedule.tenant or "", schedule.name, schedule.kind, _dumps(schedule.payload), schedule.cron,
+        schedule.timezone, schedule.tenant, schedule.priority, _micros(schedule.next_run_at),
+        _micros(schedule.created_at),
+    )  # fmt: skip
+
+
+def _schedule(row: Sequence[Any]) -> Schedule:
+    return Schedule(
+        name=row[0], kind=row[1], payload=_loads(row[2]), cron=row[3], timezone=row[4],
+        tenant=row[5], priority=row[6], next_run_at=_time(row[7]), created_at=_time(row[8]),
+    )  # fmt: skip
 
 
 @operation(reads=True)

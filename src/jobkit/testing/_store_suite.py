@@ -33,7 +33,7 @@ import pytest
 from .. import _machine as machine
 from .._errors import JobkitError
 from .._policies import Retention
-from .._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
+from .._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus, Retry, Schedule
 from ..abc import Change, JobStore, Note, NoteKind, Notifier
 
 __all__ = ["JobStoreSuite"]
@@ -69,7 +69,7 @@ def finished(
     )
 
 
-def audit_record(job_id: str, **changes: Any) -> AuditRecord:
+def audit_record(job_id: str | None, **changes: Any) -> AuditRecord:
     """An audit record about ``job_id``; ``changes`` override any field."""
     fields: dict[str, Any] = {
         "id": uuid.uuid4().hex,
@@ -100,7 +100,216 @@ def assert_same_fields(actual: Job | None, expected: Job) -> None:
         assert got == want, f"field {field.name!r}: store has {got!r}, machine.start gives {want!r}"
 
 
-class JobStoreSuite:
+class SchedulingSuite:
+    """Scheduled jobs, idempotency keys, paused kinds and cron schedules: part of the
+    :class:`jobkit.abc.JobStore` contract (:class:`JobStoreSuite` includes it)."""
+
+    pytestmark = pytest.mark.anyio
+
+    # -- scheduled jobs ----------------------------------------------------------------
+
+    async def test_replace_writes_run_at_and_max_attempts(self, store: JobStore) -> None:
+        """A retry changes run_at and max_attempts through replace(): both are stored."""
+        job = finished(make_job(), T0, status=JobStatus.FAILED)
+        await store.insert(job)
+        later = T0 + timedelta(minutes=5)
+        retried = machine.retry(job, T0, run_at=later)
+        assert await store.replace(retried, expected_version=job.version)
+        assert await store.get(job.id) == retried
+        assert retried.max_attempts == 2 and retried.run_at == later
+
+    async def test_promote_due_makes_due_jobs_pending_earliest_first(self, store: JobStore) -> None:
+        """promote_due() takes scheduled jobs whose run_at passed, earliest first, up to the
+        limit, as machine.due() makes them; later ones and other statuses stay."""
+        times = [T0 + timedelta(seconds=s) for s in (30, 10, 20, 40)]
+        jobs = [make_job(status=JobStatus.SCHEDULED, run_at=at, priority=i) for i, at in enumerate(times)]
+        for job in jobs:
+            await store.insert(job)
+        await store.insert(make_job())  # pending: never "promoted"
+        assert await store.next_due() == times[1]
+        now = T0 + timedelta(seconds=30)
+        first = await store.promote_due(now, 2)
+        assert [job.id for job in first] == [jobs[1].id, jobs[2].id]
+        for got, job in zip(first, (jobs[1], jobs[2]), strict=True):
+            assert_same_fields(got, machine.due(job))
+            assert_same_fields(await store.get(job.id), machine.due(job))
+        assert [job.id for job in await store.promote_due(now, 10)] == [jobs[0].id]
+        assert await store.promote_due(now, 10) == []
+        assert await store.next_due() == times[3]
+        assert (await store.get(jobs[3].id)).status is JobStatus.SCHEDULED  # type: ignore[union-attr]
+
+    async def test_promote_due_leaves_cancelled_and_rescheduled_jobs(self, store: JobStore) -> None:
+        """A scheduled job cancelled, or moved to a later run_at, is not promoted at its old time."""
+        gone = make_job(status=JobStatus.SCHEDULED, run_at=T0)
+        moved = make_job(status=JobStatus.SCHEDULED, run_at=T0)
+        for job in (gone, moved):
+            await store.insert(job)
+        await store.replace(machine.cancel(gone, T0, Retention()), expected_version=gone.version)
+        later = attrs.evolve(moved, run_at=T0 + timedelta(hours=1), version=moved.version + 1)
+        await store.replace(later, expected_version=moved.version)
+        assert await store.next_due() == later.run_at
+        assert await store.promote_due(T0 + timedelta(minutes=1), 10) == []
+        assert [job.id for job in await store.promote_due(T0 + timedelta(hours=1), 10)] == [moved.id]
+        assert await store.next_due() is None
+
+    async def test_promoted_jobs_are_claimed_in_priority_order(self, store: JobStore) -> None:
+        """Once due, a job keeps its priority: claim order applies from then on."""
+        low = make_job(status=JobStatus.SCHEDULED, run_at=T0, priority=0)
+        high = make_job(status=JobStatus.SCHEDULED, run_at=T0 + timedelta(seconds=1), priority=9)
+        waiting = make_job(priority=5)
+        for job in (low, waiting, high):
+            await store.insert(job)
+        assert await store.claim(now=T0, worker_id="w", lease_until=T0) == machine.start(waiting, T0)
+        await store.promote_due(T0 + timedelta(seconds=1), 10)
+        order = [await store.claim(now=T0, worker_id="w", lease_until=T0) for _ in range(3)]
+        assert [None if job is None else job.id for job in order] == [high.id, low.id, None]
+
+    # -- idempotency keys --------------------------------------------------------------
+
+    async def test_an_idempotency_key_is_held_by_one_job_per_tenant(self, store: JobStore) -> None:
+        """A second insert with a taken key stores nothing and returns the holder; another
+        tenant's key, or no tenant's, is another key."""
+        first = make_job(idempotency_key="k")
+        assert await store.insert(first) is None
+        again = make_job(idempotency_key="k", payload={"other": True})
+        assert await store.insert(again) == first
+        assert await store.get(again.id) is None
+        for tenant in ("acme", "globex"):
+            job = make_job(idempotency_key="k", tenant=tenant)
+            assert await store.insert(job) is None
+            assert await store.insert(make_job(idempotency_key="k", tenant=tenant)) == job
+        assert await store.insert(make_job(idempotency_key="K")) is None  # keys are exact
+        assert await store.insert(make_job()) is None  # no key: never a conflict
+        assert await store.insert(make_job()) is None
+
+    async def test_a_deleted_job_frees_its_key(self, store: JobStore) -> None:
+        """Once the holder is removed or soft-deleted, the key is free again."""
+        holder = finished(make_job(idempotency_key="k"), T0)
+        await store.insert(holder)
+        soft = machine.mark_deleted(holder, T0)
+        assert await store.replace(soft, expected_version=holder.version)
+        second = make_job(idempotency_key="k")
+        assert await store.insert(second) is None
+        assert await store.remove(second.id, expected_version=second.version)
+        third = make_job(idempotency_key="k")
+        assert await store.insert(third) is None
+        assert await store.insert(make_job(idempotency_key="k")) == third
+
+    async def test_concurrent_inserts_with_one_key_store_exactly_one_job(self, store: JobStore) -> None:
+        """Twenty inserts with one key at once: one stores its job, every other gets it back."""
+        candidates = [make_job(idempotency_key="race", tenant="t") for _ in range(20)]
+        answers: list[Job | None] = [None] * len(candidates)
+
+        async def insert(i: int) -> None:
+            answers[i] = await store.insert(candidates[i])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(candidates)):
+                tg.start_soon(insert, i)
+        stored = [job for job, answer in zip(candidates, answers, strict=True) if answer is None]
+        assert len(stored) == 1
+        assert all(answer == stored[0] for answer in answers if answer is not None)
+        jobs, _ = await store.list_jobs(
+            tenant="t", statuses=None, kind=None, include_deleted=True, before=None, limit=100
+        )
+        assert [job.id for job in jobs] == [stored[0].id]
+
+    # -- paused kinds ------------------------------------------------------------------
+
+    async def test_paused_kinds_are_not_claimed_until_resumed(self, store: JobStore) -> None:
+        """No claim takes a paused kind's jobs, and they do not block the jobs behind them;
+        once resumed they are claimed in their old order."""
+        paused = [make_job(kind="report", priority=9), make_job(kind="report", priority=8)]
+        other = make_job(kind="mail", priority=1)
+        for job in (*paused, other):
+            await store.insert(job)
+        assert await store.set_paused("report", True) is True
+        assert await store.set_paused("report", True) is False
+        assert await store.paused_kinds() == frozenset({"report"})
+        claimed = await store.claim(now=T0, worker_id="w", lease_until=T0)
+        assert claimed is not None and claimed.id == other.id
+        assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None
+        claim_many = getattr(store, "claim_many", None)
+        if claim_many is not None:
+            for kinds in (None, ["report"]):
+                assert await claim_many(now=T0, worker_id="w", lease_until=T0, kinds=kinds, limit=5) == []
+        assert (await store.get(paused[0].id)).status is JobStatus.PENDING  # type: ignore[union-attr]
+        assert await store.set_paused("report", False) is True
+        assert await store.set_paused("report", False) is False
+        assert await store.paused_kinds() == frozenset()
+        again = [await store.claim(now=T0, worker_id="w", lease_until=T0) for _ in range(2)]
+        assert [None if job is None else job.id for job in again] == [job.id for job in paused]
+
+    async def test_unknown_kinds_can_be_paused(self, store: JobStore) -> None:
+        """Pausing is by name: a kind with no jobs yet is paused for the jobs to come."""
+        assert await store.set_paused("later", True)
+        job = make_job(kind="later")
+        await store.insert(job)
+        assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None
+        await store.set_paused("later", False)
+        assert await store.claim(now=T0, worker_id="w", lease_until=T0) == machine.start(job, T0)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    @staticmethod
+    def schedule(name: str = "nightly", **changes: Any) -> Schedule:
+        fields: dict[str, Any] = {
+            "name": name,
+            "kind": "report",
+            "payload": {"x": [1, "ü"]},
+            "cron": "0 3 * * *",
+            "timezone": "Europe/Berlin",
+            "next_run_at": T0 + timedelta(hours=2),
+            "created_at": T0,
+        }
+        fields.update(changes)
+        return Schedule(**fields)
+
+    async def test_schedules_are_stored_replaced_listed_and_removed(self, store: JobStore) -> None:
+        """put_schedule() stores or replaces by (tenant, name); list by tenant, by name."""
+        nightly = self.schedule(priority=3)
+        hourly = self.schedule("hourly", cron="0 * * * *", timezone="UTC")
+        acme = self.schedule(tenant="acme")
+        for item in (nightly, hourly, acme):
+            await store.put_schedule(item)
+        assert await store.list_schedules(None) == [hourly, nightly, acme]
+        assert await store.list_schedules("acme") == [acme]
+        replaced = attrs.evolve(nightly, cron="30 4 * * *", created_at=T0 + timedelta(seconds=1))
+        await store.put_schedule(replaced)
+        assert await store.list_schedules(None) == [hourly, replaced, acme]
+        assert await store.remove_schedule(None, "nightly") is True
+        assert await store.remove_schedule(None, "nightly") is False
+        assert await store.list_schedules("acme") == [acme]  # the other tenant's stays
+        assert await store.remove_schedule("acme", "nightly") is True
+        assert await store.list_schedules(None) == [hourly]
+
+    async def test_due_schedules_and_advance_is_compare_and_swap(self, store: JobStore) -> None:
+        """due_schedules() lists the due ones earliest first; advance_schedule() moves
+        next_run_at only from the value read (a second advance, or a replaced schedule, loses)."""
+        early = self.schedule("early", next_run_at=T0)
+        late = self.schedule("late", next_run_at=T0 + timedelta(hours=1))
+        for item in (late, early):
+            await store.put_schedule(item)
+        assert await store.next_schedule() == T0
+        assert await store.due_schedules(T0 + timedelta(hours=1), 10) == [early, late]
+        assert await store.due_schedules(T0 + timedelta(hours=1), 1) == [early]
+        nxt = T0 + timedelta(days=1)
+        assert await store.advance_schedule(early, nxt) is True
+        assert await store.advance_schedule(early, nxt + timedelta(days=1)) is False
+        assert await store.next_schedule() == late.next_run_at
+        assert await store.due_schedules(T0 + timedelta(hours=1), 10) == [late]
+        await store.put_schedule(attrs.evolve(late, created_at=T0 + timedelta(seconds=5)))
+        assert await store.advance_schedule(late, nxt) is False  # replaced meanwhile
+
+    async def test_audit_records_without_a_job(self, store: JobStore) -> None:
+        """Actions on a kind or a schedule leave audit records with job_id None."""
+        record = audit_record(None, action=AuditAction.PAUSE, details={"kind": "report"})
+        await store.add_audit(record)
+        assert await store.list_audit(job_id=None, tenant=None, limit=10) == [record]
+        assert await store.list_audit(job_id="x", tenant=None, limit=10) == []
+
+
+class JobStoreSuite(SchedulingSuite):
     """The contract of :class:`jobkit.abc.JobStore`. Subclass it and provide a ``store`` fixture."""
 
     pytestmark = pytest.mark.anyio
@@ -125,9 +334,14 @@ class JobStoreSuite:
             ttl=timedelta(seconds=90, microseconds=5),
             timeout=timedelta(hours=1),
             labels={"team": "a", "ünï": "çødé"},
+            idempotency_key="order-42 ✓",
+            retry=Retry(attempts=4, backoff=0.5, factor=3.0, max_backoff=60.0, jitter=0.2, on=(OSError,)),
         )
-        await store.insert(job)
+        assert await store.insert(job) is None
         assert await store.get(job.id) == job
+        scheduled = make_job(status=JobStatus.SCHEDULED, run_at=T0 + timedelta(seconds=1, microseconds=3))
+        await store.insert(scheduled)
+        assert await store.get(scheduled.id) == scheduled
 
     async def test_get_missing_is_none(self, store: JobStore) -> None:
         """Getting an unknown id returns None."""
