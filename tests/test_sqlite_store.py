@@ -141,7 +141,9 @@ class TestSchema:
         shutil.copyfile(FIXTURES / "schema2.db", path)
         before = sqlite3.connect(path)
         assert before.execute("PRAGMA user_version").fetchone()[0] == 2
-        rows = before.execute("SELECT id, status, tenant, priority, lease_owner FROM jobs ORDER BY seq").fetchall()
+        rows = before.execute(
+            "SELECT id, status, tenant, priority, lease_owner FROM jobs ORDER BY seq"
+        ).fetchall()
         before.close()
         store = SQLiteStore(path)
         await store.open()
@@ -156,7 +158,8 @@ class TestSchema:
             by_status = {j.status: j for j in jobs}
             assert by_status[JobStatus.CANCELLED].cancel_reason == "not needed"
             [lease] = await store.leases(10)
-            assert lease.owner == "w1" and lease.job.status is JobStatus.RUNNING
+            assert lease.owner == "w1"
+            assert lease.job.status is JobStatus.RUNNING
             actions = [r.action.value for r in await store.list_audit(job_id=None, tenant=None, limit=10)]
             assert actions == ["set_priority", "cancel"]
             assert await store.pending_purges(10) == ["jobs/gone/"]

@@ -4,20 +4,23 @@ No clock, no I/O, no store: every status change in jobkit goes through here, and
 manager is the only caller. An event that is illegal in the job's status raises
 :class:`InvalidState` with a message that says what to do instead.
 
-==================  =======  =======  ==========  =========  ==================  ===========  ===========  ==============  =================
-from / event        due      start    cancel      finish ok  finish error        obs. cancel  interrupted  lease lost      retry (manual)
-==================  =======  =======  ==========  =========  ==================  ===========  ===========  ==============  =================
-scheduled           pending  -        cancelled   -          -                   -            -            -               error
-pending             -        running  cancelled   -          -                   -            -            -               error
-running             -        -        cancelling  completed  scheduled / failed  cancelled    pending      pending/failed  error
-cancelling          -        -        (same)      completed  failed              cancelled    cancelled    cancelled       error
-failed, cancelled   -        -        error       -          -                   -            -            -               pending/scheduled
-completed           -        -        error       -          -                   -            -            -               error
-==================  =======  =======  ==========  =========  ==================  ===========  ===========  ==============  =================
+=================  ===========================================================================
+from               event -> next status
+=================  ===========================================================================
+scheduled          due -> pending; cancel -> cancelled
+pending            start -> running; cancel -> cancelled
+running            cancel -> cancelling; finish ok -> completed; finish error -> scheduled (a
+                   Retry covers it, attempts remain) or failed; observed cancel -> cancelled;
+                   interrupted -> pending; lease lost -> pending (attempts remain) or failed
+cancelling         cancel -> cancelling (same); finish ok -> completed; finish error -> failed;
+                   observed cancel, interrupted, lease lost -> cancelled
+failed, cancelled  retry (manual) -> pending, or scheduled with ``run_at``
+completed          nothing (a retry is an error: submit a new job)
+=================  ===========================================================================
 
-A failure goes to ``scheduled`` only when the worker found a :class:`~jobkit.Retry` that
-covers it (``retry_after``) and attempts remain; the wait itself is the worker's choice
-(it holds the randomness), so these functions stay pure.
+Every other pair raises :class:`InvalidState`. A failure goes to ``scheduled`` only when the
+worker found a :class:`~jobkit.Retry` that covers it (``retry_after``) and attempts remain;
+the wait itself is the worker's choice (it holds the randomness), so these functions stay pure.
 """
 
 from __future__ import annotations

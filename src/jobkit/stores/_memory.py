@@ -273,7 +273,7 @@ class MemoryStore:
         jobs = self._jobs
         promoted: list[Job] = []
         while heap and heap[0][0] <= now and len(promoted) < limit:
-            run_at, seq, job_id = heapq.heappop(heap)
+            run_at, _, job_id = heapq.heappop(heap)
             job = jobs.get(job_id)
             if job is None or job.status is not _SCHEDULED or job.run_at != run_at:
                 continue  # stale: cancelled, removed or rescheduled since

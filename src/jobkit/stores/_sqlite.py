@@ -943,7 +943,10 @@ class SQLiteStore:
 
     async def set_paused(self, kind: str, paused: bool) -> bool:
         if paused:
-            sql, params = "INSERT OR IGNORE INTO paused_kinds VALUES (?, ?)", (kind, _micros(datetime.now(UTC)))
+            sql, params = (
+                "INSERT OR IGNORE INTO paused_kinds VALUES (?, ?)",
+                (kind, _micros(datetime.now(UTC))),
+            )
         else:
             sql, params = "DELETE FROM paused_kinds WHERE kind = ?", (kind,)
         return await self._run(_execute_sql, sql, params) == 1
@@ -967,10 +970,7 @@ class SQLiteStore:
         return [_schedule(row) for row in await self._run(_fetch, sql, params)]
 
     async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
-        sql = (
-            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE next_run_at <= ? "
-            "ORDER BY next_run_at LIMIT ?"
-        )
+        sql = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE next_run_at <= ? ORDER BY next_run_at LIMIT ?"
         return [_schedule(row) for row in await self._run(_fetch, sql, (_micros(now), limit))]
 
     async def advance_schedule(self, schedule: Schedule, next_run_at: datetime) -> bool:

@@ -116,7 +116,8 @@ class SchedulingSuite:
         retried = machine.retry(job, T0, run_at=later)
         assert await store.replace(retried, expected_version=job.version)
         assert await store.get(job.id) == retried
-        assert retried.max_attempts == 2 and retried.run_at == later
+        assert retried.max_attempts == 2
+        assert retried.run_at == later
 
     async def test_promote_due_makes_due_jobs_pending_earliest_first(self, store: JobStore) -> None:
         """promote_due() takes scheduled jobs whose run_at passed, earliest first, up to the
@@ -227,7 +228,8 @@ class SchedulingSuite:
         assert await store.set_paused("report", True) is False
         assert await store.paused_kinds() == frozenset({"report"})
         claimed = await store.claim(now=T0, worker_id="w", lease_until=T0)
-        assert claimed is not None and claimed.id == other.id
+        assert claimed is not None
+        assert claimed.id == other.id
         assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None
         claim_many = getattr(store, "claim_many", None)
         if claim_many is not None:
