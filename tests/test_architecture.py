@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "_context": {"_errors", "_process", "_records", "_token", "_validate"},
     "_core": {"abc", "_errors", "_policies", "_records"},
     "_deleter": {"_core", "_errors", "_machine", "_policies", "_records", "_validate", "abc"},
-    "_sweeper": {"_core", "_deleter", "_errors", "_machine", "_records", "_validate", "abc"},
+    "_cron": {"_errors"},
+    "_sweeper": {"_core", "_cron", "_deleter", "_errors", "_machine", "_records", "_validate", "abc"},
     "_worker": {
         "_context",
         "_core",
@@ -44,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "_manager": {
         "_context",
         "_core",
+        "_cron",
         "_deleter",
         "_errors",
         "_events",

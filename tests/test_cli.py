@@ -398,7 +398,10 @@ class TestSweep:
     def test_deletes_expired_jobs_and_reports(self, host: Host) -> None:
         """The job with ttl=0 and its two artifacts go; the report counts them."""
         body = ok_json(host.invoke("sweep", "--json"))
-        assert body == {"expired": 1, "purged": 0, "artifacts_deleted": 2, "recovered": 0, "audit_removed": 0}
+        assert body == {
+            "expired": 1, "purged": 0, "artifacts_deleted": 2, "recovered": 0, "audit_removed": 0,
+            "promoted": 0, "fired": 0,
+        }  # fmt: skip
         assert host.invoke("jobs", "show", host.ids["expiring"]).exit_code == 3
         assert not (host.artifacts_root / "jobs" / host.ids["expiring"]).exists()
         assert host.artifacts("done") == ["img/chart.png", "report.txt"]

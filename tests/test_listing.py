@@ -102,6 +102,7 @@ STATUS_OF = {
     "pending-hold": JobStatus.PENDING,
     "cancelled-ok": JobStatus.CANCELLED,
     "cancelled-hold": JobStatus.CANCELLED,
+    "scheduled": JobStatus.SCHEDULED,
 }
 KIND_OF = {
     "completed-1": "ok",
@@ -114,12 +115,13 @@ KIND_OF = {
     "pending-hold": "hold",
     "cancelled-ok": "ok",
     "cancelled-hold": "hold",
+    "scheduled": "ok",
 }
 
 
 @asynccontextmanager
 async def mixed_jobs(make_manager: ManagerFactory) -> AsyncIterator[Mixed]:
-    """A manager with two workers, both held busy, and the ten jobs of :class:`Mixed`."""
+    """A manager with two workers, both held busy, and the eleven jobs of :class:`Mixed`."""
     clock = FakeClock()
     jobs = make_manager(handlers=HANDLERS, concurrency=2, clock=clock)
     release = anyio.Event()
@@ -136,7 +138,7 @@ async def mixed_jobs(make_manager: ManagerFactory) -> AsyncIterator[Mixed]:
             for name, kind in KIND_OF.items():
                 clock.advance(1)
                 started[name] = anyio.Event()
-                job = await jobs.submit(kind, name)
+                job = await jobs.submit(kind, name, delay=3600 if name == "scheduled" else None)
                 by_name[name] = job.id
                 if name in ("completed-1", "failed", "completed-2"):
                     await jobs.wait(job.id, timeout=5)

@@ -33,6 +33,8 @@ from ._records import Job as Job
 from ._records import JobEvent as JobEvent
 from ._records import JobStatus as JobStatus
 from ._records import Page as Page
+from ._records import Retry as Retry
+from ._records import Schedule as Schedule
 from ._records import SweepReport as SweepReport
 from ._token import CancelSource as CancelSource
 from ._token import CancelToken as CancelToken
@@ -67,6 +69,8 @@ __all__ = [
     "PermissionDenied",
     "Unauthenticated",
     "Retention",
+    "Retry",
+    "Schedule",
     "SweepReport",
     "SyncJobContext",
 ]

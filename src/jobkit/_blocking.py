@@ -17,7 +17,7 @@ from ._errors import JobkitError
 from ._events import EventStream
 from ._manager import Handler, JobManager
 from ._policies import DeletePolicy, Retention
-from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Page, SweepReport
+from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Page, Retry, Schedule, SweepReport
 from .abc import Authorizer, BlobStore, JobStore
 
 __all__ = ["BlockingJobManager"]
@@ -74,13 +74,13 @@ class BlockingJobManager:
     def __repr__(self) -> str:
         return f"Blocking{self.manager!r}"
 
-    def handler(self, kind: str) -> Callable[[F], F]:
+    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[F], F]:
         """Decorator registering a handler for ``kind`` (see :meth:`JobManager.handler`)."""
-        return self.manager.handler(kind)
+        return self.manager.handler(kind, retry=retry)
 
-    def register(self, kind: str, fn: Handler) -> None:
+    def register(self, kind: str, fn: Handler, *, retry: Retry | None = None) -> None:
         """Register ``fn`` as the handler of ``kind``."""
-        self.manager.register(kind, fn)
+        self.manager.register(kind, fn, retry=retry)
 
     def declare(self, kind: str) -> None:
         """Submit ``kind`` here while another process runs it (see :meth:`JobManager.declare`)."""
@@ -135,20 +135,42 @@ class BlockingJobManager:
         timeout: timedelta | float | None = None,
         max_attempts: int = 1,
         labels: Mapping[str, str] | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        retry: Retry | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """See :meth:`JobManager.submit`."""
-        job: Job = self._call(
-            self.manager.submit,
-            kind,
-            payload,
-            actor=actor,
-            priority=priority,
-            ttl=ttl,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            labels=labels,
-        )
+        job, _ = self.submit_once(
+            kind, payload, actor=actor, priority=priority, ttl=ttl, timeout=timeout,
+            max_attempts=max_attempts, labels=labels, run_at=run_at, delay=delay, retry=retry,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
         return job
+
+    def submit_once(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        actor: Actor | None = None,
+        priority: int = 0,
+        ttl: timedelta | float | None = None,
+        timeout: timedelta | float | None = None,
+        max_attempts: int = 1,
+        labels: Mapping[str, str] | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        retry: Retry | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """See :meth:`JobManager.submit_once`."""
+        result: tuple[Job, bool] = self._call(
+            self.manager.submit_once, kind, payload, actor=actor, priority=priority, ttl=ttl,
+            timeout=timeout, max_attempts=max_attempts, labels=labels, run_at=run_at, delay=delay,
+            retry=retry, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        return result
 
     def get(self, job_id: str, *, actor: Actor | None = None, include_deleted: bool = False) -> Job:
         """See :meth:`JobManager.get`."""
@@ -229,6 +251,51 @@ class BlockingJobManager:
         """See :meth:`JobManager.wait`."""
         job: Job = self._call(self.manager.wait, job_id, timeout=timeout, actor=actor)
         return job
+
+    def retry(self, job_id: str, *, actor: Actor | None = None, run_at: datetime | None = None) -> Job:
+        """See :meth:`JobManager.retry`."""
+        job: Job = self._call(self.manager.retry, job_id, actor=actor, run_at=run_at)
+        return job
+
+    def pause(self, kind: str, *, actor: Actor | None = None) -> None:
+        """See :meth:`JobManager.pause`."""
+        self._call(self.manager.pause, kind, actor=actor)
+
+    def resume(self, kind: str, *, actor: Actor | None = None) -> None:
+        """See :meth:`JobManager.resume`."""
+        self._call(self.manager.resume, kind, actor=actor)
+
+    def paused(self, *, actor: Actor | None = None) -> frozenset[str]:
+        """See :meth:`JobManager.paused`."""
+        kinds: frozenset[str] = self._call(self.manager.paused, actor=actor)
+        return kinds
+
+    def schedule(
+        self,
+        name: str,
+        kind: str,
+        payload: Any = None,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        actor: Actor | None = None,
+        priority: int = 0,
+    ) -> Schedule:
+        """See :meth:`JobManager.schedule`."""
+        item: Schedule = self._call(
+            self.manager.schedule, name, kind, payload, cron=cron, timezone=timezone, actor=actor,
+            priority=priority,
+        )  # fmt: skip
+        return item
+
+    def unschedule(self, name: str, *, actor: Actor | None = None) -> None:
+        """See :meth:`JobManager.unschedule`."""
+        self._call(self.manager.unschedule, name, actor=actor)
+
+    def schedules(self, *, actor: Actor | None = None) -> builtins.list[Schedule]:
+        """See :meth:`JobManager.schedules`."""
+        items: builtins.list[Schedule] = self._call(self.manager.schedules, actor=actor)
+        return items
 
     def sweep(self) -> SweepReport:
         """See :meth:`JobManager.sweep`."""

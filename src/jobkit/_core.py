@@ -25,7 +25,7 @@ from ._policies import DeletePolicy, Retention
 from ._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
 from .abc import AtomicWriter, BlobStore, Change, ExclusiveSections, JobStore, Note, NoteKind, Notifier
 
-__all__ = ["Core", "Turns", "must_exist"]
+__all__ = ["Core", "Turns", "must_exist", "scheduled_data"]
 
 audit_log = get_logger("jobkit.audit")
 
@@ -73,6 +73,16 @@ class Turns:
             await turn.done.wait()
 
 
+def _ignore(at: datetime) -> None:
+    pass
+
+
+def scheduled_data(job: Job) -> dict[str, Any]:
+    """The data of a ``scheduled`` event: when the job runs, and which attempt it will be."""
+    assert job.run_at is not None
+    return {"run_at": job.run_at.isoformat(), "attempt": job.attempts + 1, "error": job.error}
+
+
 def must_exist(job: Job | None, job_id: str) -> Job:
     """The re-read rule of management writes: a job gone or soft-deleted meanwhile is not found."""
     if job is None or job.deleted_at is not None:
@@ -92,6 +102,7 @@ class Core:
         "recent",
         "retention",
         "store",
+        "timer_hint",
         "turns",
     )
 
@@ -118,6 +129,8 @@ class Core:
         #: The jobs this process wrote last, as written (bounded; oldest dropped first). Only a
         #: hint: another process may have changed them since.
         self.recent: OrderedDict[str, Job] = OrderedDict()
+        #: Told the ``run_at`` of every scheduled job written here (the sweeper's timers).
+        self.timer_hint: Callable[[datetime], None] = _ignore
 
     # -- writing -----------------------------------------------------------------------
 
@@ -223,6 +236,8 @@ class Core:
         elif known.version < job.version:
             recent[job.id] = job
             recent.move_to_end(job.id)
+        if job.status is JobStatus.SCHEDULED and job.run_at is not None:
+            self.timer_hint(job.run_at)
         if job.status is JobStatus.PENDING:
             if event is not EventType.SUBMITTED:  # nobody waits on a job that did not exist
                 notify(Note(kind=NoteKind.CHANGED, job_id=job.id, job=job))
@@ -235,20 +250,27 @@ class Core:
     # -- audit -------------------------------------------------------------------------
 
     def audit_record(
-        self, action: AuditAction, actor_id: str | None, job: Job, details: Mapping[str, Any]
+        self,
+        action: AuditAction,
+        actor_id: str | None,
+        job: Job | None,
+        details: Mapping[str, Any],
+        *,
+        tenant: str | None = None,
     ) -> AuditRecord:
+        """The record of ``action`` on ``job`` (None: on a kind or a schedule of ``tenant``)."""
         return AuditRecord(
             id=secrets.token_hex(16),
             at=self.clock(),
             action=action,
             actor_id=actor_id,
-            tenant=job.tenant,
-            job_id=job.id,
+            tenant=tenant if job is None else job.tenant,
+            job_id=None if job is None else job.id,
             details=details,
         )
 
     @staticmethod
-    def log_audit(record: AuditRecord, kind: str) -> None:
+    def log_audit(record: AuditRecord, kind: str | None) -> None:
         """The audit log line of a record that was stored."""
         audit_log.info(
             str(record.action),
@@ -259,7 +281,7 @@ class Core:
             **dict(record.details),
         )
 
-    async def record(self, record: AuditRecord, kind: str) -> None:
+    async def record(self, record: AuditRecord, kind: str | None) -> None:
         """Store an audit record of an action that changed no job record (and log it)."""
         await self.store.add_audit(record)
         self.log_audit(record, kind)

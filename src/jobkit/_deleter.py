@@ -135,9 +135,9 @@ class Deleter:
         return deleted
 
     def _final(self, job: Job, now: datetime) -> Job:
-        """The job as it ends: a pending one is cancelled first."""
-        if job.status is JobStatus.PENDING:
-            return machine.cancel(job, now, self._core.retention, "deleted while pending")
+        """The job as it ends: a pending (or scheduled) one is cancelled first."""
+        if job.status is JobStatus.PENDING or job.status is JobStatus.SCHEDULED:
+            return machine.cancel(job, now, self._core.retention, f"deleted while {job.status.value}")
         return job
 
     def _kept(self, final: Job, now: datetime) -> Job | None:
@@ -150,7 +150,7 @@ class Deleter:
 
     def _announce(self, job: Job, final: Job, deleted: int | None) -> None:
         core = self._core
-        if job.status is JobStatus.PENDING:
+        if job.status is JobStatus.PENDING or job.status is JobStatus.SCHEDULED:
             core.publish(EventType.CANCELLED, final)
         mode = core.delete_policy.mode.value
         core.announce(final, EventType.DELETED, {"mode": mode, "artifacts_deleted": deleted}, removed=True)

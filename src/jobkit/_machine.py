@@ -140,19 +140,27 @@ def complete(job: Job, now: datetime, retention: Retention, result: Any = None) 
 
 
 def fail(
-    job: Job, now: datetime, retention: Retention, error: str, retry_after: timedelta | None = None
+    job: Job,
+    now: datetime,
+    retention: Retention,
+    error: str,
+    retry_after: timedelta | None = None,
+    max_attempts: int | None = None,
 ) -> Job:
     """The handler raised or timed out: ``running|cancelling -> failed``; a partial result is kept.
 
     With ``retry_after`` (a :class:`~jobkit.Retry` covers the failure) a running job with
     attempts left goes to ``scheduled`` instead, due ``retry_after`` from now, its error kept.
+    ``max_attempts`` raises the job's bound (a handler's Retry the submit did not know of).
     A cancelling job always fails: somebody asked it to stop.
     """
     _require_active(job, "fail")
-    if retry_after is not None and job.status is _R and job.attempts < job.max_attempts:
+    limit = job.max_attempts if max_attempts is None else max(job.max_attempts, max_attempts)
+    if retry_after is not None and job.status is _R and job.attempts < limit:
         return replace_job(
             job,
             status=_S,
+            max_attempts=limit,
             run_at=_expiry(now, retry_after),
             error=error,
             progress=None,
@@ -289,14 +297,18 @@ class Outcome:
     error: str | None = None
     #: For a failure a Retry covers: how long until the next attempt.
     retry_after: timedelta | None = None
+    #: With ``retry_after``: the Retry's attempts, when it is the handler's (not on the job).
+    max_attempts: int | None = None
 
     @classmethod
     def completed(cls, result: Any) -> Outcome:
         return cls(kind=OutcomeKind.COMPLETED, result=result)
 
     @classmethod
-    def failed(cls, error: str, retry_after: timedelta | None = None) -> Outcome:
-        return cls(kind=OutcomeKind.FAILED, error=error, retry_after=retry_after)
+    def failed(
+        cls, error: str, retry_after: timedelta | None = None, max_attempts: int | None = None
+    ) -> Outcome:
+        return cls(kind=OutcomeKind.FAILED, error=error, retry_after=retry_after, max_attempts=max_attempts)
 
 
 CANCELLED_OUTCOME = Outcome(kind=OutcomeKind.CANCELLED)
@@ -312,7 +324,7 @@ def conclude(job: Job, outcome: Outcome, now: datetime, retention: Retention) ->
     if kind is OutcomeKind.COMPLETED:
         return complete(job, now, retention, outcome.result)
     if kind is OutcomeKind.FAILED:
-        return fail(job, now, retention, outcome.error or "failed", outcome.retry_after)
+        return fail(job, now, retention, outcome.error or "failed", outcome.retry_after, outcome.max_attempts)
     if kind is OutcomeKind.CANCELLED:
         return observe_cancel(job, now, retention)
     return interrupt(job, now, retention)

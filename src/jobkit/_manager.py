@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup
 
 from . import _machine as machine
 from ._context import remove_stale_scratch
-from ._core import Core
+from ._core import Core, scheduled_data
 from ._deleter import Deleter
 from ._errors import (
     ArtifactNotFound,
@@ -41,6 +41,8 @@ from ._records import (
     Job,
     JobStatus,
     Page,
+    Retry,
+    Schedule,
     SweepReport,
     to_duration,
 )
@@ -49,20 +51,33 @@ from ._validate import (
     MAX_TEXT_LENGTH,
     artifact_key,
     artifact_prefix,
+    check_idempotency_key,
     check_job_id,
     check_kind,
     check_labels,
     check_limit,
     check_max_attempts,
+    check_name,
     check_optional_text,
     check_priority,
+    check_run_at,
     check_statuses,
     decode_cursor,
     encode_cursor,
     json_value,
 )
 from ._worker import Handler, WorkerPool, is_async
-from .abc import Authorizer, BlobStore, Change, JobStore, Notifier, SignalingStore, StatusCounter
+from .abc import (
+    Authorizer,
+    BlobStore,
+    Change,
+    JobStore,
+    Note,
+    NoteKind,
+    Notifier,
+    SignalingStore,
+    StatusCounter,
+)
 
 __all__ = ["SWEEPER", "Handler", "JobManager"]
 
@@ -78,6 +93,9 @@ _ACTION_PHRASES = {
     Action.DELETE: "delete jobs",
     Action.DELETE_ARTIFACT: "delete artifacts",
     Action.SET_PRIORITY: "change job priorities (admins only)",
+    Action.RETRY: "retry jobs",
+    Action.PAUSE: "pause or resume kinds (admins only)",
+    Action.SCHEDULE: "create or remove schedules (admins only)",
     Action.READ_DELETED: "read deleted jobs (admins only)",
     Action.READ_AUDIT: "read the audit trail (admins only)",
 }
@@ -158,6 +176,7 @@ class JobManager:
             raise InvalidInput("lease_duration and poll_interval must be positive.")
         self._poll = poll.total_seconds()
         self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._retries: dict[str, Retry] = {}
         self._declared: set[str] = set()
         self._state = _State.NEW
         store_ = self._store
@@ -182,6 +201,7 @@ class JobManager:
             lease=lease,
             poll=self._poll,
             cancel_grace=None if grace is None else grace.total_seconds(),
+            retries=self._retries,
         )
         self._deleter = Deleter(core)
         self._sweeper = Sweeper(
@@ -189,7 +209,9 @@ class JobManager:
             self._deleter,
             audit_retention=to_duration(audit_retention),
             is_ours=self._pool.running.__contains__,
+            retry_for=self._retries.get,
         )
+        core.timer_hint = self._sweeper.hint
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
 
@@ -200,26 +222,35 @@ class JobManager:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def handler(self, kind: str) -> Callable[[F], F]:
-        """Decorator registering a handler for ``kind``: ``async def h(ctx, payload)`` or a sync def."""
+    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[F], F]:
+        """Decorator registering a handler for ``kind``: ``async def h(ctx, payload)`` or a sync def.
+
+        :param retry: retry failed jobs of this kind (a submit's own ``retry`` wins).
+        """
 
         def decorate(fn: F) -> F:
-            self.register(kind, fn)
+            self.register(kind, fn, retry=retry)
             return fn
 
         return decorate
 
-    def register(self, kind: str, fn: Handler) -> None:
+    def register(self, kind: str, fn: Handler, *, retry: Retry | None = None) -> None:
         """Register ``fn`` as the handler of ``kind``. A sync function runs in a worker thread.
 
-        :raises InvalidInput: ``kind`` is empty or already has a handler.
+        :param retry: retry failed jobs of this kind (a submit's own ``retry`` wins).
+        :raises InvalidInput: ``kind`` is empty or already has a handler; ``retry`` is not a
+            :class:`Retry`.
         """
         check_kind(kind)
         if not callable(fn):
             raise InvalidInput(f"The handler for {kind!r} must be callable.")
         if kind in self._handlers:
             raise InvalidInput(f"A handler for {kind!r} is already registered.")
+        if retry is not None and not isinstance(retry, Retry):
+            raise InvalidInput("retry must be a jobkit.Retry or None.")
         self._handlers[kind] = (fn, is_async(fn))
+        if retry is not None:
+            self._retries[kind] = retry
 
     def declare(self, kind: str) -> None:
         """Let this manager submit ``kind`` without running it: another process has its handler
@@ -253,6 +284,7 @@ class JobManager:
             stack.callback(notifier.listen(self._waiters.on_note))
             tg.start_soon(notifier.run)
             tg.start_soon(self._tick)
+            tg.start_soon(self._sweeper.run_timers, self._poll)
             self._pool.start(tg)
             if self._sweep_interval is not None:
                 tg.start_soon(self._sweeper.run_forever, self._sweep_interval.total_seconds(), self._is_open)
@@ -346,15 +378,53 @@ class JobManager:
         timeout: timedelta | float | None = None,
         max_attempts: int = 1,
         labels: Mapping[str, str] | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        retry: Retry | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
-        """Store a new pending job and wake a worker.
+        """Store a new job and wake a worker: ``pending``, or ``scheduled`` with ``run_at`` or
+        ``delay``.
 
         :param ttl: how long the job is kept once finished (overrides the Retention).
         :param timeout: stop the job (and fail it) when it runs longer.
-        :param max_attempts: how many times the job may start when its worker is lost.
+        :param max_attempts: how many times the job may start (a lost worker, a Retry).
+        :param run_at: when to run it (an aware datetime; in the past: at once).
+        :param delay: run it this long from now (instead of ``run_at``).
+        :param retry: retry failures (instead of the handler's Retry); sets ``max_attempts``.
+        :param idempotency_key: while a job with this key exists in the actor's tenant, return
+            it instead of storing another one (also across processes and concurrent submits).
         :raises InvalidInput: unknown or empty kind, payload not JSON, bad priority,
-            negative ttl, ... Nothing is stored.
+            negative ttl, naive ``run_at``, both ``run_at`` and ``delay``, ``max_attempts``
+            other than ``retry.attempts``, a reused key with another kind or payload, ...
+            Nothing is stored.
         """
+        job, _ = await self.submit_once(
+            kind, payload, actor=actor, priority=priority, ttl=ttl, timeout=timeout,
+            max_attempts=max_attempts, labels=labels, run_at=run_at, delay=delay, retry=retry,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+        return job
+
+    async def submit_once(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        actor: Actor | None = None,
+        priority: int = 0,
+        ttl: timedelta | float | None = None,
+        timeout: timedelta | float | None = None,
+        max_attempts: int = 1,
+        labels: Mapping[str, str] | None = None,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        retry: Retry | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """:meth:`submit`, also telling whether the job is new: ``(job, True)`` when it was
+        stored, ``(existing job, False)`` when its idempotency key was taken (what
+        ``POST /jobs`` answers with 201 or 200)."""
         self._check_open()
         check_kind(kind)
         if kind not in self._handlers and kind not in self._declared:
@@ -371,26 +441,62 @@ class JobManager:
             raise InvalidInput("timeout must be positive.")
         check_max_attempts(max_attempts)
         check_labels(labels)
+        check_idempotency_key(idempotency_key)
+        if retry is not None and not isinstance(retry, Retry):
+            raise InvalidInput("retry must be a jobkit.Retry or None.")
+        if retry is not None and max_attempts not in (1, retry.attempts):
+            raise InvalidInput(
+                f"max_attempts={max_attempts} conflicts with retry.attempts={retry.attempts}: "
+                "give one of them (a Retry sets max_attempts)."
+            )
+        now = self._clock()
+        when = self._when(now, run_at, delay)
         if actor is not None:
             if not isinstance(actor, Actor):
                 raise InvalidInput("actor must be a jobkit.Actor or None.")
             self._authorize(actor, Action.SUBMIT, None)
+        if retry is None:
+            retry = self._retries.get(kind)
         job = Job(
             id=secrets.token_hex(16),
             kind=kind,
-            status=JobStatus.PENDING,
+            status=JobStatus.PENDING if when is None else JobStatus.SCHEDULED,
             payload=payload,
             tenant=None if actor is None else actor.tenant,
             priority=priority,
-            created_at=self._clock(),
-            max_attempts=max_attempts,
+            created_at=now,
+            max_attempts=max_attempts if retry is None else max(max_attempts, retry.attempts),
             ttl=ttl_value,
             timeout=timeout_value,
             labels=labels,
+            run_at=when,
+            idempotency_key=idempotency_key,
+            retry=retry,
         )
-        await self._store.insert(job)
-        self._core.announce(job, EventType.SUBMITTED)
-        return job
+        holder = await self._store.insert(job)
+        if holder is not None:
+            if holder.kind != job.kind or holder.payload != job.payload:
+                what = "kind" if holder.kind != job.kind else "payload"
+                raise InvalidInput(
+                    f"The idempotency key {idempotency_key!r} belongs to job {holder.id} with another "
+                    f"{what}: use a new key for a different job."
+                )
+            return holder, False
+        if job.status is JobStatus.SCHEDULED:
+            self._core.announce(job, EventType.SUBMITTED, scheduled_data(job))
+        else:
+            self._core.announce(job, EventType.SUBMITTED)
+        return job, True
+
+    @staticmethod
+    def _when(now: datetime, run_at: datetime | None, delay: timedelta | float | None) -> datetime | None:
+        """The ``run_at`` of a new job (None: pending at once)."""
+        if run_at is not None and delay is not None:
+            raise InvalidInput("Give run_at or delay, not both.")
+        if run_at is not None:
+            return check_run_at(run_at, now)
+        wait = to_duration(delay)
+        return None if wait is None else now + wait
 
     async def get(self, job_id: str, *, actor: Actor | None = None, include_deleted: bool = False) -> Job:
         """The job, as the actor may see it.
@@ -669,6 +775,184 @@ class JobManager:
             yield stream
         finally:
             self._hub.discard(stream)
+
+    async def retry(self, job_id: str, *, actor: Actor | None = None, run_at: datetime | None = None) -> Job:
+        """Give a failed or cancelled job one more attempt: back to ``pending`` (``scheduled``
+        with ``run_at``); its last error and result stay until the next outcome. Audited.
+
+        :raises InvalidState: the job is not failed or cancelled (a completed job: submit a
+            new one).
+        :raises InvalidInput: a naive ``run_at``.
+        """
+        self._check_open()
+        when = None if run_at is None else check_run_at(run_at, self._clock())
+        job = await self._load(job_id, actor)
+        self._authorize(actor, Action.RETRY, job)
+        core = self._core
+        actor_id = self._actor_id(actor)
+
+        def decide(job: Job) -> Change:
+            new = machine.retry(job, core.clock(), when)
+            details = {
+                "from_status": job.status.value,
+                "to_status": new.status.value,
+                "run_at": None if when is None else when.isoformat(),
+                "max_attempts": new.max_attempts,
+            }
+            audit = core.audit_record(AuditAction.RETRY, actor_id, new, details)
+            return Change(job_id=job.id, expected_version=job.version, job=new, audit=audit)
+
+        async with core.turns.hold(job.id):
+            job, change = await core.write(job, decide)
+        assert isinstance(change, Change)
+        assert change.job is not None
+        assert change.audit is not None
+        new = change.job
+        core.log_audit(change.audit, job.kind)
+        if new.status is JobStatus.SCHEDULED:
+            core.announce(new, EventType.SCHEDULED, {**scheduled_data(new), "reason": "retry"})
+        else:
+            core.announce(new, EventType.REQUEUED, {"reason": "retry"})
+        return new
+
+    # -- kinds -------------------------------------------------------------------------
+
+    async def _known_kind(self, kind: str) -> str:
+        """A kind this process knows, or one the store has jobs of (a CLI pausing a worker's kind)."""
+        check_kind(kind)
+        if kind in self._handlers or kind in self._declared:
+            return kind
+        if kind in await self._store.paused_kinds():
+            return kind
+        jobs, _ = await self._store.list_jobs(
+            tenant=None, statuses=None, kind=kind, include_deleted=True, before=None, limit=1
+        )
+        if not jobs:
+            raise InvalidInput(
+                f"Unknown job kind {kind!r}: no handler, declaration or job of that kind here."
+            )
+        return kind
+
+    async def pause(self, kind: str, *, actor: Actor | None = None) -> None:
+        """Stop every manager sharing the store from starting jobs of ``kind`` (running ones
+        go on) until :meth:`resume`. Stored: it holds across processes and restarts. Audited.
+
+        :raises InvalidInput: an unknown kind.
+        :raises PermissionDenied: the actor is not an admin (by default).
+        """
+        await self._set_paused(kind, True, actor)
+
+    async def resume(self, kind: str, *, actor: Actor | None = None) -> None:
+        """Let jobs of a paused ``kind`` start again, in every process. Audited."""
+        await self._set_paused(kind, False, actor)
+
+    async def _set_paused(self, kind: str, paused: bool, actor: Actor | None) -> None:
+        self._check_open()
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        await self._known_kind(kind)
+        self._authorize(actor, Action.PAUSE, None)
+        changed = await self._store.set_paused(kind, paused)
+        action = AuditAction.PAUSE if paused else AuditAction.RESUME
+        tenant = None if actor is None else actor.tenant
+        record = self._core.audit_record(
+            action, self._actor_id(actor), None, {"kind": kind, "changed": changed}, tenant=tenant
+        )
+        await self._core.record(record, kind)
+        if changed and not paused:
+            self._notifier.notify(Note(kind=NoteKind.WAKE))  # its jobs may start now, anywhere
+
+    async def paused(self, *, actor: Actor | None = None) -> frozenset[str]:
+        """The kinds paused now, in every process sharing the store."""
+        self._check_open()
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._authorize(actor, Action.READ, None)
+        return await self._store.paused_kinds()
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        name: str,
+        kind: str,
+        payload: Any = None,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        actor: Actor | None = None,
+        priority: int = 0,
+    ) -> Schedule:
+        """Create (or replace) the tenant's schedule ``name``: a job of ``kind`` at every fire
+        time of ``cron`` (five fields) in ``timezone`` (IANA). The sweeper fires it, once per
+        fire time however many processes run; missed fire times make one job. Audited.
+
+        :raises InvalidInput: malformed cron, unknown time zone, unknown kind, bad name or
+            payload. Needs ``jobkit[cron]``.
+        :raises PermissionDenied: the actor is not an admin (by default).
+        """
+        from ._cron import check_cron, next_fire
+
+        self._check_open()
+        check_name(name)
+        check_kind(kind)
+        if kind not in self._handlers and kind not in self._declared:
+            raise InvalidInput(
+                f"Unknown job kind {kind!r}: register a handler for it, or declare(kind) when "
+                "another process runs it."
+            )
+        payload = json_value(payload)
+        check_priority(priority)
+        check_cron(cron, timezone)
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._authorize(actor, Action.SCHEDULE, None)
+        now = self._clock()
+        item = Schedule(
+            name=name,
+            kind=kind,
+            payload=payload,
+            cron=cron,
+            timezone=timezone,
+            tenant=None if actor is None else actor.tenant,
+            priority=priority,
+            next_run_at=next_fire(cron, timezone, now),
+            created_at=now,
+        )
+        await self._store.put_schedule(item)
+        details = {"name": name, "kind": kind, "cron": cron, "timezone": timezone, "priority": priority}
+        record = self._core.audit_record(
+            AuditAction.SCHEDULE, self._actor_id(actor), None, details, tenant=item.tenant
+        )
+        await self._core.record(record, kind)
+        self._sweeper.hint(item.next_run_at)
+        return item
+
+    async def unschedule(self, name: str, *, actor: Actor | None = None) -> None:
+        """Remove the tenant's schedule ``name`` (jobs it fired stay). Audited.
+
+        :raises JobNotFound: no schedule of that name in the actor's tenant.
+        """
+        self._check_open()
+        check_name(name)
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._authorize(actor, Action.SCHEDULE, None)
+        tenant = None if actor is None else actor.tenant
+        if not await self._store.remove_schedule(tenant, name):
+            raise JobNotFound(name, f"No schedule named {name!r}.")
+        record = self._core.audit_record(
+            AuditAction.UNSCHEDULE, self._actor_id(actor), None, {"name": name}, tenant=tenant
+        )
+        await self._core.record(record, None)
+
+    async def schedules(self, *, actor: Actor | None = None) -> builtins.list[Schedule]:
+        """The schedules of the actor's tenant (the host: every tenant's), by name."""
+        self._check_open()
+        if actor is not None and not isinstance(actor, Actor):
+            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._authorize(actor, Action.READ, None)
+        return await self._store.list_schedules(None if actor is None else actor.tenant)
 
     # -- sweeping ----------------------------------------------------------------------
 

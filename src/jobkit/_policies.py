@@ -113,6 +113,12 @@ class Action(enum.StrEnum):
     DELETE = "delete"
     DELETE_ARTIFACT = "delete_artifact"
     SET_PRIORITY = "set_priority"
+    #: Give a failed or cancelled job another attempt.
+    RETRY = "retry"
+    #: Pause or resume a kind.
+    PAUSE = "pause"
+    #: Create, replace or remove a schedule.
+    SCHEDULE = "schedule"
     #: Read soft-deleted jobs (``include_deleted=True``).
     READ_DELETED = "read_deleted"
     #: Read the audit trail.
@@ -127,15 +133,17 @@ def _to_actions(value: Iterable[Action | str]) -> frozenset[Action]:
 class DefaultAuthorizer:
     """Allows everything except ``admin_actions``, which need the ``admin`` role.
 
-    By default ``set_priority``, reading soft-deleted jobs and reading the audit trail
-    are admin-only. Make cancel
-    and delete admin-only too with
+    By default ``set_priority``, ``pause``/``resume``, ``schedule``/``unschedule``, reading
+    soft-deleted jobs and reading the audit trail are admin-only. Make cancel, retry and
+    delete admin-only too with
     ``DefaultAuthorizer(admin_actions={*DefaultAuthorizer().admin_actions, Action.CANCEL,
-    Action.DELETE})``.
+    Action.RETRY, Action.DELETE})``.
     """
 
     admin_actions: frozenset[Action] = attrs.field(
-        default=frozenset({Action.SET_PRIORITY, Action.READ_DELETED, Action.READ_AUDIT}),
+        default=frozenset(
+            {Action.SET_PRIORITY, Action.PAUSE, Action.SCHEDULE, Action.READ_DELETED, Action.READ_AUDIT}
+        ),
         converter=_to_actions,
     )
 

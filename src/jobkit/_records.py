@@ -88,8 +88,8 @@ class EventType(enum.StrEnum):
     #: It went back to ``pending`` (shutdown, a lost worker with attempts left, a manual
     #: retry, or its ``run_at`` came).
     REQUEUED = "requeued"
-    #: It waits for ``data["run_at"]``: a failure with attempts left (``data["attempt"]``
-    #: is the attempt that failed), or a manual retry for later.
+    #: It waits for ``data["run_at"]`` (ISO 8601): a failure with attempts left, or a manual
+    #: retry for later; ``data["attempt"]`` is the number of the attempt it will be.
     SCHEDULED = "scheduled"
     #: Its priority changed.
     PRIORITY_CHANGED = "priority_changed"
@@ -175,6 +175,14 @@ def _seconds_of(value: timedelta | float, what: str) -> float:
     return duration.total_seconds()
 
 
+def _backoff_seconds(value: timedelta | float) -> float:
+    return _seconds_of(value, "backoff")
+
+
+def _max_backoff_seconds(value: timedelta | float) -> float:
+    return _seconds_of(value, "max_backoff")
+
+
 def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -224,9 +232,9 @@ class Retry:
     """
 
     attempts: int = attrs.field(default=3, validator=_check_attempts)
-    backoff: float = attrs.field(default=1.0, converter=lambda v: _seconds_of(v, "backoff"))
+    backoff: float = attrs.field(default=1.0, converter=_backoff_seconds)
     factor: float = attrs.field(default=2.0, converter=_to_number, validator=_check_factor)
-    max_backoff: float = attrs.field(default=3600.0, converter=lambda v: _seconds_of(v, "max_backoff"))
+    max_backoff: float = attrs.field(default=3600.0, converter=_max_backoff_seconds)
     jitter: float = attrs.field(default=0.1, converter=_to_number, validator=_check_jitter)
     on: tuple[type[BaseException], ...] = attrs.field(
         default=(Exception,), converter=_to_exception_classes, eq=False

@@ -8,6 +8,7 @@ section: every change is still a compare-and-swap.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -21,7 +22,7 @@ from ._core import Core
 from ._deleter import Deleter
 from ._errors import BackendError, InvalidState, JobkitError, JobNotFound
 from ._log import get_logger
-from ._records import TERMINAL, AuditAction, EventType, Job, SweepReport
+from ._records import TERMINAL, AuditAction, EventType, Job, JobStatus, Retry, Schedule, SweepReport
 from ._validate import artifact_prefix
 from .abc import Change
 
@@ -35,10 +36,28 @@ BATCH = 500
 T = TypeVar("T")
 
 
-class Sweeper:
-    """Expires, purges, retries deferred artifact deletes, recovers lost jobs, trims the audit."""
+#: The label a job fired by a schedule carries (its value: the schedule's name).
+SCHEDULE_LABEL = "jobkit.schedule"
 
-    __slots__ = ("_audit_retention", "_core", "_deleter", "_is_ours")
+
+def schedule_key(schedule: Schedule) -> str:
+    """The idempotency key of the job for the schedule's next fire time."""
+    return f"schedule:{schedule.name}:{schedule.next_run_at.isoformat()}"
+
+
+class Sweeper:
+    """Expires, purges, retries deferred artifact deletes, recovers lost jobs, trims the audit;
+    makes due jobs pending and fires due schedules (also between sweeps, at their time)."""
+
+    __slots__ = (
+        "_audit_retention",
+        "_core",
+        "_deleter",
+        "_is_ours",
+        "_retry_for",
+        "_sleep_until",
+        "_wake",
+    )
 
     def __init__(
         self,
@@ -47,11 +66,15 @@ class Sweeper:
         *,
         audit_retention: timedelta | None,
         is_ours: Callable[[str], bool],
+        retry_for: Callable[[str], Retry | None] = lambda kind: None,
     ) -> None:
         self._core = core
         self._deleter = deleter
         self._audit_retention = audit_retention
         self._is_ours = is_ours
+        self._retry_for = retry_for
+        self._wake = anyio.Event()
+        self._sleep_until: datetime | None = None
 
     async def sweep(self) -> SweepReport:
         async with self._core.exclusive("jobkit.sweeper") as mine:
@@ -68,6 +91,8 @@ class Sweeper:
                 artifacts_deleted=from_expired + from_queue + from_purged,
                 recovered=await _duty("recover leases", self.recover_leases(now), 0),
                 audit_removed=await _duty("trim audit", self.trim_audit(now), 0),
+                promoted=await _duty("promote due jobs", self.promote(now), 0),
+                fired=await _duty("fire schedules", self.fire_schedules(now), 0),
             )
         if any(attrs.astuple(report)):
             log.info("swept", **attrs.asdict(report))
@@ -85,6 +110,100 @@ class Sweeper:
                 log.warning("sweep failed; retrying next interval", error=str(exc))
             except Exception:
                 log.exception("sweep failed; retrying next interval")
+
+    # -- timers: due jobs and schedules between sweeps ---------------------------------
+
+    def hint(self, at: datetime) -> None:
+        """Something is due at ``at`` (a delayed job, a retry, a schedule): wake in time for it."""
+        if self._sleep_until is None or at < self._sleep_until:
+            self._wake.set()
+
+    async def run_timers(self, poll: float) -> None:
+        """Promote due jobs and fire due schedules at their time: sleep until the earliest
+        ``run_at`` or fire time the store knows of, a :meth:`hint`, or ``poll`` seconds (another
+        process may have scheduled something). Every process promotes (each job once: the
+        store's write is atomic); one at a time fires schedules."""
+        core = self._core
+        store = core.store
+        while True:
+            now = core.clock()
+            try:
+                due, fire = await store.next_due(), await store.next_schedule()
+            except Exception:
+                log.exception("could not read the next due job or schedule; retrying")
+                due = fire = None
+            worked = False
+            if due is not None and due <= now:
+                worked = await _duty("promote due jobs", self.promote(now), 0) > 0
+            if fire is not None and fire <= now:
+                async with core.exclusive("jobkit.schedules") as mine:
+                    if mine:
+                        worked = await _duty("fire schedules", self.fire_schedules(now), 0) > 0 or worked
+            if worked:
+                await anyio.lowlevel.checkpoint()
+                continue
+            wait = poll
+            for at in (due, fire):
+                if at is not None and at > now:
+                    wait = min(wait, (at - now).total_seconds())
+            self._sleep_until = now + timedelta(seconds=wait)
+            self._wake = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
+            self._sleep_until = None
+
+    async def promote(self, now: datetime) -> int:
+        """Make scheduled jobs whose ``run_at`` came pending; return how many."""
+        core = self._core
+        total = 0
+        while True:
+            jobs = await core.store.promote_due(now, BATCH)
+            for job in jobs:
+                core.announce(job, EventType.REQUEUED, {"reason": "due"})
+            total += len(jobs)
+            if len(jobs) < BATCH:
+                return total
+            await anyio.lowlevel.checkpoint()
+
+    async def fire_schedules(self, now: datetime) -> int:
+        """Submit one job for each due schedule (missed fire times make one job) and move the
+        schedule to its next fire time; return how many jobs were stored."""
+        fired = 0
+        for schedule in await self._core.store.due_schedules(now, BATCH):
+            try:
+                fired += await self._fire(schedule, now)
+            except Exception:
+                log.exception("could not fire a schedule; retrying", schedule=schedule.name)
+        return fired
+
+    async def _fire(self, schedule: Schedule, now: datetime) -> int:
+        from ._cron import next_fire
+
+        core = self._core
+        following = next_fire(schedule.cron, schedule.timezone, now)
+        retry = self._retry_for(schedule.kind)
+        job = Job(
+            id=secrets.token_hex(16),
+            kind=schedule.kind,
+            status=JobStatus.PENDING,
+            payload=schedule.payload,
+            tenant=schedule.tenant,
+            priority=schedule.priority,
+            created_at=now,
+            max_attempts=1 if retry is None else retry.attempts,
+            labels={SCHEDULE_LABEL: schedule.name},
+            idempotency_key=schedule_key(schedule),
+            retry=retry,
+        )
+        # The key makes this safe to repeat: another process that fired this time first, or
+        # this one before a crash, already holds it, and no second job is stored.
+        holder = await core.store.insert(job)
+        if holder is None:
+            core.announce(job, EventType.SUBMITTED, {"schedule": schedule.name})
+            log.info("schedule fired", schedule=schedule.name, job_id=job.id, tenant=schedule.tenant)
+        await core.store.advance_schedule(schedule, following)
+        self.hint(following)
+        return 1 if holder is None else 0
 
     # -- the duties --------------------------------------------------------------------
 

@@ -6,17 +6,21 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ._errors import InvalidInput
-from ._records import JobStatus, text_problem
+from ._records import MAX_DURATION, JobStatus, text_problem
 
 __all__ = [
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "artifact_key",
+    "check_idempotency_key",
     "check_job_id",
     "check_kind",
+    "check_name",
+    "check_run_at",
     "check_labels",
     "check_limit",
     "check_max_attempts",
@@ -118,6 +122,52 @@ def check_priority(priority: object) -> int:
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise InvalidInput(f"The priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}.")
     return priority
+
+
+MAX_KEY_LENGTH = 200
+
+
+def _printable_name(value: object, what: str, example: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"The {what} must be a non-empty string (e.g. {example!r}), got {value!r}.")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"The {what} is longer than {MAX_KEY_LENGTH} characters.")
+    if not value.isprintable():
+        raise InvalidInput(
+            f"The {what} must be printable characters only (no control characters), got {value!r}."
+        )
+    return check_text(value, what)
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """None, or 1-200 printable characters."""
+    if key is None:
+        return None
+    return _printable_name(key, "idempotency key", "order-1234")
+
+
+def check_name(name: object) -> str:
+    """A schedule's name: 1-200 printable characters."""
+    return _printable_name(name, "schedule name", "nightly-report")
+
+
+def check_run_at(value: object, now: datetime) -> datetime:
+    """An aware datetime, in UTC, at most :data:`MAX_DURATION` from ``now``."""
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"run_at must be a datetime, got {type(value).__name__}.")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(
+            "run_at must be timezone-aware (a naive datetime is ambiguous): "
+            "use e.g. datetime.now(UTC) + timedelta(hours=1)."
+        )
+    value = value.astimezone(UTC)
+    try:
+        too_late = value - now > MAX_DURATION
+    except OverflowError:  # pragma: no cover - both are within datetime's range
+        too_late = True
+    if too_late:
+        raise InvalidInput(f"run_at can be at most {MAX_DURATION.days} days (100 years) from now.")
+    return value
 
 
 def check_max_attempts(value: object) -> int:

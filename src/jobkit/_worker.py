@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
@@ -24,11 +25,11 @@ from anyio.abc import TaskGroup
 
 from . import _machine as machine
 from ._context import JobContext, SyncJobContext, remove_scratch
-from ._core import Core
+from ._core import Core, scheduled_data
 from ._errors import InvalidInput, InvalidState, JobCancelled
 from ._log import get_logger
 from ._machine import Outcome, OutcomeKind
-from ._records import ACTIVE, EventType, Job, JobStatus
+from ._records import ACTIVE, EventType, Job, JobStatus, Retry
 from ._token import CancelSource, CancelToken
 from ._validate import artifact_key, json_value, safe_text
 from .abc import BatchClaimer, Note, NoteKind
@@ -169,9 +170,11 @@ class WorkerPool:
         lease: timedelta,
         poll: float,
         cancel_grace: float | None,
+        retries: dict[str, Retry] | None = None,
     ) -> None:
         self.core = core
         self._handlers = handlers
+        self._retries = {} if retries is None else retries
         self._concurrency = concurrency
         self._worker_id = worker_id
         self._lease = lease
@@ -409,21 +412,35 @@ class WorkerPool:
             if run.token.cancelled:
                 return self._outcome_of_stop(run)
             log.warning("job failed", job_id=job.id, kind=job.kind, tenant=job.tenant, exc_info=exc)
-            return Outcome.failed(safe_text(f"{type(exc).__name__}: {exc}"))
+            return self._failure(run, exc, safe_text(f"{type(exc).__name__}: {exc}"))
         try:
             return Outcome.completed(json_value(result, "result"))
         except InvalidInput as exc:
             return Outcome.failed(exc.message)
 
-    @staticmethod
-    def _outcome_of_stop(run: _Run) -> Outcome:
+    def _outcome_of_stop(self, run: _Run) -> Outcome:
         source = run.token.source
         if source is CancelSource.SHUTDOWN:
             return machine.INTERRUPTED_OUTCOME
         if source is CancelSource.TIMEOUT:
             timeout = run.job.timeout
-            return Outcome.failed(f"timed out after {_seconds(timeout)}" if timeout else "timed out")
+            error = f"timed out after {_seconds(timeout)}" if timeout else "timed out"
+            return self._failure(run, TimeoutError(error), error)  # a timeout is a failure
         return machine.CANCELLED_OUTCOME
+
+    def _failure(self, run: _Run, exc: BaseException, error: str) -> Outcome:
+        """A failure, with the wait before the next attempt when a Retry covers it (the job's,
+        else the handler's here); the machine decides whether attempts remain."""
+        job = run.job
+        retry, bound = job.retry, None
+        if retry is None:
+            retry = self._retries.get(job.kind)
+            if retry is None:
+                return Outcome.failed(error)
+            bound = retry.attempts  # submitted where the handler's Retry was not known
+        if not retry.covers(exc):
+            return Outcome.failed(error)
+        return Outcome.failed(error, retry.delay(job.attempts, random.random()), bound)
 
     async def _conclude(self, run: _Run, outcome: Outcome) -> None:
         """Write the outcome; never raises.
@@ -461,7 +478,10 @@ class WorkerPool:
                 continue
             assert isinstance(new, Job)
             run.job = new
-            core.announce(new, machine.event_for(new))
+            if new.status is JobStatus.SCHEDULED:
+                core.announce(new, EventType.SCHEDULED, scheduled_data(new))
+            else:
+                core.announce(new, machine.event_for(new))
             return
         log.error("gave up recording job outcome; lease recovery will handle it", job_id=run.job.id)
 

@@ -237,6 +237,8 @@ def report_table(report: SweepReport) -> Table:
         "artifacts_deleted": "artifacts deleted",
         "recovered": "lost jobs recovered",
         "audit_removed": "old audit records removed",
+        "promoted": "scheduled jobs made pending",
+        "fired": "jobs fired by schedules",
     }
     for field, count in attrs.asdict(report).items():
         table.add_row(labels[field], str(count))
@@ -263,7 +265,7 @@ def audit_table(records: Sequence[AuditRecord]) -> Table:
             record.action.value,
             plain(record.actor_id) if record.actor_id else Text("host", style="dim"),
             plain(record.tenant or "-"),
-            plain(record.job_id),
+            plain(record.job_id or "-"),
             plain(_details(record.details)),
         )
     return table

@@ -942,13 +942,11 @@ class SQLiteStore:
         return _time(rows[0][0])
 
     async def set_paused(self, kind: str, paused: bool) -> bool:
+        params: tuple[Any, ...] = (kind,)
+        sql = "DELETE FROM paused_kinds WHERE kind = ?"
         if paused:
-            sql, params = (
-                "INSERT OR IGNORE INTO paused_kinds VALUES (?, ?)",
-                (kind, _micros(datetime.now(UTC))),
-            )
-        else:
-            sql, params = "DELETE FROM paused_kinds WHERE kind = ?", (kind,)
+            sql = "INSERT OR IGNORE INTO paused_kinds VALUES (?, ?)"
+            params = (kind, _micros(datetime.now(UTC)))
         return await self._run(_execute_sql, sql, params) == 1
 
     async def paused_kinds(self) -> frozenset[str]:
@@ -962,6 +960,7 @@ class SQLiteStore:
         return await self._run(_execute_sql, sql, (tenant or "", name)) == 1
 
     async def list_schedules(self, tenant: str | None) -> list[Schedule]:
+        params: tuple[Any, ...]
         if tenant is None:
             sql, params = f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name, tenant_key", ()
         else:
@@ -1255,7 +1254,8 @@ def _schedule_row(schedule: Schedule) -> tuple[Any, ...]:
 def _schedule(row: Sequence[Any]) -> Schedule:
     return Schedule(
         name=row[0], kind=row[1], payload=_loads(row[2]), cron=row[3], timezone=row[4],
-        tenant=row[5], priority=row[6], next_run_at=_time(row[7]), created_at=_time(row[8]),
+        tenant=row[5], priority=row[6], next_run_at=_EPOCH + _timedelta(0, 0, row[7]),
+        created_at=_EPOCH + _timedelta(0, 0, row[8]),
     )  # fmt: skip
 
 
