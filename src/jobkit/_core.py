@@ -272,13 +272,9 @@ class Core:
     @staticmethod
     def log_audit(record: AuditRecord, kind: str | None) -> None:
         """The audit log line of a record that was stored."""
+        fields: dict[str, Any] = {"kind": kind, **record.details}
         audit_log.info(
-            str(record.action),
-            job_id=record.job_id,
-            tenant=record.tenant,
-            actor=record.actor_id,
-            kind=kind,
-            **dict(record.details),
+            str(record.action), job_id=record.job_id, tenant=record.tenant, actor=record.actor_id, **fields
         )
 
     async def record(self, record: AuditRecord, kind: str | None) -> None:
