@@ -12,7 +12,7 @@ import base64
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from jobkit import Actor, InvalidInput, JobContext, JobManager, JobStatus
+from bad_input import bad_durations
+from jobkit import Actor, InvalidInput, JobContext, JobManager, JobStatus, Retry
 from jobkit.blobs import MemoryBlobStore
 from jobkit.stores import MemoryStore
 
@@ -52,7 +53,9 @@ class Host:
         page = await self.jobs.list(limit=1000, include_deleted=True)
         jobs = tuple((j.id, j.version, j.status, j.priority, j.payload) for j in page)
         records = tuple(r.id for r in await self.jobs.audit(limit=1000))
-        return jobs, tuple(await self.blobs.list("")), records
+        schedules = tuple(await self.jobs.schedules())
+        paused = await self.jobs.paused()
+        return jobs, tuple(await self.blobs.list("")), records, schedules, paused
 
     async def finished(self, kind: str, payload: Any = None) -> str:
         """Submit a job and wait until it has finished; return its id."""
@@ -577,3 +580,121 @@ def test_an_actor_must_be_storable(kwargs: dict[str, Any], fragment: str) -> Non
     when the actor is made, not by a store later."""
     with pytest.raises(InvalidInput, match=fragment):
         Actor(**kwargs)
+
+
+# -- delays, retries, idempotency keys, pauses, schedules ------------------------------------
+
+naive_datetimes = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9000, 1, 1))
+bad_run_ats = st.one_of(
+    naive_datetimes,
+    st.datetimes(min_value=datetime(2200, 1, 1), timezones=st.just(UTC)),  # past 100 years
+    st.sampled_from(["2030-01-01T00:00:00+00:00", 1_900_000_000, date(2030, 1, 1), True]),
+)
+bad_keys = st.one_of(
+    st.just(""),
+    st.text(min_size=201, max_size=300),
+    st.text(min_size=1, max_size=20).map(lambda t: t + "\n"),
+    st.sampled_from(["tab\there", "\x00", "bell\x07", "\ud800", "line\r\n"]),
+    st.sampled_from([1, b"key", ["k"], True]),
+)
+
+
+class TestDelayRetryAndKeys:
+    @FEW
+    @given(run_at=bad_run_ats)
+    async def test_bad_run_at_is_refused(self, run_at: Any) -> None:
+        """run_at is an aware datetime at most 100 years ahead: naive ones, strings, dates and
+        numbers are InvalidInput; nothing is stored."""
+        async with running_host(concurrency=0) as host, refused(host):
+            await host.jobs.submit("noop", run_at=run_at)
+
+    @FEW
+    @given(delay=bad_durations)
+    async def test_bad_delay_is_refused(self, delay: Any) -> None:
+        """delay follows the duration rules (finite, non-negative, at most 100 years)."""
+        async with running_host(concurrency=0) as host, refused(host):
+            await host.jobs.submit("noop", delay=delay)
+
+    async def test_run_at_and_delay_together_are_refused(self, host: Host) -> None:
+        """Give one of them, not both."""
+        async with refused(host):
+            await host.jobs.submit("noop", delay=1, run_at=datetime.now(UTC))
+
+    @pytest.mark.parametrize(
+        "retry",
+        [3, {"attempts": 3}, "Retry(3)", True],
+        ids=["int", "dict", "str", "bool"],
+    )
+    async def test_a_retry_that_is_not_a_retry_is_refused(self, host: Host, retry: Any) -> None:
+        """retry= takes a jobkit.Retry."""
+        async with refused(host):
+            await host.jobs.submit("noop", retry=retry)
+
+    async def test_conflicting_max_attempts_and_retry_attempts_are_refused(self, host: Host) -> None:
+        """max_attempts other than 1 (the default) and retry.attempts must agree."""
+        async with refused(host):
+            await host.jobs.submit("noop", max_attempts=5, retry=Retry(attempts=3))
+        job = await host.jobs.submit("noop", max_attempts=3, retry=Retry(attempts=3))
+        assert job.max_attempts == 3
+
+    @FEW
+    @given(key=bad_keys)
+    async def test_bad_idempotency_keys_are_refused(self, key: Any) -> None:
+        """A key is 1-200 printable characters of valid text."""
+        async with running_host(concurrency=0) as host, refused(host):
+            await host.jobs.submit("noop", idempotency_key=key)
+
+    async def test_a_reused_key_with_another_payload_is_refused(self, host: Host) -> None:
+        """Once a key is held, the same key with another payload changes nothing."""
+        await host.jobs.submit("noop", {"a": 1}, idempotency_key="k")
+        async with refused(host):
+            await host.jobs.submit("noop", {"a": 2}, idempotency_key="k")
+        async with refused(host):
+            await host.jobs.submit("write", {"a": 1}, idempotency_key="k")
+
+
+class TestPausesAndSchedules:
+    @pytest.mark.parametrize("kind", ["unknown", "", " ", 7, None, "x" * 300, "\ud800"])
+    async def test_bad_or_unknown_kinds_cannot_be_paused(self, host: Host, kind: Any) -> None:
+        """pause() and resume() take a kind this manager knows (or the store has jobs of)."""
+        async with refused(host):
+            await host.jobs.pause(kind)
+        async with refused(host):
+            await host.jobs.resume(kind)
+
+    @FEW
+    @given(
+        cron=st.one_of(
+            st.text(max_size=30).filter(lambda t: len(t.split()) != 5),
+            st.sampled_from(["61 * * * *", "* 25 * * *", "* * 32 * *", "* * * 13 *", "* * * * 8",
+                             "*/0 * * * *", "a b c d e", "0 0 30 2 *", "1-0 * * * *", "x" * 500]),
+            st.sampled_from([None, 5, ["0", "3", "*", "*", "*"]]),
+        )
+    )  # fmt: skip
+    async def test_malformed_cron_is_refused(self, cron: Any) -> None:
+        """A cron expression is five valid fields that fire at some time."""
+        async with running_host(concurrency=0) as host, refused(host):
+            await host.jobs.schedule("nightly", "noop", cron=cron)
+
+    @pytest.mark.parametrize(
+        "timezone", ["Mars/Olympus", "", "utc+2", "../../etc/passwd", "Europe/", 5, None, "\x00"]
+    )
+    async def test_unknown_time_zones_are_refused(self, host: Host, timezone: Any) -> None:
+        """The time zone is an IANA name."""
+        async with refused(host):
+            await host.jobs.schedule("nightly", "noop", cron="0 3 * * *", timezone=timezone)
+
+    @pytest.mark.parametrize("name", ["", "tab\tname", "x" * 201, 3, None])
+    async def test_bad_schedule_names_are_refused(self, host: Host, name: Any) -> None:
+        """A schedule name is 1-200 printable characters."""
+        async with refused(host):
+            await host.jobs.schedule(name, "noop", cron="0 3 * * *")
+
+    async def test_a_schedule_of_an_unknown_kind_or_bad_payload_is_refused(self, host: Host) -> None:
+        """The kind must be known here; the payload must be JSON; the priority in range."""
+        async with refused(host):
+            await host.jobs.schedule("nightly", "unknown", cron="0 3 * * *")
+        async with refused(host):
+            await host.jobs.schedule("nightly", "noop", {"x": {1, 2}}, cron="0 3 * * *")
+        async with refused(host):
+            await host.jobs.schedule("nightly", "noop", cron="0 3 * * *", priority=10**9)
