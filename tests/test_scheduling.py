@@ -3,9 +3,12 @@ backoff, manual retry, idempotency keys, paused kinds and cron schedules."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,6 +28,7 @@ from jobkit import (
     PermissionDenied,
     Retry,
 )
+from jobkit.stores import open_store
 from jobkit.testing import FakeClock
 from managers import ManagerFactory
 
@@ -599,3 +603,76 @@ class TestSchedules:
             with pytest.raises(PermissionDenied):
                 await jobs.unschedule("nightly", actor=user)
             assert await jobs.schedules(actor=user) == []
+
+
+# -- across processes --------------------------------------------------------------------
+
+
+CHILD = Path(__file__).with_name("scheduling_child.py")
+
+
+async def _race(url: str, mode: str, arg: str, processes: int = 4) -> list[str]:
+    """Start ``processes`` children, let them all write at once, return their answers."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(CHILD), url, mode, arg],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for child in children:  # every child has opened the store and waits
+            assert child.stdout is not None
+            assert await anyio.to_thread.run_sync(child.stdout.readline) == "ready\n"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        answers = []
+        for child in children:
+            out, _ = await anyio.to_thread.run_sync(child.communicate, None, 60)
+            assert child.returncode == 0
+            answers.append(out.strip())
+        return answers
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+
+
+class TestAcrossProcesses:
+    @pytest.mark.store("sqlite", reason="processes share a SQLite file here (PostgreSQL has its own)")
+    async def test_processes_submitting_one_key_at_once_store_one_job(
+        self, make_manager: ManagerFactory, tmp_path: Path
+    ) -> None:
+        """Four processes submit with the same key at the same moment: one job, one id."""
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        jobs = make_manager(store=open_store(url), concurrency=0)
+        async with jobs:  # the file exists, migrated, before the children race
+            pass
+        ids = await _race(url, "submit", "order-7")
+        assert len(set(ids)) == 1
+        jobs = make_manager(store=open_store(url), concurrency=0)
+        async with jobs:
+            assert [job.id for job in await jobs.list()] == ids[:1]
+
+    @pytest.mark.store("sqlite", reason="processes share a SQLite file here (PostgreSQL has its own)")
+    async def test_processes_sweeping_a_due_schedule_at_once_fire_it_once(
+        self, make_manager: ManagerFactory, tmp_path: Path
+    ) -> None:
+        """Four processes find a schedule due (SQLite grants every one the sweeper section;
+        their timers see it as they start, then each sweeps): one job for the fire time."""
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        clock = FakeClock(BERLIN_MORNING)
+        jobs = make_manager(store=open_store(url), concurrency=0, clock=clock)
+        jobs.declare("work")
+        async with jobs:
+            await jobs.schedule("nightly", "work", cron="0 3 * * *", timezone="Europe/Berlin")
+        fired = await _race(url, "sweep", (BERLIN_MORNING + timedelta(hours=2)).isoformat())
+        assert sum(int(count) for count in fired) <= 1  # the timers may have fired it first
+        jobs = make_manager(store=open_store(url), concurrency=0)
+        async with jobs:
+            [job] = (await jobs.list()).items
+            assert job.idempotency_key == "schedule:nightly:2030-01-01T02:00:00+00:00"
