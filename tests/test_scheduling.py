@@ -642,6 +642,7 @@ async def _race(url: str, mode: str, arg: str, processes: int = 4) -> list[str]:
                 child.kill()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the children are what is tested
 class TestAcrossProcesses:
     @pytest.mark.store("sqlite", reason="processes share a SQLite file here (PostgreSQL has its own)")
     async def test_processes_submitting_one_key_at_once_store_one_job(
