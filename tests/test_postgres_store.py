@@ -137,7 +137,9 @@ class TestSchema:
         tables = {
             r[0] for r in sql(pg_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
         }
-        assert tables == {"jobs", "audit", "purges", "listeners", "schema_version"}
+        assert tables == {
+            "jobs", "audit", "purges", "listeners", "schema_version", "paused_kinds", "schedules"
+        }  # fmt: skip
         [[options]] = sql(
             pg_dsn, "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (f"{schema}.jobs",)
         )
