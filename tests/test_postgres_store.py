@@ -385,6 +385,34 @@ class TestScheduling:
         )
         assert jobs == [holder]
 
+    async def test_keyed_inserts_in_opposite_orders_never_deadlock(self, pg_dsn: str, schema: str) -> None:
+        """Two stores insert the same 300 keys at once, one in the reverse order of the other:
+        a keyed insert runs in a transaction of its own (it may wait on another's row), so no
+        two of them wait on each other, and every key is stored once."""
+
+        def deadlocks() -> int:
+            [[count]] = sql(
+                pg_dsn, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return int(count)
+
+        before = deadlocks()
+        stores = [PostgresStore(pg_dsn, schema=schema) for _ in range(2)]
+        for s in stores:
+            await s.open()
+        try:
+            async with anyio.create_task_group() as tg:
+                for n in range(300):
+                    tg.start_soon(stores[0].insert, make_job(idempotency_key=f"k{n}"))
+                    tg.start_soon(stores[1].insert, make_job(idempotency_key=f"k{299 - n}"))
+        finally:
+            for s in stores:
+                await s.close()  # a session's statistics are reported by the time it ends
+        assert sql(pg_dsn, f'SELECT count(DISTINCT idempotency_key), count(*) FROM "{schema}".jobs') == [
+            (300, 300)
+        ]
+        assert deadlocks() == before
+
 
 class TestGroupedExecution:
     async def test_concurrent_writes_share_transactions_and_keep_their_own_cas(

@@ -327,13 +327,24 @@ def _nothing(cursor: Any) -> None:
 
 
 class _Op:
-    __slots__ = ("duplicate", "error", "event", "finish", "lead", "params", "result", "sql", "state")
+    __slots__ = ("alone", "duplicate", "error", "event", "finish", "lead", "params", "result", "sql", "state")
 
-    def __init__(self, sql: str, params: Sequence[Any], finish: Callable[[Any], Any], duplicate: str | None):
+    def __init__(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        finish: Callable[[Any], Any],
+        duplicate: str | None,
+        alone: bool = False,
+    ):
         self.sql = sql
         self.params = params
         self.finish = finish
         self.duplicate = duplicate  # the message of a unique violation (an insert)
+        # Runs in a transaction of its own, never in a group's: a statement that may wait on
+        # another transaction's row (an insert with an idempotency key) would otherwise hold
+        # the group's rows while it waits, and two such groups could deadlock.
+        self.alone = alone
         self.result: Any = None
         self.error: BaseException | None = None
         self.event: anyio.Event | None = None
@@ -403,7 +414,8 @@ class _Lane:
         return bool(pg.status == pq.ConnStatus.OK and pg.transaction_status == pq.TransactionStatus.IDLE)
 
     async def run(self, ops: list[_Op], *, transaction: bool) -> bool:
-        """Send the ops in one pipeline (in a transaction when asked); set their results.
+        """Send the ops in one pipeline (in a transaction when asked, else each in an implicit
+        transaction of its own); set their results.
 
         Each statement is prepared on the connection the first time it runs there (its
         parameters are sent as text, so the server infers their types once).
@@ -438,11 +450,15 @@ class _Lane:
                 pg.send_query_prepared(name.encode(), values)
                 slots.append((op, name, prepare_at, sent))
                 sent += 1
+                if not transaction:
+                    pg.pipeline_sync()  # a sync point ends the implicit transaction
             if transaction:
                 pg.send_query_params(b"COMMIT", None)
                 sent += 1
-            pg.pipeline_sync()
-            results = await self._collect()
+                pg.pipeline_sync()
+            results = []
+            for _ in range(1 if transaction else len(ops)):
+                results += await self._collect()
             pg.exit_pipeline_mode()
         except BaseException:
             self.broken = True
@@ -681,12 +697,14 @@ class PostgresStore:
         finish: Callable[[Any], Any] = _nothing,
         *,
         duplicate: str | None = None,
+        alone: bool = False,
     ) -> Any:
-        """Run one statement, grouped with the statements other tasks run meanwhile."""
+        """Run one statement, grouped with the statements other tasks run meanwhile (in their
+        transaction, unless ``alone``)."""
         if self._pool is None:
             raise JobkitError("The PostgresStore is not open.")
         await anyio.lowlevel.checkpoint_if_cancelled()  # the wait below is shielded
-        op = _Op(sql, params, finish, duplicate)
+        op = _Op(sql, params, finish, duplicate, alone)
         self._queue.append(op)
         # Shielded: once queued, the statement runs; its caller learns the result.
         with anyio.CancelScope(shield=True):
@@ -744,12 +762,16 @@ class PostgresStore:
                 with anyio.CancelScope(shield=True):
                     lane = await anyio.to_thread.run_sync(self._connect_lane)
                 assert lane is not None
-            if len(group) == 1:
-                await lane.run(group, transaction=False)
-            elif not await lane.run(group, transaction=True):
-                for op in group:  # one by one: only the failing statement fails
+            shared = [op for op in group if not op.alone]
+            if len(shared) < len(group):
+                await lane.run([op for op in group if op.alone], transaction=False)
+            if len(shared) == 1:
+                await lane.run(shared, transaction=False)
+            elif shared and not await lane.run(shared, transaction=True):
+                # Again, each in its own transaction: only the failing statement fails.
+                for op in shared:
                     op.error = op.result = None
-                    await lane.run([op], transaction=False)
+                await lane.run(shared, transaction=False)
         except (psycopg.Error, OSError) as exc:
             if lane is not None:
                 lane.close()
@@ -792,7 +814,7 @@ class PostgresStore:
             return None
         params = (*row, job.tenant, job.idempotency_key)
         for _ in range(KEY_TRIES):
-            found = await self._run(self._sql.insert_keyed, params, _one, duplicate=duplicate)
+            found = await self._run(self._sql.insert_keyed, params, _one, duplicate=duplicate, alone=True)
             if found[0]:
                 return None
             if found[1] is not None:
