@@ -17,7 +17,9 @@ group runs in one transaction sent in one round trip (libpq's pipeline mode) on 
 few connections ("lanes"). Concurrent completions, progress writes, claims and submits
 share a commit, while each keeps its own compare-and-swap on ``version``; nothing is
 acknowledged before it is committed. A group whose transaction fails is rolled back and
-its statements run again one by one, so only the failing one fails. Each statement is
+its statements run again one by one, so only the failing one fails. An insert with an
+idempotency key, which may wait on another transaction's row, runs in a transaction of its
+own (in the same round trip), so two groups never wait on each other's keys. Each statement is
 prepared once per connection.
 
 Tables live in their own schema (``schema=``, ``?schema=`` in a URL), created and migrated
