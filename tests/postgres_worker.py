@@ -10,7 +10,10 @@ usage: postgres_worker.py MODE BACKEND DSN SCHEMA [OUT_FILE]
   is 30 s: whatever happens sooner came through LISTEN/NOTIFY. LEASE (seconds) and SWEEP
   (seconds, or unset: no sweeper) come from the environment;
 - ``sweep``: print "ready", wait for a line on stdin, sweep once with the sweeper's
-  advisory lock disabled (a forced double sweep), print the report as JSON, exit.
+  advisory lock disabled (a forced double sweep), print the report as JSON, exit;
+- ``insert``: print "ready", wait for a line on stdin, then insert at once one job for each
+  of OUT_FILE (a number) idempotency keys (tenant "t" for even ones, no tenant for odd
+  ones), print ``{key: [id answered, stored here]}`` as JSON, exit.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,8 @@ import anyio
 import attrs
 import structlog
 
-from jobkit import JobCancelled, JobContext, JobManager
+from jobkit import JobCancelled, JobContext, JobManager, JobStatus
+from jobkit._records import Job
 from jobkit.stores.postgres import PostgresStore
 
 
@@ -109,6 +115,34 @@ async def sweep_once(dsn: str, schema: str) -> None:
         say(json.dumps(attrs.asdict(report)))
 
 
+async def insert_keys(dsn: str, schema: str, count: int) -> None:
+    store = PostgresStore(dsn, schema=schema)
+    await store.open()
+    answers: dict[str, list[object]] = {}
+
+    async def insert(n: int) -> None:
+        job = Job(
+            id=uuid.uuid4().hex,
+            kind="mark",
+            status=JobStatus.PENDING,
+            created_at=datetime.now(UTC),
+            tenant="t" if n % 2 == 0 else None,
+            idempotency_key=f"key-{n}",
+        )
+        holder = await store.insert(job)
+        answers[f"key-{n}"] = [job.id if holder is None else holder.id, holder is None]
+
+    try:
+        say("ready")
+        await anyio.wrap_file(sys.stdin).readline()
+        async with anyio.create_task_group() as tg:
+            for n in range(count):
+                tg.start_soon(insert, n)
+        say(json.dumps(answers))
+    finally:
+        await store.close()
+
+
 def main() -> None:
     mode, backend, dsn, schema, *rest = sys.argv[1:]
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
@@ -116,6 +150,8 @@ def main() -> None:
         anyio.run(drain, dsn, schema, rest[0], backend=backend)
     elif mode == "serve":
         anyio.run(serve, dsn, schema, backend=backend)
+    elif mode == "insert":
+        anyio.run(insert_keys, dsn, schema, int(rest[0]), backend=backend)
     else:
         anyio.run(sweep_once, dsn, schema, backend=backend)
 

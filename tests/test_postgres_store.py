@@ -25,7 +25,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobkit import JobContext, JobkitError, JobManager, JobStatus
 from jobkit._errors import BackendError, InvalidInput
-from jobkit._records import EventType, JobEvent
+from jobkit._machine import start as _start
+from jobkit._records import AuditAction, EventType, Job, JobEvent
 from jobkit.abc import Change, Note, NoteKind
 from jobkit.stores import open_store
 from jobkit.stores import postgres as pg
@@ -55,6 +56,10 @@ async def store(pg_dsn: str, schema: str) -> AsyncIterator[PostgresStore]:
 
 class TestConformance(JobStoreSuite):
     pass
+
+
+def machine_start(job: Job) -> Job:
+    return _start(job, T0)
 
 
 def sql(dsn: str, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -137,7 +142,9 @@ class TestSchema:
         tables = {
             r[0] for r in sql(pg_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
         }
-        assert tables == {"jobs", "audit", "purges", "listeners", "schema_version"}
+        assert tables == {
+            "jobs", "audit", "purges", "listeners", "schema_version", "paused_kinds", "schedules"
+        }  # fmt: skip
         [[options]] = sql(
             pg_dsn, "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (f"{schema}.jobs",)
         )
@@ -190,6 +197,221 @@ class TestSchema:
         with pytest.raises(BackendError, match="no_such_function"):
             await store.open()
         assert sql(pg_dsn, "SELECT nspname FROM pg_namespace WHERE nspname = %s", (schema,)) == []
+
+    async def test_a_schema_1_database_is_upgraded_with_every_row_kept(
+        self, pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A schema written by the first migration only (jobs of every status, audit rows,
+        purge entries) is migrated to the current version: every row reads back as it was,
+        and the new columns, tables and indexes work on it."""
+        with monkeypatch.context() as old:
+            old.setattr(pg, "MIGRATIONS", pg.MIGRATIONS[:1])
+            old.setattr(pg, "SCHEMA_VERSION", 1)
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                assert pg.migrate(conn, schema) == 0
+        s = f'"{schema}"'
+        assert sql(pg_dsn, f"SELECT version FROM {s}.schema_version") == [(1,)]
+        old_columns = pg._COLUMNS[:22]  # the jobs table of schema 1 (no run_at, key, retry)
+        assert "run_at" not in {
+            r[0]
+            for r in sql(
+                pg_dsn,
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = 'jobs'",
+                (schema,),
+            )
+        }
+        jobs = [
+            make_job(tenant="acme", labels={"a": "b"}, ttl=timedelta(seconds=5), priority=3),
+            make_job(),
+            attrs.evolve(make_job(), status=JobStatus.RUNNING, started_at=T0, attempts=1, version=2),
+            attrs.evolve(
+                make_job(tenant="acme"),
+                status=JobStatus.FAILED,
+                started_at=T0,
+                finished_at=T0,
+                expires_at=T0 + timedelta(days=7),
+                error="boom",
+                attempts=1,
+                version=3,
+            ),
+        ]
+        insert = (
+            f"INSERT INTO {s}.jobs ({', '.join(old_columns)}) VALUES ({', '.join(['%s'] * len(old_columns))})"
+        )
+        records = [audit_record(job.id, tenant=job.tenant) for job in jobs]
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            for job in jobs:
+                conn.execute(insert, pg._row(job)[:22])
+            conn.execute(
+                f"UPDATE {s}.jobs SET lease_owner = 'w', lease_until = %s WHERE id = %s",
+                (T0, jobs[2].id),
+            )
+            for record in records:
+                conn.execute(
+                    f"INSERT INTO {s}.audit (id, at, action, actor_id, tenant, job_id, details) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    pg._audit_row(record),
+                )
+            conn.execute(f"INSERT INTO {s}.purges (prefix) VALUES ('jobs/gone/')")
+        store = PostgresStore(pg_dsn, schema=schema)
+        await store.open()
+        try:
+            assert sql(pg_dsn, f"SELECT version FROM {s}.schema_version") == [(SCHEMA_VERSION,)]
+            for job in jobs:
+                assert await store.get(job.id) == job
+            listed, _ = await store.list_jobs(
+                tenant=None, statuses=None, kind=None, include_deleted=True, before=None, limit=10
+            )
+            assert [job.id for job in listed] == [job.id for job in reversed(jobs)]
+            [lease] = await store.leases(10)
+            assert (lease.job, lease.owner, lease.until) == (jobs[2], "w", T0)
+            assert await store.list_audit(job_id=None, tenant=None, limit=10) == records[::-1]
+            assert await store.pending_purges(10) == ["jobs/gone/"]
+            # What schema 2 adds works on the migrated rows.
+            keyed = make_job(idempotency_key="k", tenant="acme")
+            assert await store.insert(keyed) is None
+            assert await store.insert(make_job(idempotency_key="k", tenant="acme")) == keyed
+            later = make_job(status=JobStatus.SCHEDULED, run_at=T0)
+            await store.insert(later)
+            assert [job.id for job in await store.promote_due(T0, 10)] == [later.id]
+            await store.add_audit(audit_record(None, action=AuditAction.PAUSE))
+            assert await store.set_paused("work", True)
+            assert await store.claim(now=T0, worker_id="w", lease_until=T0) is None
+            assert await store.paused_kinds() == frozenset({"work"})
+        finally:
+            await store.close()
+
+    async def test_promote_due_reads_only_due_jobs_through_the_run_at_index(
+        self, store: PostgresStore, pg_dsn: str, schema: str
+    ) -> None:
+        """With thousands of jobs scheduled later and pending, promoting the few due ones
+        scans the partial run_at index and reads no more rows than it promotes."""
+        later = T0 + timedelta(days=1)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            rows = [pg._row(make_job(status=JobStatus.SCHEDULED, run_at=later)) for _ in range(3000)]
+            rows += [pg._row(make_job()) for _ in range(2000)]
+            due_jobs = [
+                make_job(status=JobStatus.SCHEDULED, run_at=T0 - timedelta(seconds=i)) for i in range(7)
+            ]
+            rows += [pg._row(job) for job in due_jobs]
+            with conn.cursor() as cursor:
+                cursor.executemany(store._sql.insert, rows)
+            conn.execute(f'ANALYZE "{schema}".jobs')
+        with psycopg.connect(pg_dsn) as conn:  # a transaction, rolled back: nothing promoted
+            [[plan]] = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + store._sql.promote, (T0, 100)
+            ).fetchall()
+            conn.rollback()
+
+        def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+            found = [node] if node.get("Relation Name") == "jobs" else []
+            for child in node.get("Plans", []):
+                found += scans(child)
+            return found
+
+        reads = [n for n in scans(plan[0]["Plan"]) if n["Node Type"] != "ModifyTable"]
+        due = [n for n in reads if n.get("Index Name") == "jobs_due"]
+        assert due, reads
+        assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in due)
+        assert sum(n["Actual Rows"] * n["Actual Loops"] for n in due) == 7
+        assert not [n for n in reads if n["Node Type"] == "Seq Scan"]
+        promoted = await store.promote_due(T0, 100)
+        assert [job.id for job in promoted] == [job.id for job in reversed(due_jobs)]  # earliest first
+        assert await store.next_due() == later
+
+
+class TestScheduling:
+    async def test_a_paused_kind_holds_for_claims_through_another_store(
+        self, pair: tuple[PostgresStore, PostgresStore]
+    ) -> None:
+        """A kind paused through one store (process) is not claimed through another, by
+        claim or claim_many, until it is resumed there."""
+        mine, theirs = pair
+        report, mail = make_job(kind="report", priority=5), make_job(kind="mail")
+        for job in (report, mail):
+            await mine.insert(job)
+        assert await mine.set_paused("report", True)
+        assert await theirs.paused_kinds() == frozenset({"report"})
+        assert await theirs.set_paused("report", True) is False  # already paused, by the other
+        got = await theirs.claim(now=T0, worker_id="w", lease_until=T0)
+        assert got is not None
+        assert got.id == mail.id
+        assert await theirs.claim(now=T0, worker_id="w", lease_until=T0) is None
+        assert await theirs.claim_many(now=T0, worker_id="w", lease_until=T0, kinds=["report"], limit=5) == []
+        assert await mine.set_paused("report", False)
+        assert await theirs.claim_many(now=T0, worker_id="w", lease_until=T0, kinds=None, limit=5) == [
+            machine_start(report)
+        ]
+
+    async def test_an_insert_that_waited_on_the_keys_holder_returns_it(
+        self, store: PostgresStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The holder of a key is inserted by a transaction still open: the store's insert
+        waits for it, and once it commits (after the insert's snapshot was taken) the
+        insert tries again and returns the holder; nothing else is stored."""
+        holder = make_job(idempotency_key="k", tenant="t")
+        tries: list[str] = []
+        run = store._run
+        monkeypatch.setattr(
+            store, "_run", lambda sql, *args, **kw: (tries.append(sql), run(sql, *args, **kw))[1]
+        )
+        conn = await anyio.to_thread.run_sync(lambda: psycopg.connect(pg_dsn))
+        try:
+            await anyio.to_thread.run_sync(conn.execute, store._sql.insert, pg._row(holder))
+            answer: list[Any] = []
+
+            async def insert() -> None:
+                answer.append(await store.insert(make_job(idempotency_key="k", tenant="t")))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(insert)
+                # No event tells when a server session waits on a lock: look until it does.
+                with anyio.fail_after(10):
+                    while not sql(
+                        pg_dsn,
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+                        "AND wait_event_type = 'Lock'",
+                        (store.application_name + " pool",),
+                    ):
+                        await anyio.sleep(0.01)
+                await anyio.to_thread.run_sync(conn.commit)
+        finally:
+            await anyio.to_thread.run_sync(conn.close)
+        assert answer == [holder]
+        assert tries.count(store._sql.insert_keyed) == 2  # the first did not see the holder
+        jobs, _ = await store.list_jobs(
+            tenant="t", statuses=None, kind=None, include_deleted=True, before=None, limit=10
+        )
+        assert jobs == [holder]
+
+    async def test_keyed_inserts_in_opposite_orders_never_deadlock(self, pg_dsn: str, schema: str) -> None:
+        """Two stores insert the same 300 keys at once, one in the reverse order of the other:
+        a keyed insert runs in a transaction of its own (it may wait on another's row), so no
+        two of them wait on each other, and every key is stored once."""
+
+        def deadlocks() -> int:
+            [[count]] = sql(
+                pg_dsn, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return int(count)
+
+        before = deadlocks()
+        stores = [PostgresStore(pg_dsn, schema=schema) for _ in range(2)]
+        for s in stores:
+            await s.open()
+        try:
+            async with anyio.create_task_group() as tg:
+                for n in range(300):
+                    tg.start_soon(stores[0].insert, make_job(idempotency_key=f"k{n}"))
+                    tg.start_soon(stores[1].insert, make_job(idempotency_key=f"k{299 - n}"))
+        finally:
+            for s in stores:
+                await s.close()  # a session's statistics are reported by the time it ends
+        assert sql(pg_dsn, f'SELECT count(DISTINCT idempotency_key), count(*) FROM "{schema}".jobs') == [
+            (300, 300)
+        ]
+        assert deadlocks() == before
 
 
 class TestGroupedExecution:
@@ -747,6 +969,35 @@ class TestProcesses:
         )
         assert max(actions.values()) == 1
         assert Counter(action for _, action in actions) == {"recover": 200, "expire": 100}
+
+    @pytest.mark.timeout(90)
+    async def test_processes_inserting_one_key_at_once_store_exactly_one_job(
+        self, pg_dsn: str, schema: str, anyio_backend: str
+    ) -> None:
+        """Four processes insert a job for each of 40 idempotency keys at the same moment:
+        per key exactly one job is stored (with or without a tenant), and every process got
+        that job's id back."""
+        keys = 40
+        inserters = [await start_worker("insert", anyio_backend, pg_dsn, schema, str(keys)) for _ in range(4)]
+        try:
+            for inserter in inserters:
+                await inserter.expect("ready")
+            for inserter in inserters:
+                await inserter.say("go\n")
+            answers = [json.loads(await inserter.line(60)) for inserter in inserters]
+        finally:
+            for inserter in inserters:
+                await stop_worker(inserter)
+        stored = {
+            (tenant, key): job_id
+            for job_id, tenant, key in sql(pg_dsn, f'SELECT id, tenant, idempotency_key FROM "{schema}".jobs')
+        }
+        assert len(stored) == keys
+        for n in range(keys):
+            key = f"key-{n}"
+            [job_id] = {answer[key][0] for answer in answers}
+            assert stored["t" if n % 2 == 0 else None, key] == job_id
+            assert sum(answer[key][1] for answer in answers) == 1  # one process stored it
 
 
 class TestFallback:

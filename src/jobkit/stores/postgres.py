@@ -17,7 +17,9 @@ group runs in one transaction sent in one round trip (libpq's pipeline mode) on 
 few connections ("lanes"). Concurrent completions, progress writes, claims and submits
 share a commit, while each keeps its own compare-and-swap on ``version``; nothing is
 acknowledged before it is committed. A group whose transaction fails is rolled back and
-its statements run again one by one, so only the failing one fails. Each statement is
+its statements run again one by one, so only the failing one fails. An insert with an
+idempotency key, which may wait on another transaction's row, runs in a transaction of its
+own (in the same round trip), so two groups never wait on each other's keys. Each statement is
 prepared once per connection.
 
 Tables live in their own schema (``schema=``, ``?schema=`` in a URL), created and migrated
@@ -45,7 +47,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .._errors import BackendError, InvalidInput, JobkitError
-from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus
+from .._records import EMPTY_MAPPING, AuditAction, AuditRecord, Job, JobStatus, Schedule
 from ..abc import Lease
 from ._sqlite import (
     _COLUMNS,
@@ -53,6 +55,7 @@ from ._sqlite import (
     _dumps,
     _loads,
     _new,
+    _retry,
     _s_attempts,
     _s_created,
     _s_deleted,
@@ -60,6 +63,7 @@ from ._sqlite import (
     _s_expires,
     _s_finished,
     _s_id,
+    _s_key,
     _s_kind,
     _s_labels,
     _s_max_attempts,
@@ -69,6 +73,8 @@ from ._sqlite import (
     _s_progress,
     _s_reason,
     _s_result,
+    _s_retry,
+    _s_run_at,
     _s_started,
     _s_status,
     _s_tenant,
@@ -165,6 +171,41 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at timestamptz NOT NULL
     )
     """,
+    # Schema 2: scheduled jobs, retries, idempotency keys, paused kinds, cron schedules.
+    # - jobs.run_at (when a scheduled job is due; indexed for scheduled jobs only, so
+    #   promoting costs what is due), jobs.idempotency_key (unique per tenant among jobs not
+    #   soft-deleted; '' stands for "no tenant", which no actor can have), jobs.retry (JSON).
+    #   Columns without a default: adding them rewrites nothing.
+    # - audit.job_id may be NULL (actions on a kind or a schedule);
+    # - paused_kinds and schedules.
+    """
+    ALTER TABLE {s}.jobs
+        ADD COLUMN run_at timestamptz,
+        ADD COLUMN idempotency_key text,
+        ADD COLUMN retry text;
+    CREATE INDEX jobs_due ON {s}.jobs (run_at, seq) WHERE status = 'scheduled';
+    CREATE UNIQUE INDEX jobs_idempotency ON {s}.jobs ((coalesce(tenant, '')), idempotency_key)
+        WHERE idempotency_key IS NOT NULL AND deleted_at IS NULL;
+    ALTER TABLE {s}.audit ALTER COLUMN job_id DROP NOT NULL;
+    CREATE TABLE {s}.paused_kinds (
+        kind text PRIMARY KEY,
+        at timestamptz NOT NULL
+    );
+    CREATE TABLE {s}.schedules (
+        tenant_key text NOT NULL,
+        name text NOT NULL,
+        tenant text,
+        kind text NOT NULL,
+        payload text NOT NULL,
+        cron text NOT NULL,
+        timezone text NOT NULL,
+        priority integer NOT NULL,
+        next_run_at timestamptz NOT NULL,
+        created_at timestamptz NOT NULL,
+        PRIMARY KEY (tenant_key, name)
+    );
+    CREATE INDEX schedules_next ON {s}.schedules (next_run_at)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -209,6 +250,10 @@ def _job(row: Sequence[Any]) -> Job:
     _s_timeout(job, None if value is None else span(0, 0, value))
     value = row[21]
     _s_labels(job, MappingProxyType(json.loads(value)) if value else EMPTY_MAPPING)
+    _s_run_at(job, row[22])
+    _s_key(job, row[23])
+    value = row[24]
+    _s_retry(job, None if value is None else _retry(value))
     return job
 
 
@@ -218,7 +263,8 @@ def _row(job: Job) -> tuple[Any, ...]:
         job.progress, job.progress_message, _dumps(job.result), job.error, job.cancel_reason,
         job.created_at, job.started_at, job.finished_at, job.expires_at, job.deleted_at,
         job.version, job.attempts, job.max_attempts, _span(job.ttl), _span(job.timeout),
-        _dumps(dict(job.labels)) if job.labels else None,
+        _dumps(dict(job.labels)) if job.labels else None, job.run_at, job.idempotency_key,
+        None if job.retry is None else _dumps(job.retry.to_json()),
     )  # fmt: skip
 
 
@@ -227,7 +273,23 @@ def _update_values(job: Job, expected: int) -> tuple[Any, ...]:
     return (
         job.status.value, job.priority, job.progress, job.progress_message, _dumps(job.result),
         job.error, job.cancel_reason, job.started_at, job.finished_at, job.expires_at,
-        job.deleted_at, job.version, job.attempts, active, active, job.id, expected,
+        job.deleted_at, job.version, job.attempts, job.max_attempts, job.run_at, active, active,
+        job.id, expected,
+    )  # fmt: skip
+
+
+def _schedule_row(schedule: Schedule) -> tuple[Any, ...]:
+    return (
+        schedule.tenant or "", schedule.name, schedule.kind, _dumps(schedule.payload), schedule.cron,
+        schedule.timezone, schedule.tenant, schedule.priority, schedule.next_run_at,
+        schedule.created_at,
+    )  # fmt: skip
+
+
+def _schedule(row: Sequence[Any]) -> Schedule:
+    return Schedule(
+        name=row[0], kind=row[1], payload=_loads(row[2]), cron=row[3], timezone=row[4],
+        tenant=row[5], priority=row[6], next_run_at=row[7], created_at=row[8],
     )  # fmt: skip
 
 
@@ -267,13 +329,24 @@ def _nothing(cursor: Any) -> None:
 
 
 class _Op:
-    __slots__ = ("duplicate", "error", "event", "finish", "lead", "params", "result", "sql", "state")
+    __slots__ = ("alone", "duplicate", "error", "event", "finish", "lead", "params", "result", "sql", "state")
 
-    def __init__(self, sql: str, params: Sequence[Any], finish: Callable[[Any], Any], duplicate: str | None):
+    def __init__(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        finish: Callable[[Any], Any],
+        duplicate: str | None,
+        alone: bool = False,
+    ):
         self.sql = sql
         self.params = params
         self.finish = finish
         self.duplicate = duplicate  # the message of a unique violation (an insert)
+        # Runs in a transaction of its own, never in a group's: a statement that may wait on
+        # another transaction's row (an insert with an idempotency key) would otherwise hold
+        # the group's rows while it waits, and two such groups could deadlock.
+        self.alone = alone
         self.result: Any = None
         self.error: BaseException | None = None
         self.event: anyio.Event | None = None
@@ -343,7 +416,8 @@ class _Lane:
         return bool(pg.status == pq.ConnStatus.OK and pg.transaction_status == pq.TransactionStatus.IDLE)
 
     async def run(self, ops: list[_Op], *, transaction: bool) -> bool:
-        """Send the ops in one pipeline (in a transaction when asked); set their results.
+        """Send the ops in one pipeline (in a transaction when asked, else each in an implicit
+        transaction of its own); set their results.
 
         Each statement is prepared on the connection the first time it runs there (its
         parameters are sent as text, so the server infers their types once).
@@ -378,11 +452,15 @@ class _Lane:
                 pg.send_query_prepared(name.encode(), values)
                 slots.append((op, name, prepare_at, sent))
                 sent += 1
+                if not transaction:
+                    pg.pipeline_sync()  # a sync point ends the implicit transaction
             if transaction:
                 pg.send_query_params(b"COMMIT", None)
                 sent += 1
-            pg.pipeline_sync()
-            results = await self._collect()
+                pg.pipeline_sync()
+            results = []
+            for _ in range(1 if transaction else len(ops)):
+                results += await self._collect()
             pg.exit_pipeline_mode()
         except BaseException:
             self.broken = True
@@ -621,12 +699,14 @@ class PostgresStore:
         finish: Callable[[Any], Any] = _nothing,
         *,
         duplicate: str | None = None,
+        alone: bool = False,
     ) -> Any:
-        """Run one statement, grouped with the statements other tasks run meanwhile."""
+        """Run one statement, grouped with the statements other tasks run meanwhile (in their
+        transaction, unless ``alone``)."""
         if self._pool is None:
             raise JobkitError("The PostgresStore is not open.")
         await anyio.lowlevel.checkpoint_if_cancelled()  # the wait below is shielded
-        op = _Op(sql, params, finish, duplicate)
+        op = _Op(sql, params, finish, duplicate, alone)
         self._queue.append(op)
         # Shielded: once queued, the statement runs; its caller learns the result.
         with anyio.CancelScope(shield=True):
@@ -684,12 +764,16 @@ class PostgresStore:
                 with anyio.CancelScope(shield=True):
                     lane = await anyio.to_thread.run_sync(self._connect_lane)
                 assert lane is not None
-            if len(group) == 1:
-                await lane.run(group, transaction=False)
-            elif not await lane.run(group, transaction=True):
-                for op in group:  # one by one: only the failing statement fails
+            shared = [op for op in group if not op.alone]
+            if len(shared) < len(group):
+                await lane.run([op for op in group if op.alone], transaction=False)
+            if len(shared) == 1:
+                await lane.run(shared, transaction=False)
+            elif shared and not await lane.run(shared, transaction=True):
+                # Again, each in its own transaction: only the failing statement fails.
+                for op in shared:
                     op.error = op.result = None
-                    await lane.run([op], transaction=False)
+                await lane.run(shared, transaction=False)
         except (psycopg.Error, OSError) as exc:
             if lane is not None:
                 lane.close()
@@ -724,8 +808,26 @@ class PostgresStore:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def insert(self, job: Job) -> None:
-        await self._run(self._sql.insert, _row(job), duplicate=f"A job with id {job.id!r} already exists.")
+    async def insert(self, job: Job) -> Job | None:
+        row = _row(job)
+        duplicate = f"A job with id {job.id!r} already exists."
+        if job.idempotency_key is None:
+            await self._run(self._sql.insert, row, duplicate=duplicate)
+            return None
+        params = (*row, job.tenant, job.idempotency_key)
+        for _ in range(KEY_TRIES):
+            found = await self._run(self._sql.insert_keyed, params, _one, duplicate=duplicate, alone=True)
+            if found[0]:
+                return None
+            if found[1] is not None:
+                return _job(found[1:])
+            # The key's holder is not in this statement's snapshot (committed meanwhile), or
+            # was deleted between the conflict and the read: try again.
+            await anyio.lowlevel.checkpoint()
+        raise BackendError(  # pragma: no cover - a holder would have to vanish 100 times over
+            f"PostgreSQL error (schema {self.schema!r}): the idempotency key of job {job.id!r} "
+            "stayed taken by a job that could not be read."
+        )
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._run(self._sql.get, (job_id,), _one)
@@ -870,6 +972,53 @@ class PostgresStore:
     async def expired_leases(self, now: datetime, limit: int) -> list[Job]:
         return [_job(row) for row in await self._run(self._sql.expired_leases, (now, limit), _rows)]
 
+    # -- scheduled jobs, paused kinds, schedules --------------------------------------------
+
+    async def promote_due(self, now: datetime, limit: int) -> list[Job]:
+        if limit <= 0:
+            return []
+        rows = await self._run(self._sql.promote, (now, limit), _rows)
+        rows.sort(key=_due_order)  # RETURNING gives no order
+        return [_job(row[2:]) for row in rows]
+
+    async def next_due(self) -> datetime | None:
+        row = await self._run(self._sql.next_due, (), _one)
+        return None if row is None else row[0]
+
+    async def set_paused(self, kind: str, paused: bool) -> bool:
+        sql = self._sql.pause if paused else self._sql.resume
+        return bool(await self._run(sql, (kind,), _hit))
+
+    async def paused_kinds(self) -> frozenset[str]:
+        return frozenset(row[0] for row in await self._run(self._sql.paused, (), _rows))
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        await self._run(self._sql.put_schedule, _schedule_row(schedule))
+
+    async def remove_schedule(self, tenant: str | None, name: str) -> bool:
+        return bool(await self._run(self._sql.remove_schedule, (tenant or "", name), _hit))
+
+    async def list_schedules(self, tenant: str | None) -> list[Schedule]:
+        if tenant is None:
+            rows = await self._run(self._sql.all_schedules, (), _rows)
+        else:
+            rows = await self._run(self._sql.tenant_schedules, (tenant,), _rows)
+        return [_schedule(row) for row in rows]
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[Schedule]:
+        return [_schedule(row) for row in await self._run(self._sql.due_schedules, (now, limit), _rows)]
+
+    async def advance_schedule(self, schedule: Schedule, next_run_at: datetime) -> bool:
+        params = (
+            next_run_at, schedule.tenant or "", schedule.name, schedule.created_at,
+            schedule.next_run_at,
+        )  # fmt: skip
+        return bool(await self._run(self._sql.advance_schedule, params, _hit))
+
+    async def next_schedule(self) -> datetime | None:
+        row = await self._run(self._sql.next_schedule, (), _one)
+        return None if row is None else row[0]
+
     # -- audit and purge queue -------------------------------------------------------------
 
     async def add_audit(self, record: AuditRecord) -> None:
@@ -914,6 +1063,10 @@ def _claim_order(row: Sequence[Any]) -> tuple[int, int]:
     return -row[0], row[1]
 
 
+def _due_order(row: Sequence[Any]) -> tuple[datetime, int]:
+    return row[0], row[1]
+
+
 def _try_lock(conn: Any, key: str) -> bool:
     row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
     return bool(row[0])
@@ -929,10 +1082,17 @@ def _release(pool: Any, conn: Any, key: str, held: bool) -> None:
 
 
 # The statements, with the schema's tables named.
+# What replace() writes: the fields that change over a job's life. The others (id, kind,
+# payload, tenant, created_at, ttl, timeout, labels, idempotency_key, retry) are fixed at
+# insert, so the indexes on them are never touched by an update.
 _MUTABLE = (
     "status", "priority", "progress", "progress_message", "result", "error", "cancel_reason",
     "started_at", "finished_at", "expires_at", "deleted_at", "version", "attempts",
+    "max_attempts", "run_at",
 )  # fmt: skip
+_SCHEDULE_COLUMNS = "name, kind, payload, cron, timezone, tenant, priority, next_run_at, created_at"
+#: Tries of an insert whose key holder vanished between the conflict and the read.
+KEY_TRIES = 100
 
 
 class _Statements:
@@ -958,14 +1118,63 @@ class _Statements:
             "lease_owner = %s, lease_until = %s FROM next WHERE j.seq = next.seq "
             f"RETURNING j.priority, j.seq, {', '.join('j.' + c for c in _COLUMNS)}"
         )
+        self.paused_kinds = paused = f"{s}.paused_kinds"
+        # Paused kinds are left out (a small table, hashed once per claim).
+        not_paused = f"AND kind NOT IN (SELECT kind FROM {paused}) "
         self.claim = (
-            f"WITH next AS (SELECT seq FROM {jobs} WHERE status = 'pending' "
+            f"WITH next AS (SELECT seq FROM {jobs} WHERE status = 'pending' {not_paused}"
             "ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) " + start
         )
         self.claim_kinds = (
             f"WITH next AS (SELECT seq FROM {jobs} WHERE status = 'pending' AND kind = ANY(%s) "
-            "ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) " + start
+            f"{not_paused}ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) " + start
         )
+        # A taken key stores nothing; the holder is read in the same statement. Its snapshot
+        # may predate the holder (inserted by a transaction that committed while this one
+        # waited on it): then neither comes back, and the caller tries again.
+        self.insert_keyed = (
+            f"WITH ins AS ({self.insert} ON CONFLICT ((coalesce(tenant, '')), idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL AND deleted_at IS NULL DO NOTHING RETURNING seq) "
+            f"SELECT (SELECT count(*) FROM ins), {', '.join('h.' + c for c in _COLUMNS)} "
+            f"FROM (VALUES (1)) AS one (x) LEFT JOIN {jobs} AS h ON NOT EXISTS (SELECT 1 FROM ins) "
+            "AND coalesce(h.tenant, '') = coalesce(%s::text, '') AND h.idempotency_key = %s::text "
+            "AND h.deleted_at IS NULL"
+        )
+        # Due jobs in run_at order from the partial index jobs_due (scheduled jobs only), as
+        # machine.due() makes them; a job another transaction holds is left to it.
+        self.promote = (
+            f"UPDATE {jobs} AS j SET status = 'pending', run_at = NULL, version = j.version + 1 "
+            f"FROM (SELECT seq, run_at FROM {jobs} WHERE status = 'scheduled' AND run_at <= %s "
+            "ORDER BY run_at, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
+            f"WHERE j.seq = due.seq RETURNING due.run_at, due.seq, {', '.join('j.' + c for c in _COLUMNS)}"
+        )
+        self.next_due = f"SELECT min(run_at) FROM {jobs} WHERE status = 'scheduled'"
+        self.pause = f"INSERT INTO {paused} (kind, at) VALUES (%s, now()) ON CONFLICT (kind) DO NOTHING"
+        self.resume = f"DELETE FROM {paused} WHERE kind = %s"
+        self.paused = f"SELECT kind FROM {paused}"
+        self.schedules = schedules = f"{s}.schedules"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _SCHEDULE_COLUMNS.split(", ")[1:])
+        self.put_schedule = (
+            f"INSERT INTO {schedules} (tenant_key, {_SCHEDULE_COLUMNS}) VALUES ({', '.join(['%s'] * 10)}) "
+            f"ON CONFLICT (tenant_key, name) DO UPDATE SET {updates}"
+        )
+        self.remove_schedule = f"DELETE FROM {schedules} WHERE tenant_key = %s AND name = %s"
+        # Byte order (COLLATE "C"), as the other stores sort: never the database's locale.
+        self.all_schedules = (
+            f'SELECT {_SCHEDULE_COLUMNS} FROM {schedules} ORDER BY name COLLATE "C", tenant_key COLLATE "C"'
+        )
+        self.tenant_schedules = (
+            f'SELECT {_SCHEDULE_COLUMNS} FROM {schedules} WHERE tenant_key = %s ORDER BY name COLLATE "C"'
+        )
+        self.due_schedules = (
+            f"SELECT {_SCHEDULE_COLUMNS} FROM {schedules} WHERE next_run_at <= %s "
+            'ORDER BY next_run_at, name COLLATE "C", tenant_key COLLATE "C" LIMIT %s'
+        )
+        self.advance_schedule = (
+            f"UPDATE {schedules} SET next_run_at = %s WHERE tenant_key = %s AND name = %s "
+            "AND created_at = %s AND next_run_at = %s"
+        )
+        self.next_schedule = f"SELECT min(next_run_at) FROM {schedules}"
         self.position = (
             f"SELECT 1 + (SELECT count(*) FROM {jobs} AS ahead WHERE ahead.status = 'pending' "
             "AND (ahead.priority > job.priority OR (ahead.priority = job.priority AND ahead.seq < job.seq))) "
