@@ -87,8 +87,8 @@ class Settings:
 
 app = typer.Typer(
     name="jobkit",
-    help="Manage jobkit jobs (list, inspect, cancel, delete, prioritise, sweep, audit); "
-    "run a worker or the demo.",
+    help="Manage jobkit jobs (submit, list, inspect, cancel, retry, delete, prioritise, sweep, audit), "
+    "pause kinds, keep cron schedules; run a worker or the demo.",
     epilog=_EPILOG,
     no_args_is_help=True,
     add_completion=False,
@@ -577,7 +577,7 @@ def _runs(job: Job, now: datetime) -> str:
     return job.status.value
 
 
-@jobs_app.command("submit", context_settings={"ignore_unknown_options": True})
+@jobs_app.command("submit")
 def submit_job(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(metavar="KIND", help="The job kind (a worker elsewhere runs it).")],
@@ -789,7 +789,7 @@ def list_schedules(ctx: typer.Context, json_output: JsonOption = False) -> None:
     console.print(render.schedules_table(items, datetime.now(UTC)))
 
 
-@schedules_app.command("add", context_settings={"ignore_unknown_options": True})
+@schedules_app.command("add")
 def add_schedule(
     ctx: typer.Context,
     name: Annotated[
@@ -912,9 +912,11 @@ def audit(
 
 @app.command("status")
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """What the store holds now: unfinished jobs by status, the oldest pending one, the next
-    scheduled job due, paused kinds, who holds which lease until when, and whether the
-    store's cross-process listener connects."""
+    """What the store holds now: unfinished jobs, due times, paused kinds, leases, listener.
+
+    Unfinished jobs by status, the oldest pending one, when the next scheduled job is due and
+    the next schedule fires, the paused kinds, who holds which lease until when, and whether
+    the store's cross-process listener connects."""
     from ._status import SCAN_LIMIT, status_report
 
     settings = _settings(ctx, json_output)
