@@ -185,6 +185,14 @@ class TestSubmit:
         assert_one_line_error(store.invoke("jobs", "submit", "export", *args), 6, *fragments)
         assert store.all() == []
 
+    def test_json_errors_are_json(self, store: Store) -> None:
+        """With --json a bad --run-at is the web API's error body on stderr."""
+        result = store.invoke("--json", "jobs", "submit", "export", "--run-at", "2030-01-01T09:00")
+        assert result.exit_code == 6
+        body = json.loads(result.stderr)
+        assert body["error"]["code"] == "invalid_input"
+        assert "no UTC offset" in body["error"]["message"]
+
     def test_a_reused_key_with_another_payload_is_6(self, store: Store) -> None:
         """The same idempotency key for a different job: exit 6 with the manager's message."""
         store.invoke("jobs", "submit", "export", "--idempotency-key", "k", "--payload", "1")
@@ -327,8 +335,9 @@ class TestKinds:
         assert " - " in row
 
     def test_unknown_kind_is_6(self, store: Store) -> None:
-        """A kind with no job and not paused: exit 6, nothing paused."""
+        """A kind with no job and not paused: exit 6 for pause and resume, nothing paused."""
         assert_one_line_error(store.invoke("kinds", "pause", "nope"), 6, "Unknown job kind 'nope'")
+        assert_one_line_error(store.invoke("kinds", "resume", "nope"), 6, "Unknown job kind 'nope'")
         assert ok_json(store.invoke("kinds", "list", "--json"))["items"] == []
 
 

@@ -3,7 +3,8 @@
 Management commands open ``JobManager(store, blobs, concurrency=0, sweep_interval=None)``
 as the trusted host (no actor), do one thing and close it. The CLI cannot know the host's
 policies: deletes are hard unless ``--soft``, and ``sweep`` removes audit records only
-when given ``--audit-retention`` (audit trails are often kept on purpose).
+when given ``--audit-retention`` (audit trails are often kept on purpose). Having no
+handlers, ``jobs submit`` and ``schedules add`` declare their kind: workers elsewhere run it.
 """
 
 from __future__ import annotations
