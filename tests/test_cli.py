@@ -43,6 +43,14 @@ JOB_FIELDS = [
     "error", "cancel_reason", "created_at", "started_at", "finished_at", "expires_at", "deleted_at",
     "version", "attempts", "max_attempts", "labels", "ttl", "timeout",
 ]  # fmt: skip
+#: The fields of delayed, retried and deduplicated jobs, in any order after the others.
+LIFECYCLE_FIELDS = {"run_at", "idempotency_key", "retry"}
+
+
+def assert_job_fields(job: dict[str, Any]) -> None:
+    """A job in --json output has the web API's fields."""
+    assert list(job)[: len(JOB_FIELDS)] == JOB_FIELDS
+    assert set(job) == {*JOB_FIELDS, *LIFECYCLE_FIELDS}
 
 
 # -- a database prepared by a host ---------------------------------------------------------
@@ -177,7 +185,8 @@ class TestList:
         ]
         assert page["next_cursor"] is None
         first = page["items"][-1]
-        assert list(first) == JOB_FIELDS
+        assert_job_fields(first)
+        assert (first["run_at"], first["idempotency_key"], first["retry"]) == (None, None, None)
         assert first["status"] == "completed"
         assert first["result"] == {"echo": {"n": 1}}
         assert first["labels"] == {"team": "data"}
@@ -246,7 +255,7 @@ class TestShow:
     def test_json_is_the_job(self, host: Host) -> None:
         """--json prints the job object with the web API's fields."""
         job = ok_json(host.invoke("--json", "jobs", "show", host.ids["failed"]))
-        assert list(job) == JOB_FIELDS
+        assert_job_fields(job)
         assert job["status"] == "failed"
         assert job["error"] == "ValueError: the input was bad"
 
@@ -589,7 +598,8 @@ class TestMain:
             main(["--help"])
         assert exit_info.value.code == 0
         out = capsys.readouterr().out
-        for command in ("jobs", "sweep", "audit", "status", "worker", "demo", "--store", "--json"):
+        commands = ("jobs", "kinds", "schedules", "sweep", "audit", "status", "worker", "demo")
+        for command in (*commands, "--store", "--json"):
             assert command in out
 
     def test_missing_extra_names_the_install_command(
@@ -987,7 +997,7 @@ class TestStatus:
         db = tmp_path / "jobs.db"
         running, _ = anyio.run(_store_with_a_running_job, SQLiteStore(db))
         body = ok_json(invoke("--store", f"sqlite:///{db}", "status", "--json"))
-        assert body["counts"] == {"pending": 2, "running": 1, "cancelling": 0}
+        assert body["counts"] == {"pending": 2, "running": 1, "cancelling": 0, "scheduled": 0}
         assert body["capped"] == []
         assert body["oldest_pending"] is not None
         [lease] = body["leases"]
@@ -996,7 +1006,7 @@ class TestStatus:
         assert body["listener"]["listener"] == "polling"
         text = invoke("--store", f"sqlite:///{db}", "status")
         assert text.exit_code == 0, text.output
-        assert "Jobs: pending 2, running 1, cancelling 0" in text.stdout
+        assert "Jobs: pending 2, running 1, cancelling 0, scheduled 0" in text.stdout
         assert "w-7" in text.stdout
         assert "Listener: polling" in text.stdout
 
@@ -1015,7 +1025,7 @@ class TestStatus:
     def test_an_empty_store_has_no_leases(self) -> None:
         """memory:// (a new, empty store in this process): zero counts, no leases, no listener."""
         body = ok_json(invoke("--store", "memory://", "status", "--json"))
-        assert body["counts"] == {"pending": 0, "running": 0, "cancelling": 0}
+        assert body["counts"] == {"pending": 0, "running": 0, "cancelling": 0, "scheduled": 0}
         assert body["leases"] == []
         assert body["listener"]["listener"] == "none"
         assert "Leases: none" in invoke("--store", "memory://", "status").stdout

@@ -3,7 +3,8 @@
 Management commands open ``JobManager(store, blobs, concurrency=0, sweep_interval=None)``
 as the trusted host (no actor), do one thing and close it. The CLI cannot know the host's
 policies: deletes are hard unless ``--soft``, and ``sweep`` removes audit records only
-when given ``--audit-retention`` (audit trails are often kept on purpose).
+when given ``--audit-retention`` (audit trails are often kept on purpose). Having no
+handlers, ``jobs submit`` and ``schedules add`` declare their kind: workers elsewhere run it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import anyio
 import anyio.to_thread
 import attrs
 import typer
+from rich.text import Text
 
-from .._codec import job_to_json
 from .._errors import (
     BackendError,
     InvalidInput,
@@ -39,7 +40,7 @@ from .._errors import (
 )
 from .._manager import JobManager
 from .._policies import DeleteMode, DeletePolicy
-from .._records import Job
+from .._records import Job, JobStatus, Retry, Schedule
 from ..abc import BlobStore, JobStore
 from . import _render as render
 
@@ -87,8 +88,8 @@ class Settings:
 
 app = typer.Typer(
     name="jobkit",
-    help="Manage jobkit jobs (list, inspect, cancel, delete, prioritise, sweep, audit); "
-    "run a worker or the demo.",
+    help="Manage jobkit jobs (submit, list, inspect, cancel, retry, delete, prioritise, sweep, audit), "
+    "pause kinds, keep cron schedules; run a worker or the demo.",
     epilog=_EPILOG,
     no_args_is_help=True,
     add_completion=False,
@@ -96,6 +97,10 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+kinds_app = typer.Typer(help="List job kinds; pause or resume them in every process.", no_args_is_help=True)
+app.add_typer(kinds_app, name="kinds")
+schedules_app = typer.Typer(help="Cron schedules that submit jobs (jobkit[cron]).", no_args_is_help=True)
+app.add_typer(schedules_app, name="schedules")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 SoftOption = Annotated[
@@ -325,7 +330,7 @@ def list_jobs(
             "-s",
             metavar="STATUS",
             help="Only jobs in this status (repeat or comma-separate): "
-            "pending, running, cancelling, completed, failed, cancelled.",
+            "scheduled, pending, running, cancelling, completed, failed, cancelled.",
         ),
     ] = None,
     kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only jobs of this kind.")] = None,
@@ -389,7 +394,7 @@ def show_job(
 
     job, position = _manage(settings, "jobs show", action)
     if settings.json:
-        _out(job_to_json(job))
+        _out(render.job_json(job))
         return
     render.make_console().print(render.job_detail(job, position=position, now=datetime.now(UTC)))
 
@@ -405,7 +410,7 @@ def cancel_job(
     settings = _settings(ctx, json_output)
     job = _manage(settings, "jobs cancel", lambda jobs: jobs.cancel(job_id, reason=reason))
     if settings.json:
-        _out(job_to_json(job))
+        _out(render.job_json(job))
         return
     console = render.make_console()
     if job.status.is_terminal:
@@ -478,7 +483,7 @@ def set_priority(
     settings = _settings(ctx, json_output)
     job, position = _manage(settings, "jobs priority", lambda jobs: jobs.set_priority(job_id, priority))
     if settings.json:
-        _out({"job": job_to_json(job), "position": position})
+        _out({"job": render.job_json(job), "position": position})
         return
     render.make_console().print(
         f"Job {job.id} now has priority {job.priority}: position {position} in the queue (1 runs next)."
@@ -502,6 +507,352 @@ def list_artifacts(
         console.print(f"Job {job_id} has no artifacts.")
         return
     console.print(render.names_table(names))
+
+
+# -- submit, retry -------------------------------------------------------------------
+
+PayloadOption = Annotated[
+    str | None,
+    typer.Option(
+        "--payload",
+        metavar="JSON|@FILE",
+        help="The payload as JSON text, or @path to read it from a file (@- reads stdin).",
+    ),
+]
+
+
+def _payload(value: str | None) -> Any:
+    """The ``--payload`` value: JSON text, or ``@file`` (``@-``: standard input) holding JSON.
+
+    :raises InvalidInput: the file cannot be read, or the text is not JSON.
+    """
+    if value is None:
+        return None
+    text, source = value, "--payload"
+    if value.startswith("@"):
+        name = value[1:]
+        source = "standard input" if name == "-" else f"--payload file {name!r}"
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"Cannot read the {source}: {exc.strerror or exc}.") from None
+        except UnicodeDecodeError:
+            raise InvalidInput(f"The {source} is not UTF-8 text.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"The {source} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            """a string needs its quotes, e.g. --payload '"text"'."""
+        ) from None
+
+
+def _run_at(value: str | None) -> datetime | None:
+    """The ``--run-at`` value: an ISO 8601 time with a UTC offset.
+
+    :raises InvalidInput: malformed, or without an offset (ambiguous).
+    """
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"--run-at must be an ISO 8601 time with a UTC offset, e.g. 2030-01-01T09:00:00+02:00 "
+            f"or 2030-01-01T07:00:00Z; got {value!r}."
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidInput(
+            f"--run-at {value!r} has no UTC offset, so it is ambiguous: add one, e.g. "
+            f"{parsed.isoformat()}Z for UTC or {parsed.isoformat()}+02:00."
+        )
+    return parsed
+
+
+def _runs(job: Job, now: datetime) -> str:
+    """What happens next to a job that was just submitted or retried."""
+    if job.status is JobStatus.SCHEDULED:
+        return f"runs at {render.when(job.run_at, now)}"
+    if job.status is JobStatus.PENDING:
+        return "a worker runs it next"
+    return job.status.value
+
+
+@jobs_app.command("submit")
+def submit_job(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="The job kind (a worker elsewhere runs it).")],
+    payload: PayloadOption = None,
+    delay: Annotated[
+        float | None, typer.Option("--delay", metavar="SECONDS", help="Run it this many seconds from now.")
+    ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option(
+            "--run-at",
+            metavar="ISO",
+            help="Run it at this time, with a UTC offset: 2030-01-01T09:00:00+02:00.",
+        ),
+    ] = None,
+    priority: Annotated[
+        int, typer.Option("--priority", "-p", help="Higher runs first (may be negative).")
+    ] = 0,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="While a job with this key exists, print it instead of submitting another.",
+        ),
+    ] = None,
+    retry_attempts: Annotated[
+        int | None,
+        typer.Option(
+            "--retry-attempts",
+            metavar="N",
+            help="Retry a failure, with exponential backoff, until N attempts were made (Retry(attempts=N)).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Submit a job of KIND, for the workers that run it (this command runs nothing)."""
+    settings = _settings(ctx, json_output)
+
+    async def action(jobs: JobManager) -> tuple[Job, bool, bool]:
+        value = _payload(payload)
+        when = _run_at(run_at)
+        retry = None if retry_attempts is None else Retry(attempts=retry_attempts)
+        jobs.declare(kind)  # its handler lives in the workers, not here
+        job, created = await jobs.submit_once(
+            kind,
+            value,
+            priority=priority,
+            run_at=when,
+            delay=delay,
+            retry=retry,
+            idempotency_key=idempotency_key,
+        )
+        # The first job of its kind here: perhaps a mistyped kind that no worker runs.
+        first = created and len((await jobs.list(kind=kind, limit=2)).items) < 2
+        return job, created, first and kind not in await jobs.paused()
+
+    job, created, first = _manage(settings, "jobs submit", action)
+    if settings.json:
+        _out(render.job_json(job))
+        return
+    now = datetime.now(UTC)
+    console = render.make_console()
+    if created:
+        line = Text.assemble(
+            f"Submitted job {job.id}: ", render.status_text(job.status), f", {_runs(job, now)}."
+        )
+    else:
+        line = Text.assemble(
+            f"Job {job.id} already has the idempotency key ",
+            render.plain(repr(idempotency_key)),
+            ": nothing new was submitted.",
+        )
+    console.print(line)
+    console.print(render.job_detail(job, position=None, now=now))
+    if first:
+        note = Text.assemble(
+            "note: this store had no job of kind ",
+            render.plain(repr(kind)),
+            " before: check that a worker has a handler for it.",
+            style="dim",
+        )
+        render.make_console(stderr=True).print(note)
+
+
+@jobs_app.command("retry")
+def retry_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    run_at: Annotated[
+        str | None,
+        typer.Option("--run-at", metavar="ISO", help="Run it again at this time (with a UTC offset)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Give a failed or cancelled job one more attempt: now, or at --run-at."""
+    settings = _settings(ctx, json_output)
+    job = _manage(settings, "jobs retry", lambda jobs: jobs.retry(job_id, run_at=_run_at(run_at)))
+    if settings.json:
+        _out(render.job_json(job))
+        return
+    again = f" again (attempt {job.attempts + 1} of {job.max_attempts}): {_runs(job, datetime.now(UTC))}."
+    render.make_console().print(Text.assemble(f"Job {job.id} is ", render.status_text(job.status), again))
+
+
+# -- kinds ---------------------------------------------------------------------------
+
+#: Jobs looked at, newest first, to find the kinds a store holds (no store lists its kinds).
+KINDS_SCAN_LIMIT = 10_000
+
+
+@kinds_app.command("list")
+def list_kinds(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """The kinds of the jobs in the store (the newest 10,000) and the paused kinds."""
+    settings = _settings(ctx, json_output)
+
+    async def action(jobs: JobManager) -> tuple[list[str], frozenset[str], bool]:
+        paused = await jobs.paused()
+        seen: set[str] = set()
+        cursor, scanned = None, 0
+        while True:
+            page = await jobs.list(limit=1000, cursor=cursor)
+            seen.update(job.kind for job in page.items)
+            scanned += len(page.items)
+            cursor = page.next_cursor
+            if cursor is None or scanned >= KINDS_SCAN_LIMIT:
+                break
+        return sorted(seen | paused), paused, cursor is not None
+
+    kinds, paused, capped = _manage(settings, "kinds list", action)
+    if settings.json:
+        items = [{"kind": kind, "paused": kind in paused} for kind in kinds]
+        _out({"items": items, "capped": capped})
+        return
+    console = render.make_console()
+    if not kinds:
+        console.print("No kinds: the store has no jobs and no paused kind.")
+        return
+    console.print(render.kinds_table(kinds, paused))
+    if capped:
+        console.print(f"(kinds of the newest {KINDS_SCAN_LIMIT:,} jobs, and the paused ones)", style="dim")
+
+
+def _set_paused(ctx: typer.Context, kind: str, pause: bool, json_output: bool) -> None:
+    settings = _settings(ctx, json_output)
+    command = "kinds pause" if pause else "kinds resume"
+
+    async def action(jobs: JobManager) -> bool:
+        before = kind in await jobs.paused()
+        await (jobs.pause(kind) if pause else jobs.resume(kind))
+        return before != pause
+
+    changed = _manage(settings, command, action)
+    if settings.json:
+        _out({"kind": kind, "paused": pause, "changed": changed})
+        return
+    name = render.plain(kind)
+    if pause:
+        what = "paused" if changed else "was already paused"
+        line = Text.assemble(
+            "Kind ",
+            name,
+            f" {what}: no worker sharing this store starts its jobs (running ones go on) until ",
+            render.plain(shlex.join(["jobkit", "kinds", "resume", kind])),
+            ".",
+        )
+    else:
+        line = Text.assemble(
+            "Kind ", name, " resumed: workers start its jobs again." if changed else " was not paused."
+        )
+    render.make_console().print(line)
+
+
+@kinds_app.command("pause")
+def pause_kind(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="A kind with jobs in the store.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Stop every worker sharing the store from starting jobs of KIND (running ones go on)."""
+    _set_paused(ctx, kind, True, json_output)
+
+
+@kinds_app.command("resume")
+def resume_kind(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="A paused kind.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Let workers start jobs of a paused KIND again."""
+    _set_paused(ctx, kind, False, json_output)
+
+
+# -- schedules -----------------------------------------------------------------------
+
+
+@schedules_app.command("list")
+def list_schedules(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Every schedule (of every tenant), by name, with its next fire time."""
+    settings = _settings(ctx, json_output)
+    items = _manage(settings, "schedules list", lambda jobs: jobs.schedules())
+    if settings.json:
+        _out({"items": [render.schedule_to_json(item) for item in items]})
+        return
+    console = render.make_console()
+    if not items:
+        console.print("No schedules.")
+        return
+    console.print(render.schedules_table(items, datetime.now(UTC)))
+
+
+@schedules_app.command("add")
+def add_schedule(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The schedule's name (replaces one of that name).")
+    ],
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="The kind of the jobs it submits.")],
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron",
+            metavar="EXPR",
+            help='Five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *".',
+        ),
+    ],
+    timezone: Annotated[
+        str, typer.Option("--timezone", "--tz", metavar="ZONE", help="The IANA time zone of the cron fields.")
+    ] = "UTC",
+    payload: PayloadOption = None,
+    priority: Annotated[
+        int, typer.Option("--priority", "-p", help="The priority of the jobs it submits.")
+    ] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Submit a job of KIND at every fire time of --cron (the sweeper fires it, once per time)."""
+    settings = _settings(ctx, json_output)
+
+    async def action(jobs: JobManager) -> Schedule:
+        value = _payload(payload)
+        jobs.declare(kind)  # its handler lives in the workers, not here
+        return await jobs.schedule(name, kind, value, cron=cron, timezone=timezone, priority=priority)
+
+    item = _manage(settings, "schedules add", action)
+    if settings.json:
+        _out(render.schedule_to_json(item))
+        return
+    line = Text.assemble(
+        "Schedule ",
+        render.plain(item.name),
+        ": a ",
+        render.plain(item.kind),
+        " job at ",
+        render.plain(repr(item.cron)),
+        " (",
+        render.plain(item.timezone),
+        f"), next at {render.when(item.next_run_at, datetime.now(UTC))}.",
+    )
+    render.make_console().print(line)
+
+
+@schedules_app.command("remove")
+def remove_schedule(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Remove a schedule (the jobs it submitted stay)."""
+    settings = _settings(ctx, json_output)
+    _manage(settings, "schedules remove", lambda jobs: jobs.unschedule(name))
+    if settings.json:
+        _out({"removed": name})
+        return
+    render.make_console().print(Text.assemble("Removed schedule ", render.plain(name), "."))
 
 
 # -- sweep, audit --------------------------------------------------------------------
@@ -562,8 +913,11 @@ def audit(
 
 @app.command("status")
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """What the store holds now: unfinished jobs by status, the oldest pending one, who holds
-    which lease until when, and whether the store's cross-process listener connects."""
+    """What the store holds now: unfinished jobs, due times, paused kinds, leases, listener.
+
+    Unfinished jobs by status, the oldest pending one, when the next scheduled job is due and
+    the next schedule fires, the paused kinds, who holds which lease until when, and whether
+    the store's cross-process listener connects."""
     from ._status import SCAN_LIMIT, status_report
 
     settings = _settings(ctx, json_output)
@@ -581,6 +935,14 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if report.capped:
         console.print(f"(counted up to {SCAN_LIMIT:,} per status)", style="dim")
     console.print(f"Oldest pending: {render.when(report.oldest_pending, now)}", highlight=False)
+    console.print(f"Next scheduled job due: {render.when(report.next_due, now)}", highlight=False)
+    if report.next_schedule is not None:
+        console.print(f"Next schedule fires: {render.when(report.next_schedule, now)}", highlight=False)
+    if report.paused:
+        paused = Text.assemble("Paused kinds: ", render.plain(", ".join(sorted(report.paused))), style="bold")
+        console.print(paused)
+    else:
+        console.print("Paused kinds: none")
     listener = report.listener
     console.print(f"Listener: {listener['listener']} ({listener['detail']})", highlight=False)
     if report.leases is None:

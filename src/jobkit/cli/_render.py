@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._codec import job_to_json
-from .._records import AuditRecord, Job, JobStatus, Page, SweepReport
+from .._records import AuditRecord, Job, JobStatus, Page, Retry, Schedule, SweepReport
 from ..abc import Lease
 
 __all__ = [
@@ -24,18 +24,24 @@ __all__ = [
     "audit_to_json",
     "dumps",
     "job_detail",
+    "job_json",
     "jobs_table",
+    "kinds_table",
     "make_console",
     "names_table",
     "page_to_json",
     "report_table",
     "report_to_json",
+    "retry_text",
+    "schedule_to_json",
+    "schedules_table",
     "status_text",
     "when",
 ]
 
 #: The colour of each status in tables.
 STATUS_STYLE: dict[JobStatus, str] = {
+    JobStatus.SCHEDULED: "cyan",
     JobStatus.PENDING: "yellow",
     JobStatus.RUNNING: "bold blue",
     JobStatus.CANCELLING: "magenta",
@@ -50,9 +56,38 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False)
 
 
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job with the web API's fields, including ``run_at``, ``idempotency_key`` and
+    ``retry`` (its plain-JSON form, or null)."""
+    value = job_to_json(job)
+    value.setdefault("run_at", _iso(job.run_at))
+    value.setdefault("idempotency_key", job.idempotency_key)
+    value.setdefault("retry", None if job.retry is None else job.retry.to_json())
+    return value
+
+
 def page_to_json(page: Page) -> dict[str, Any]:
     """A page of jobs as ``GET /jobs`` returns it."""
-    return {"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor}
+    return {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
+
+
+def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
+    """A schedule with its field names; times in ISO 8601 UTC."""
+    return {
+        "name": schedule.name,
+        "kind": schedule.kind,
+        "payload": schedule.payload,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "tenant": schedule.tenant,
+        "priority": schedule.priority,
+        "next_run_at": _iso(schedule.next_run_at),
+        "created_at": _iso(schedule.created_at),
+    }
 
 
 def audit_to_json(record: AuditRecord) -> dict[str, Any]:
@@ -121,8 +156,10 @@ def _progress(job: Job) -> str:
 
 
 def jobs_table(jobs: Sequence[Job], now: datetime) -> Table:
-    """The jobs of a page: one row each, newest first; CREATED is how long ago."""
+    """The jobs of a page: one row each, newest first; CREATED is how long ago, RUNS (when
+    a scheduled job is on the page) how long until a scheduled job's ``run_at``."""
     show_tenant = any(job.tenant is not None for job in jobs)
+    show_runs = any(job.status is JobStatus.SCHEDULED for job in jobs)
     table = _table()
     table.add_column("ID", no_wrap=True, min_width=32)
     table.add_column("KIND", overflow="fold", min_width=4)
@@ -132,6 +169,8 @@ def jobs_table(jobs: Sequence[Job], now: datetime) -> Table:
     if show_tenant:
         table.add_column("TENANT", overflow="fold", min_width=6)
     table.add_column("CREATED", no_wrap=True, min_width=7)
+    if show_runs:
+        table.add_column("RUNS", no_wrap=True, min_width=4)
     for job in jobs:
         status = status_text(job.status)
         if job.deleted_at is not None:
@@ -140,6 +179,9 @@ def jobs_table(jobs: Sequence[Job], now: datetime) -> Table:
         if show_tenant:
             row.append(plain(job.tenant or "-"))
         row.append(_relative(job.created_at, now))
+        if show_runs:
+            waiting = job.run_at if job.status is JobStatus.SCHEDULED else None
+            row.append("-" if waiting is None else _relative(waiting, now))
         table.add_row(*row)
     return table
 
@@ -191,6 +233,14 @@ def job_detail(job: Job, *, position: int | None, now: datetime) -> Table:
         ("priority", str(job.priority)),
         ("progress", plain(_progress(job) + (f"  {job.progress_message}" if job.progress_message else ""))),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("retry", retry_text(job.retry)),
+    ]
+    if job.run_at is not None:
+        label = "runs at" if job.status is JobStatus.SCHEDULED else "run at"
+        rows.append((label, when(job.run_at, now)))
+    if job.idempotency_key is not None:
+        rows.append(("idempotency key", plain(job.idempotency_key)))
+    rows += [
         ("created", when(job.created_at, now)),
         ("started", when(job.started_at, now)),
         ("finished", when(job.finished_at, now)),
@@ -214,6 +264,54 @@ def job_detail(job: Job, *, position: int | None, now: datetime) -> Table:
         rows.append(("result", _json_text(job.result)))
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def retry_text(retry: Retry | None) -> str:
+    """A Retry in one line: "3 attempts, backoff 1s x2 (at most 3600s), jitter 10%, on ..."."""
+    if retry is None:
+        return "-"
+    on = ", ".join(sorted(retry.names))
+    return (
+        f"{retry.attempts} attempts, backoff {retry.backoff:g}s x{retry.factor:g} "
+        f"(at most {retry.max_backoff:g}s), jitter {retry.jitter * 100:g}%, on {on}"
+    )
+
+
+def kinds_table(kinds: Iterable[str], paused: Iterable[str]) -> Table:
+    """Kinds, one per row, with whether each is paused."""
+    stopped = frozenset(paused)
+    table = _table()
+    table.add_column("KIND", overflow="fold")
+    table.add_column("PAUSED", no_wrap=True)
+    for kind in kinds:
+        table.add_row(plain(kind), Text("yes", style="bold yellow") if kind in stopped else "no")
+    return table
+
+
+def schedules_table(schedules: Sequence[Schedule], now: datetime) -> Table:
+    """Schedules by name, with the next fire time (local time, and how far off it is)."""
+    show_tenant = any(item.tenant is not None for item in schedules)
+    table = _table()
+    if show_tenant:
+        table.add_column("TENANT", overflow="fold")
+    table.add_column("NAME", overflow="fold")
+    table.add_column("KIND", overflow="fold")
+    table.add_column("CRON", no_wrap=True)
+    table.add_column("TIME ZONE", no_wrap=True)
+    table.add_column("PRIO", justify="right", no_wrap=True)
+    table.add_column("NEXT RUN", no_wrap=True)
+    for item in schedules:
+        row: list[str | Text] = [plain(item.tenant or "-")] if show_tenant else []
+        row += [
+            plain(item.name),
+            plain(item.kind),
+            plain(item.cron),
+            plain(item.timezone),
+            str(item.priority),
+            when(item.next_run_at, now),
+        ]
+        table.add_row(*row)
     return table
 
 

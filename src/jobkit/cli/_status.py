@@ -23,7 +23,8 @@ SCAN_LIMIT = 10_000
 LEASES_SHOWN = 50
 #: How long to wait for the store's listener to connect, in seconds.
 LISTENER_WAIT = 5.0
-_ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING)
+#: The unfinished statuses counted, in the order shown (scheduled last: it was added later).
+_ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.SCHEDULED)
 
 
 @attrs.frozen
@@ -38,6 +39,12 @@ class StatusReport:
     leases: Sequence[Lease] | None
     #: ``listener``: "connected", "not connected", "polling" or "none"; plus ``detail``.
     listener: dict[str, Any]
+    #: The kinds no worker starts now.
+    paused: frozenset[str] = frozenset()
+    #: The earliest ``run_at`` of the scheduled jobs.
+    next_due: datetime | None = None
+    #: The earliest fire time of the schedules.
+    next_schedule: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,11 +65,15 @@ class StatusReport:
                 for lease in self.leases
             ],
             "listener": self.listener,
+            "paused": sorted(self.paused),
+            "next_due": None if self.next_due is None else self.next_due.isoformat(),
+            "next_schedule": None if self.next_schedule is None else self.next_schedule.isoformat(),
         }
 
 
 async def status_report(store: JobStore) -> StatusReport:
-    """Count the unfinished jobs (up to :data:`SCAN_LIMIT` each), list the leases, check the listener."""
+    """Count the unfinished jobs (up to :data:`SCAN_LIMIT` each), list the leases, the paused
+    kinds and the next due times, check the listener."""
     await store.open()
     try:
         # The oldest pending job is looked for among the newest SCAN_LIMIT pending ones; a
@@ -79,11 +90,21 @@ async def status_report(store: JobStore) -> StatusReport:
             counts = {status.value: count for status, count in paged.items()}
             capped = {status for status, count in counts.items() if count >= SCAN_LIMIT}
         leases = await store.leases(LEASES_SHOWN) if isinstance(store, LeaseReader) else None
+        paused = await store.paused_kinds()
+        next_due = await store.next_due()
+        next_schedule = await store.next_schedule()
         listener = await _listener(store)
     finally:
         await store.close()
     return StatusReport(
-        counts=counts, capped=frozenset(capped), oldest_pending=oldest, leases=leases, listener=listener
+        counts=counts,
+        capped=frozenset(capped),
+        oldest_pending=oldest,
+        leases=leases,
+        listener=listener,
+        paused=paused,
+        next_due=next_due,
+        next_schedule=next_schedule,
     )
 
 
