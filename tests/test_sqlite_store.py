@@ -179,6 +179,18 @@ class TestSchema:
         assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 3
         conn.close()
 
+    async def test_promoting_reads_only_the_due_jobs(self, store: SQLiteStore) -> None:
+        """promote_due() and next_due() search the run_at index of scheduled jobs, in its order
+        (no scan of every scheduled job, no sort): their cost follows what is due."""
+        conn = sqlite3.connect(store.path)
+        try:
+            for sql, params in ((_sqlite._DUE, (0, 10)), (_sqlite._NEXT_DUE, ())):
+                plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                assert "USING INDEX jobs_due" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
+        finally:
+            conn.close()
+
     async def test_concurrent_openers_migrate_once(self, tmp_path: Path) -> None:
         """Several stores opening one schema-1 file at once all succeed; the data is intact."""
         path = tmp_path / "jobs.db"
