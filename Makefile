@@ -49,6 +49,8 @@ bench: install postgres
 	$(PY) bench/throughput.py
 	$(PY) bench/cancel_latency.py
 	$(PY) bench/sweep_scaling.py
+	$(PY) bench/schedule_scaling.py
+	$(PY) bench/timer_accuracy.py
 	$(PY) bench/memory.py
 	$(PY) bench/durable.py
 	$(PY) bench/listing.py

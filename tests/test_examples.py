@@ -50,7 +50,9 @@ def line_with(text: str, *parts: str) -> str:
 class TestEveryExample:
     def test_there_are_examples(self) -> None:
         """The glob finds the examples (an empty glob would silently test nothing)."""
-        assert {"quickstart.py", "gdpr_delete.py", "render_admin.py"} <= {p.name for p in EXAMPLES}
+        assert {"quickstart.py", "gdpr_delete.py", "render_admin.py", "nightly_report.py"} <= {
+            p.name for p in EXAMPLES
+        }
 
     @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
     def test_runs_cleanly(self, path: Path) -> None:
@@ -179,3 +181,36 @@ class TestRenderAdmin:
         text = output("render_admin.py")
         assert "ada set_priority teaser: {'from': 0, 'to': 10, 'position': 1}" in text
         assert "ada cancel trailer:" in text
+
+
+class TestNightlyReport:
+    def test_schedule_fires_at_three_in_berlin(self) -> None:
+        """The cron schedule's first fire time is 03:00 Berlin time (02:00 UTC in winter), and
+        the job it fires carries the schedule's label."""
+        text = output("nightly_report.py")
+        assert "next run: Thu 14 Mar 03:00:00 CET (02:00 UTC)" in text
+        assert "fired job with labels {'jobkit.schedule': 'nightly'}" in text
+
+    def test_retry_backs_off_then_completes(self) -> None:
+        """Two failures wait 60 s, then 120 s, in scheduled; the third attempt completes."""
+        text = output("nightly_report.py")
+        started = re.findall(r"(\d\d:\d\d:\d\d) CET  attempt (\d) started", text)
+        assert started[:3] == [("03:00:00", "1"), ("03:01:00", "2"), ("03:03:00", "3")]
+        assert "attempt 1 failed: ConnectionError: warehouse not reachable" in text
+        assert "scheduled: attempt 2 in 60 s" in text
+        assert "scheduled: attempt 3 in 120 s" in text
+        assert "completed after 3 attempts: {'report': 'sales', 'rows': 1203}" in text
+
+    def test_delayed_job_waits_for_its_time(self) -> None:
+        """A delay=3600 submit is scheduled for an hour later and starts then."""
+        text = output("nightly_report.py")
+        assert "03:03:00 CET  scheduled, runs at Thu 14 Mar 04:03:00 CET" in text
+        assert "Thu 14 Mar 04:03:00 CET  attempt 1 started" in text
+        assert "completed after 1 attempt: {'report': 'backfill'" in text
+
+    def test_missed_nights_make_one_job(self) -> None:
+        """Three fire times missed at once make one job, and the schedule moves to the next night."""
+        text = output("nightly_report.py")
+        assert "the nightly schedule has made 2 jobs" in text
+        assert "next run: Mon 18 Mar 03:00:00 CET" in text
+        assert "jobs.counts() -> {'completed': 3}" in text
