@@ -629,6 +629,25 @@ class TestTable:
             assert new.finished_at == now
             assert new.expires_at == now + timedelta(days=1)
 
+    @pytest.mark.parametrize(
+        ("attempts", "handler_attempts", "expected", "bound"),
+        [(1, 3, S, 3), (2, 3, S, 3), (3, 3, FAILED, 1), (1, None, FAILED, 1), (1, 1, FAILED, 1)],
+    )
+    def test_a_handler_retry_raises_the_bound(
+        self, attempts: int, handler_attempts: int | None, expected: JobStatus, bound: int
+    ) -> None:
+        """A handler's Retry the submit did not know of lets a job with max_attempts 1 wait again."""
+        job = job_in(R, attempts=attempts, max_attempts=1)
+        outcome = machine.Outcome.failed("boom", timedelta(seconds=5), handler_attempts)
+        new = machine.conclude(job, outcome, LATER, Retention())
+        assert new.status is expected
+        assert new.max_attempts == bound
+        assert new.attempts == attempts
+        lower = machine.fail(
+            job_in(R, attempts=1, max_attempts=5), LATER, Retention(), "boom", timedelta(0), 2
+        )
+        assert (lower.status, lower.max_attempts) == (S, 5), "a handler's Retry never lowers the bound"
+
     def test_a_retry_wait_past_the_last_datetime_is_capped(self) -> None:
         """run_at = now + retry_after never overflows: it is kept at the last representable moment."""
         now = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
