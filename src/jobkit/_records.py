@@ -167,6 +167,8 @@ def _to_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _seconds_of(value: timedelta | float, what: str) -> float:
+    if value is None:
+        raise InvalidInput(f"Retry {what} must be a number of seconds or a timedelta, got None.")
     try:
         duration = to_duration(value)
     except InvalidInput as exc:
@@ -212,10 +214,18 @@ def _check_jitter(instance: object, attribute: attrs.Attribute[Any], value: floa
         raise InvalidInput(f"Retry jitter must be a fraction from 0 to 1, got {value!r}.")
 
 
-def _to_number(value: object) -> float:
+def _to_number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"Expected a finite number, got {value!r}.")
+        raise InvalidInput(f"Retry {what} must be a finite number, got {value!r}.")
     return float(value)
+
+
+def _factor_number(value: object) -> float:
+    return _to_number(value, "factor")
+
+
+def _jitter_number(value: object) -> float:
+    return _to_number(value, "jitter")
 
 
 @attrs.frozen
@@ -233,9 +243,9 @@ class Retry:
 
     attempts: int = attrs.field(default=3, validator=_check_attempts)
     backoff: float = attrs.field(default=1.0, converter=_backoff_seconds)
-    factor: float = attrs.field(default=2.0, converter=_to_number, validator=_check_factor)
+    factor: float = attrs.field(default=2.0, converter=_factor_number, validator=_check_factor)
     max_backoff: float = attrs.field(default=3600.0, converter=_max_backoff_seconds)
-    jitter: float = attrs.field(default=0.1, converter=_to_number, validator=_check_jitter)
+    jitter: float = attrs.field(default=0.1, converter=_jitter_number, validator=_check_jitter)
     on: tuple[type[BaseException], ...] = attrs.field(
         default=(Exception,), converter=_to_exception_classes, eq=False
     )
@@ -257,8 +267,9 @@ class Retry:
         jitter band (0.5: no jitter)."""
         try:
             base = min(self.max_backoff, self.backoff * self.factor ** (attempt - 1))
-        except OverflowError:
-            base = self.max_backoff
+        except OverflowError:  # factor ** (attempt - 1) is past floats: it grows without bound
+            grows = self.factor > 1.0 and self.backoff > 0.0  # unless nothing grows
+            base = self.max_backoff if grows else min(self.max_backoff, self.backoff)
         seconds = max(0.0, base * (1.0 + self.jitter * (2.0 * spread - 1.0)))
         return timedelta(seconds=min(seconds, MAX_DURATION.total_seconds()))
 
