@@ -288,7 +288,7 @@ class JobLifecycle(RuleBasedStateMachine):
             old, new = done
             assert new.result == result
             assert new.progress == 1.0
-            assert new.error == old.error
+            assert new.error is None, "a completed job has no error (an earlier attempt's is cleared)"
             assert new.finished_at == self.now
 
     @precondition(some_job_active)

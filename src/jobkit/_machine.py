@@ -134,9 +134,10 @@ def cancel(job: Job, now: datetime, retention: Retention, reason: str | None = N
 
 
 def complete(job: Job, now: datetime, retention: Retention, result: Any = None) -> Job:
-    """The handler returned: ``running|cancelling -> completed`` (the work happened)."""
+    """The handler returned: ``running|cancelling -> completed`` (the work happened). An error
+    of an earlier attempt (a retry) is cleared: the job succeeded."""
     _require_active(job, "complete")
-    return _finish(job, JobStatus.COMPLETED, now, retention, result=result, progress=1.0)
+    return _finish(job, JobStatus.COMPLETED, now, retention, result=result, progress=1.0, error=None)
 
 
 def fail(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -303,13 +304,12 @@ class Retry:
 
 
 def _import_class(name: str) -> type[BaseException] | None:
-    import importlib
-
+    """The class of a stored name, from the modules this process has already imported (a
+    stored record never makes a process import anything); None when it is not there."""
     module_name, _, qualname = name.rpartition(".")
     while module_name:
-        try:
-            found: Any = importlib.import_module(module_name)
-        except ImportError:
+        found: Any = sys.modules.get(module_name)
+        if found is None:
             module_name, _, head = module_name.rpartition(".")
             qualname = f"{head}.{qualname}"
             continue
