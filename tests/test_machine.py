@@ -285,7 +285,7 @@ class JobLifecycle(RuleBasedStateMachine):
             pick, dt, "complete", lambda job: machine.complete(job, self.now, self.retention, result)
         )
         if done:
-            old, new = done
+            _, new = done
             assert new.result == result
             assert new.progress == 1.0
             assert new.error is None, "a completed job has no error (an earlier attempt's is cleared)"
