@@ -183,7 +183,11 @@ class ManagerLifecycle(RuleBasedStateMachine):
                 self.manager
             )
             self._manager_cm.__enter__()
-            self._collector, _ = self.portal.start_task(self._collect)
+            try:
+                self._collector, _ = self.portal.start_task(self._collect)
+            except BaseException:
+                self._manager_cm.__exit__(None, None, None)
+                raise
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
@@ -195,6 +199,7 @@ class ManagerLifecycle(RuleBasedStateMachine):
                 wake.set()
         try:
             self._manager_cm.__exit__(None, None, None)
+            self._collector.result(WAIT)  # the stream ends with the manager
         finally:
             self._portal_cm.__exit__(None, None, None)
 
