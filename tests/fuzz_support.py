@@ -37,6 +37,9 @@ CHECKS = [
 ]
 #: The example job id in the fuzzed schema, replaced by a real job's id in each request.
 SEEDED = "seeded-job"
+#: A kind the fuzzed servers declare without a handler: the example of the kinds routes and of
+#: schedules (pausing it or firing its schedules leaves the ``echo`` jobs the runs wait for alone).
+SCHEDULED_KIND = "nightly"
 
 _JOB = f"{API}/jobs/{{job_id}}"
 #: The operations a new job's id leads to (OpenAPI links of ``POST /jobs`` and of a cancel).
@@ -48,6 +51,7 @@ _LINKED = {
     "ListArtifacts": ("get", f"{_JOB}/artifacts"),
     "ReadArtifact": ("get", f"{_JOB}/artifacts/{{name}}"),
     "DeleteArtifact": ("delete", f"{_JOB}/artifacts/{{name}}"),
+    "RetryJob": ("post", f"{_JOB}/retry"),
 }
 
 
@@ -71,15 +75,22 @@ def fuzzed_document(*, links: bool) -> dict[str, Any]:
                     parameter["example"] = SEEDED
                 elif parameter["name"] == "name":
                     parameter["example"] = "out/result.json"
+                elif parameter["name"] == "kind":
+                    parameter["example"] = SCHEDULED_KIND
     # The one registered kind: any other is refused (422), so valid submits make real jobs.
     kind = document["components"]["schemas"]["SubmitJob"]["properties"]["kind"]
     kind["enum"] = kind["examples"] = ["echo"]
+    schedule = document["components"]["schemas"]["CreateSchedule"]["properties"]
+    schedule["kind"]["enum"] = schedule["kind"]["examples"] = [SCHEDULED_KIND]
+    schedule["cron"]["examples"] = ["0 3 * * *", "*/5 * * * 1-5"]
+    schedule["timezone"]["examples"] = ["UTC", "Europe/Berlin"]
     if links:
         paths = document["paths"]
         for status, method, path, pointer in (
             ("201", "post", f"{API}/jobs", "/id"),
             ("200", "get", _JOB, "/id"),
             ("200", "post", f"{_JOB}/cancel", "/id"),
+            ("200", "post", f"{_JOB}/retry", "/id"),
             ("200", "patch", f"{_JOB}/priority", "/job/id"),
         ):
             response = paths[path][method]["responses"][status]

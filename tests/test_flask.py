@@ -37,7 +37,8 @@ SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
     "error", "cancel_reason", "created_at", "started_at", "finished_at", "expires_at", "deleted_at",
-    "version", "attempts", "max_attempts", "labels", "ttl", "timeout",
+    "version", "attempts", "max_attempts", "labels", "ttl", "timeout", "run_at", "idempotency_key",
+    "retry",
 ]  # fmt: skip
 
 
