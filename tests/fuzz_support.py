@@ -140,7 +140,8 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     """A schemathesis schema of :func:`fuzzed_document` with the shared checks, without the
     endless ``GET /events`` stream. Without ``links`` (the run of single requests), the
     generated bodies and list queries are mixed with those of :mod:`bad_input`; the stateful
-    run keeps to schemathesis' own, which make real jobs to follow the links of."""
+    run keeps to schemathesis' own, which make real jobs to follow the links of, and to the
+    operations on jobs."""
     schema = schemathesis.openapi.from_dict(fuzzed_document(links=links))
     schema.config.generation.update(max_examples=max_examples, database="none")
     schema.config.checks.update(included_check_names=CHECKS)
@@ -150,7 +151,12 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     if not links:
         schema.hook("flatmap_body")(_body_or_bad)
         schema.hook("flatmap_query")(_query_or_bad)
-    return schema.exclude(path=f"{API}/events")
+    schema = schema.exclude(path=f"{API}/events")
+    if links:
+        # The stateful run follows the links between operations on jobs; kinds and schedules
+        # (fuzzed one request at a time) would only thin out its steps.
+        schema = schema.exclude(path_regex=f"^{API}/(kinds|schedules)")
+    return schema
 
 
 def injected(case: Any) -> bool:
