@@ -1050,6 +1050,30 @@ class TestEvents:
             assert datetime.fromisoformat(frame.data["at"]).utcoffset() == UTC.utcoffset(None)
         assert seen[2].data["data"] == {"progress": 0.5, "message": "half way"}
 
+    async def test_a_retried_failure_streams_scheduled_with_run_at_and_attempt(self) -> None:
+        """A job submitted with `retry` that fails streams `scheduled` with when it runs again
+        and which attempt that will be."""
+
+        async def boom(ctx: JobContext, payload: Any) -> None:
+            raise ValueError("boom")
+
+        jobs = make_jobs()
+        jobs.register("boom", boom)
+        async with jobs, streaming_client(make_app(jobs)) as client:
+            with anyio.fail_after(10):
+                async with client.stream("GET", "/events") as response:
+                    stream = EventReader(response)
+                    await stream.first()
+                    job = await submit(client, "boom", retry={"attempts": 2, "backoff": 3600, "jitter": 0})
+                    seen = await stream.until(job["id"], "scheduled")
+        assert [frame.event for frame in seen] == ["submitted", "started", "scheduled"]
+        scheduled = seen[-1].data
+        assert scheduled["status"] == "scheduled"
+        assert scheduled["data"]["attempt"] == 2
+        run_at = datetime.fromisoformat(scheduled["data"]["run_at"])
+        waited = run_at - datetime.fromisoformat(scheduled["at"])  # the event's own clock read
+        assert abs(waited - timedelta(seconds=3600)) < timedelta(seconds=1)
+
     async def test_events_are_filtered_by_the_actors_tenant(self) -> None:
         """A tenant's stream carries only its own jobs' events; the host's carries all."""
         jobs = make_jobs()
