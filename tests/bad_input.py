@@ -44,12 +44,17 @@ __all__ = [
     "job_ids",
     "list_queries",
     "priority_bodies",
+    "retry_bodies",
+    "schedule_bodies",
     "submit_bodies",
+    "unknown_kinds",
     "to_json",
 ]
 
 #: The kinds the web tests register; any other is unknown, so refused.
 KNOWN_KINDS = frozenset({"echo", "later"})
+#: The idempotency key of the web tests' seeded pending job (kind ``later``, no payload).
+SEEDED_KEY = "seeded-key"
 #: How deep the deeply nested bodies go (Python's recursion limit is ~1,000).
 DEPTH = 100_000
 
@@ -139,6 +144,63 @@ HUGE_LABELS = (
     '{"kind":"echo","labels":{' + ",".join(f'"k{i}":"vvvvvvvv"' for i in range(60_000)) + "}}"
 ).encode()
 
+#: A ``run_at`` no route takes: not a string, not ISO 8601, without a UTC offset (naive),
+#: more than 100 years away, or no real date.
+bad_run_ats = st.one_of(
+    wrong_types("null", "string"),
+    st.sampled_from(
+        [
+            "2030-01-01T09:00:00",
+            "2030-01-01 09:00:00",
+            "2030-01-01",
+            "2030-01-01T09:00:00.5",
+            "9999-12-31T23:59:59Z",
+            "2030-02-30T00:00:00Z",
+            "2030-01-01T25:00:00Z",
+            "2030-01-01T09:00:00+24:00",
+            "tomorrow",
+            "",
+            "2030-01-01T09:00:00Z ",
+        ]
+    ),
+    bad_text,
+    st.text(max_size=12).filter(lambda t: not t[:1].isdigit()),
+)
+#: A ``retry`` object of ``POST /jobs`` that is refused: not an object, unknown fields (``on``
+#: too: not over HTTP), ``attempts`` missing or out of range, values of the wrong type or range.
+bad_retries = st.one_of(
+    wrong_types("null", "object"),
+    st.sampled_from(
+        [
+            {},
+            {"backoff": 1},
+            {"attempts": 0},
+            {"attempts": 1001},
+            {"attempts": 2.5},
+            {"attempts": True},
+            {"attempts": "3"},
+            {"attempts": 3, "backoff": -1},
+            {"attempts": 3, "factor": 0.5},
+            {"attempts": 3, "factor": 101},
+            {"attempts": 3, "jitter": 1.5},
+            {"attempts": 3, "jitter": -0.1},
+            {"attempts": 3, "max_backoff": "1h"},
+            {"attempts": 3, "on": ["ValueError"]},
+            {"attempts": 3, "delay": 1},
+        ]
+    ),
+    st.builds(lambda d: {"attempts": 3, "backoff": d}, bad_json_durations),
+    st.builds(lambda d: {"attempts": 3, "max_backoff": d}, bad_json_durations),
+    st.builds(lambda n: {"attempts": 3, "factor": n}, huge_numbers),
+)
+#: An idempotency key that is refused: empty, longer than 200, not printable, not valid text.
+bad_keys = st.one_of(
+    wrong_types("null", "string"),
+    st.sampled_from(["", "a\nb", "\x00", "tab\there", "\u200b", "\x7f"]),
+    over_long(200),
+    bad_text,
+)
+
 #: Each field of ``POST /jobs`` with a value it does not take.
 _bad_submit_fields: dict[str, st.SearchStrategy[Any]] = {
     "kind": st.one_of(
@@ -166,6 +228,10 @@ _bad_submit_fields: dict[str, st.SearchStrategy[Any]] = {
         wrong_types("int"), huge_numbers, st.sampled_from([0, -1, 1001, 10**6]), st.just(Raw("1" * 30))
     ),
     "labels": _bad_labels,
+    "run_at": bad_run_ats,
+    "delay": st.one_of(wrong_types("null", "int", "float"), bad_json_durations),
+    "retry": bad_retries,
+    "idempotency_key": bad_keys,
 }
 
 
@@ -212,6 +278,13 @@ def submit_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
         _body_shapes(frozenset({"kind"}), frozenset(_bad_submit_fields), BODY_LIMITS["submit"], large),
         st.just(b""),  # the body is required
         st.just(b'{"payload": 1}'),  # and so is kind
+        # run_at and delay together; retry.attempts against max_attempts
+        st.just(b'{"kind": "echo", "run_at": "2030-01-01T00:00:00Z", "delay": 5}'),
+        st.just(b'{"kind": "echo", "retry": {"attempts": 3}, "max_attempts": 5}'),
+        # the seeded job's key with another payload or kind
+        st.sampled_from([{"payload": {"other": 1}}, {"kind": "echo"}, {"payload": 0}]).map(
+            lambda change: to_json({"kind": "later", "idempotency_key": SEEDED_KEY, **change}).encode()
+        ),
     ]
     if large:
         bodies.append(st.just(HUGE_LABELS))
@@ -233,6 +306,68 @@ def priority_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
         st.builds(lambda p: to_json({"priority": p}).encode(), _bad_submit_fields["priority"]),
         _body_shapes(frozenset({"priority"}), frozenset({"priority"}), BODY_LIMITS["priority"], large),
         st.sampled_from([b"", b"{}", b'{"priority": null}']),
+    )
+
+
+def retry_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
+    """Bodies of ``POST /jobs/{id}/retry`` that must be refused without retrying."""
+    return st.one_of(
+        st.builds(lambda r: to_json({"run_at": r}).encode(), bad_run_ats),
+        _body_shapes(frozenset(), frozenset({"run_at"}), BODY_LIMITS["retry"], large),
+    )
+
+
+#: Each field of ``POST /schedules`` with a value it does not take.
+_bad_schedule_fields: dict[str, st.SearchStrategy[Any]] = {
+    "name": bad_keys,
+    "kind": _bad_submit_fields["kind"],
+    "payload": _bad_submit_fields["payload"],
+    "cron": st.one_of(
+        wrong_types("string"),
+        st.sampled_from(
+            [
+                "",
+                " ",
+                "* * * *",
+                "* * * * * *",
+                "61 * * * *",
+                "* 25 * * *",
+                "0 0 31 2 *",
+                "a b c d e",
+                "@daily",
+            ]
+        ),
+        over_long(200),
+        bad_text,
+    ),
+    "timezone": st.one_of(
+        wrong_types("string"),
+        st.sampled_from(["", "Mars/Olympus", "../etc/passwd", "UTC\x00", "Europe/", "/UTC", "utc+1"]),
+        over_long(100),
+        bad_text,
+    ),
+    "priority": _bad_submit_fields["priority"],
+}
+_GOOD_SCHEDULE = {"name": "nightly", "kind": "later", "cron": "0 3 * * *"}
+
+
+@st.composite
+def _schedule_with_one_bad_field(draw: st.DrawFn) -> bytes:
+    body: dict[str, Any] = dict(_GOOD_SCHEDULE)
+    field = draw(st.sampled_from(sorted(_bad_schedule_fields)))
+    body[field] = draw(_bad_schedule_fields[field])
+    return to_json(body).encode()
+
+
+def schedule_bodies(*, large: bool = True) -> st.SearchStrategy[bytes]:
+    """Bodies of ``POST /schedules`` that must be refused without storing a schedule."""
+    required = frozenset({"name", "kind", "cron"})
+    return st.one_of(
+        _schedule_with_one_bad_field(),
+        _body_shapes(required, frozenset(_bad_schedule_fields), BODY_LIMITS["schedule"], large),
+        st.sampled_from(
+            [b"", b"{}", b'{"name": "n", "kind": "later"}', b'{"kind": "later", "cron": "* * * * *"}']
+        ),
     )
 
 
@@ -265,6 +400,16 @@ job_ids = st.one_of(
     st.builds(_percent, bad_text.filter(lambda t: "/" not in t)),
     st.sampled_from(["%FF", "%C0%AF", "%ED%A0%80", "%00", "%20", "%2E%2E", "%2E"]),
     st.builds(_percent, st.text(min_size=1, max_size=30).filter(lambda t: "/" not in t)),
+)
+
+#: A kind path segment (already percent-encoded) no manager knows: pausing it is refused.
+unknown_kinds = st.one_of(
+    st.builds(
+        _percent, st.text(min_size=1, max_size=20).filter(lambda k: "/" not in k and k not in KNOWN_KINDS)
+    ),
+    st.builds(_percent, over_long(MAX_KIND_LENGTH)),
+    st.builds(_percent, bad_text.filter(lambda t: "/" not in t)),
+    st.sampled_from(["%20", "%00", "%FF"]),
 )
 
 #: An artifact name (already percent-encoded) that is unsafe or malformed.

@@ -37,6 +37,9 @@ CHECKS = [
 ]
 #: The example job id in the fuzzed schema, replaced by a real job's id in each request.
 SEEDED = "seeded-job"
+#: A kind the fuzzed servers declare without a handler: the example of the kinds routes and of
+#: schedules (pausing it or firing its schedules leaves the ``echo`` jobs the runs wait for alone).
+SCHEDULED_KIND = "nightly"
 
 _JOB = f"{API}/jobs/{{job_id}}"
 #: The operations a new job's id leads to (OpenAPI links of ``POST /jobs`` and of a cancel).
@@ -48,6 +51,7 @@ _LINKED = {
     "ListArtifacts": ("get", f"{_JOB}/artifacts"),
     "ReadArtifact": ("get", f"{_JOB}/artifacts/{{name}}"),
     "DeleteArtifact": ("delete", f"{_JOB}/artifacts/{{name}}"),
+    "RetryJob": ("post", f"{_JOB}/retry"),
 }
 
 
@@ -71,15 +75,22 @@ def fuzzed_document(*, links: bool) -> dict[str, Any]:
                     parameter["example"] = SEEDED
                 elif parameter["name"] == "name":
                     parameter["example"] = "out/result.json"
+                elif parameter["name"] == "kind":
+                    parameter["example"] = SCHEDULED_KIND
     # The one registered kind: any other is refused (422), so valid submits make real jobs.
     kind = document["components"]["schemas"]["SubmitJob"]["properties"]["kind"]
     kind["enum"] = kind["examples"] = ["echo"]
+    schedule = document["components"]["schemas"]["CreateSchedule"]["properties"]
+    schedule["kind"]["enum"] = schedule["kind"]["examples"] = [SCHEDULED_KIND]
+    schedule["cron"]["examples"] = ["0 3 * * *", "*/5 * * * 1-5"]
+    schedule["timezone"]["examples"] = ["UTC", "Europe/Berlin"]
     if links:
         paths = document["paths"]
         for status, method, path, pointer in (
             ("201", "post", f"{API}/jobs", "/id"),
             ("200", "get", _JOB, "/id"),
             ("200", "post", f"{_JOB}/cancel", "/id"),
+            ("200", "post", f"{_JOB}/retry", "/id"),
             ("200", "patch", f"{_JOB}/priority", "/job/id"),
         ):
             response = paths[path][method]["responses"][status]
@@ -129,7 +140,8 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     """A schemathesis schema of :func:`fuzzed_document` with the shared checks, without the
     endless ``GET /events`` stream. Without ``links`` (the run of single requests), the
     generated bodies and list queries are mixed with those of :mod:`bad_input`; the stateful
-    run keeps to schemathesis' own, which make real jobs to follow the links of."""
+    run keeps to schemathesis' own, which make real jobs to follow the links of, and to the
+    operations on jobs."""
     schema = schemathesis.openapi.from_dict(fuzzed_document(links=links))
     schema.config.generation.update(max_examples=max_examples, database="none")
     schema.config.checks.update(included_check_names=CHECKS)
@@ -139,7 +151,12 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     if not links:
         schema.hook("flatmap_body")(_body_or_bad)
         schema.hook("flatmap_query")(_query_or_bad)
-    return schema.exclude(path=f"{API}/events")
+    schema = schema.exclude(path=f"{API}/events")
+    if links:
+        # The stateful run follows the links between operations on jobs; kinds and schedules
+        # (fuzzed one request at a time) would only thin out its steps.
+        schema = schema.exclude(path_regex=f"^{API}/(kinds|schedules)")
+    return schema
 
 
 def injected(case: Any) -> bool:

@@ -41,7 +41,8 @@ T = TypeVar("T")
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
     "error", "cancel_reason", "created_at", "started_at", "finished_at", "expires_at", "deleted_at",
-    "version", "attempts", "max_attempts", "labels", "ttl", "timeout",
+    "version", "attempts", "max_attempts", "labels", "ttl", "timeout", "run_at", "idempotency_key",
+    "retry",
 ]  # fmt: skip
 #: The fields of delayed, retried and deduplicated jobs, in any order after the others.
 LIFECYCLE_FIELDS = {"run_at", "idempotency_key", "retry"}

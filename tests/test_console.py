@@ -461,6 +461,63 @@ class TestIdentity:
 
 
 @needs_chromium
+class TestLifecycle:
+    def test_a_delayed_job_shows_scheduled_and_when_it_runs(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        """A delayed job is `scheduled` in the table, with when it runs (exact in its title)."""
+        job_id = submit(api, QUICK_REPORT, delay=3600)
+        page = open_console()
+        job_row = row(page, job_id)
+        expect(job_row).to_have_attribute("data-status", "scheduled")
+        expect(job_row.locator(".badge")).to_have_text("scheduled")
+        run_at = job_row.locator(".run-at")
+        expect(run_at).to_contain_text("Runs in")
+        expect(run_at).to_have_attribute("title", re.compile(r"\d"))
+        expect(job_row.locator("[data-action=cancel]")).to_be_enabled()  # cancelled at once
+        expect(job_row.locator("[data-action=retry]")).to_have_count(0)
+        page.select_option("#filter-status", "scheduled")
+        expect(page.locator("tr.job-row")).to_have_count(1)
+
+    def test_retry_a_cancelled_job_from_the_page(self, open_console: Console, api: httpx.Client) -> None:
+        """A cancelled job has a Retry button: it calls POST /jobs/{id}/retry and the job is pending again."""
+        running = submit(api, LONG_THUMBNAIL)
+        cancelled = submit(api, QUICK_REPORT)
+        assert api.post(f"/jobs/{cancelled}/cancel").json()["status"] == "cancelled"
+        page = open_console()
+        expect(row(page, running)).to_have_attribute("data-status", "running")
+        expect(row(page, running).locator("[data-action=retry]")).to_have_count(0)
+        job_row = row(page, cancelled)
+        expect(job_row).to_have_attribute("data-status", "cancelled")
+        job_row.locator("[data-action=retry]").click()
+        expect(toast(page, "success", "Retrying report")).to_be_visible()
+        expect(job_row).to_have_attribute("data-status", "pending")
+        expect(job_row.locator("[data-action=retry]")).to_have_count(0)
+        assert api.get(f"/jobs/{cancelled}").json()["status"] == "pending"
+
+    def test_an_admin_pauses_and_resumes_a_kind(self, open_console: Console, api: httpx.Client) -> None:
+        """The Kinds panel (admins only) pauses a kind and resumes it, each with a toast."""
+        user = open_console("?actor=carol")
+        expect(user.locator("#identity")).to_contain_text("carol")
+        expect(user.locator("#kinds-panel")).to_be_hidden()
+        admin = open_console("?actor=root&roles=admin")
+        admin.locator("#kinds-panel summary").click()
+        item = admin.locator('#kind-list li[data-kind="report"]')
+        try:
+            expect(item).to_have_attribute("data-paused", "false")
+            item.locator("[data-action=pause]").click()
+            expect(toast(admin, "success", "Paused report")).to_be_visible()
+            expect(item).to_have_attribute("data-paused", "true")
+            assert {"kind": "report", "paused": True} in api.get("/kinds").json()["items"]
+            item.locator("[data-action=resume]").click()
+            expect(toast(admin, "success", "Resumed report")).to_be_visible()
+            expect(item).to_have_attribute("data-paused", "false")
+            assert {"kind": "report", "paused": False} in api.get("/kinds").json()["items"]
+        finally:
+            api.post("/kinds/report/resume")
+
+
+@needs_chromium
 class TestErrors:
     def test_an_api_error_shows_its_message_in_a_toast(self, open_console: Console) -> None:
         """A refused request (here: an unknown job kind) shows the API's error message."""

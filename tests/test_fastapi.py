@@ -50,7 +50,8 @@ SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
     "error", "cancel_reason", "created_at", "started_at", "finished_at", "expires_at", "deleted_at",
-    "version", "attempts", "max_attempts", "labels", "ttl", "timeout",
+    "version", "attempts", "max_attempts", "labels", "ttl", "timeout", "run_at", "idempotency_key",
+    "retry",
 ]  # fmt: skip
 
 
@@ -973,6 +974,14 @@ class TestOpenAPI:
         }
         assert success("/jobs/{job_id}/artifacts/{name}", "delete", "204") == {}
         assert list(success("/events", "get", "200")) == ["text/event-stream"]
+        assert success("/jobs", "post", "200") == ref("Job")  # a repeated idempotency key
+        assert success("/jobs/{job_id}/retry", "post", "200") == ref("Job")
+        assert success("/kinds", "get", "200") == ref("KindList")
+        assert success("/kinds/{kind}/pause", "post", "200") == ref("Kind")
+        assert success("/kinds/{kind}/resume", "post", "200") == ref("Kind")
+        assert success("/schedules", "get", "200") == ref("ScheduleList")
+        assert success("/schedules", "post", "201") == ref("Schedule")
+        assert success("/schedules/{name}", "delete", "204") == {}
 
     def test_error_responses_are_documented_with_the_error_body(self) -> None:
         """Every route documents 401, 422 and 503 (and 404/409/413 where they apply) as ErrorResponse."""
@@ -989,6 +998,13 @@ class TestOpenAPI:
             ("/jobs/{job_id}/artifacts/{name}", "delete"): {"401", "403", "404", "409", "422", "503"},
             ("/events", "get"): {"401", "403", "404", "422", "503"},
             ("/me", "get"): {"401", "422"},  # 422: the actor dependency's own parameters
+            ("/jobs/{job_id}/retry", "post"): {"401", "403", "404", "409", "413", "422", "503"},
+            ("/kinds", "get"): {"401", "403", "422", "503"},
+            ("/kinds/{kind}/pause", "post"): {"401", "403", "413", "422", "503"},
+            ("/kinds/{kind}/resume", "post"): {"401", "403", "413", "422", "503"},
+            ("/schedules", "get"): {"401", "403", "422", "503"},
+            ("/schedules", "post"): {"401", "403", "413", "422", "503"},
+            ("/schedules/{name}", "delete"): {"401", "403", "404", "422", "503"},
         }
         for (path, method), statuses in expected.items():
             responses = schema["paths"]["/api/v1" + path][method]["responses"]
@@ -1005,7 +1021,7 @@ class TestOpenAPI:
     def test_request_bodies_forbid_unknown_fields(self) -> None:
         """The request body schemas are closed (additionalProperties: false)."""
         schemas = self.schema()["components"]["schemas"]
-        for name in ("SubmitJob", "CancelJob", "SetPriority"):
+        for name in ("SubmitJob", "CancelJob", "SetPriority", "RetryPolicy", "RetryJob", "CreateSchedule"):
             assert schemas[name]["additionalProperties"] is False
         assert schemas["SubmitJob"]["required"] == ["kind"]
         assert set(schemas["Job"]["required"]) == set(JOB_FIELDS)
@@ -1033,6 +1049,30 @@ class TestEvents:
             assert (frame.data["job_id"], frame.data["tenant"]) == (job["id"], "acme")
             assert datetime.fromisoformat(frame.data["at"]).utcoffset() == UTC.utcoffset(None)
         assert seen[2].data["data"] == {"progress": 0.5, "message": "half way"}
+
+    async def test_a_retried_failure_streams_scheduled_with_run_at_and_attempt(self) -> None:
+        """A job submitted with `retry` that fails streams `scheduled` with when it runs again
+        and which attempt that will be."""
+
+        async def boom(ctx: JobContext, payload: Any) -> None:
+            raise ValueError("boom")
+
+        jobs = make_jobs()
+        jobs.register("boom", boom)
+        async with jobs, streaming_client(make_app(jobs)) as client:
+            with anyio.fail_after(10):
+                async with client.stream("GET", "/events") as response:
+                    stream = EventReader(response)
+                    await stream.first()
+                    job = await submit(client, "boom", retry={"attempts": 2, "backoff": 3600, "jitter": 0})
+                    seen = await stream.until(job["id"], "scheduled")
+        assert [frame.event for frame in seen] == ["submitted", "started", "scheduled"]
+        scheduled = seen[-1].data
+        assert scheduled["status"] == "scheduled"
+        assert scheduled["data"]["attempt"] == 2
+        run_at = datetime.fromisoformat(scheduled["data"]["run_at"])
+        waited = run_at - datetime.fromisoformat(scheduled["at"])  # the event's own clock read
+        assert abs(waited - timedelta(seconds=3600)) < timedelta(seconds=1)
 
     async def test_events_are_filtered_by_the_actors_tenant(self) -> None:
         """A tenant's stream carries only its own jobs' events; the host's carries all."""

@@ -11,6 +11,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ SHUTDOWN_APP = Path(__file__).with_name("web_shutdown_app.py")
 JOB_FIELDS = [
     "id", "kind", "status", "payload", "tenant", "priority", "progress", "progress_message", "result",
     "error", "cancel_reason", "created_at", "started_at", "finished_at", "expires_at", "deleted_at",
-    "version", "attempts", "max_attempts", "labels", "ttl", "timeout",
+    "version", "attempts", "max_attempts", "labels", "ttl", "timeout", "run_at", "idempotency_key",
+    "retry",
 ]  # fmt: skip
 
 
@@ -468,6 +470,32 @@ class TestEvents:
         assert [frame.data["status"] for frame in seen] == ["pending", "running", "running", "completed"]
         assert {frame.data["tenant"] for frame in seen} == {"acme"}
         assert seen[2].data["data"] == {"progress": 0.5, "message": "half way"}
+
+    def test_a_retried_failure_streams_scheduled_with_run_at_and_attempt(self) -> None:
+        """A job submitted with `retry` that fails streams `scheduled` with when it runs again
+        and which attempt that will be."""
+
+        def boom(ctx: Any, payload: Any) -> None:
+            raise ValueError("boom")
+
+        jobs = make_jobs()
+        jobs.register("boom", boom)
+        with jobs:
+            client = make_client(jobs)
+            response = client.get(f"{API}/events", buffered=False)
+            try:
+                stream = EventReader(response)
+                stream.next()
+                job = submit(client, "boom", retry={"attempts": 2, "backoff": 3600, "jitter": 0})
+                seen = stream.until(job["id"], "scheduled")
+            finally:
+                response.close()
+        assert [frame.event for frame in seen] == ["submitted", "started", "scheduled"]
+        scheduled = seen[-1].data
+        assert (scheduled["status"], scheduled["data"]["attempt"]) == ("scheduled", 2)
+        run_at = datetime.fromisoformat(scheduled["data"]["run_at"])
+        waited = run_at - datetime.fromisoformat(scheduled["at"])  # the event's own clock read
+        assert abs(waited - timedelta(seconds=3600)) < timedelta(seconds=1)
 
     def test_a_tenants_stream_skips_other_tenants(self) -> None:
         """A tenant's stream carries none of another tenant's events."""

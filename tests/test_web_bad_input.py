@@ -1,12 +1,14 @@
 """Bad input through both web integrations: a 4xx with the error body, never a 5xx, and
 nothing changed.
 
-Every state-changing route (submit, cancel with a reason, priority, delete, delete an
-artifact) and the reads (list with crafted cursors and query parameters, get) get the
-strategies of :mod:`bad_input` through the FastAPI router (ASGI, on asyncio and trio) and
-the Flask blueprint (its test client, the manager's loop on asyncio and trio). After each
-request the jobs, the audit trail and the artifacts are exactly as before, and ``GET
-/jobs`` still answers with the seeded jobs: nothing was stored, changed or poisoned.
+Every state-changing route (submit, with delays, retries and idempotency keys; cancel with
+a reason, retry, priority, delete, delete an artifact, pause a kind, schedules) and the
+reads (list with crafted cursors and query parameters, get) get the strategies of
+:mod:`bad_input` through the FastAPI router (ASGI, on asyncio and trio) and the Flask
+blueprint (its test client, the manager's loop on asyncio and trio). After each request
+the jobs, the audit trail, the artifacts, the paused kinds and the schedules are exactly
+as before, and ``GET /jobs`` still answers with the seeded jobs: nothing was stored,
+changed or poisoned.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from jobkit.integrations.flask import job_blueprint
 from managers import STORE_KINDS, ManagerFactory
 
 API = "/api/v1"
-#: Examples per route family, integration, backend and store kind (56 runs in all).
+#: Examples per route family, integration, backend and store kind.
 EXAMPLES = 100
 ARTIFACT = "out/a.txt"
 
@@ -52,6 +54,7 @@ class Call:
     content_type: str | None = "application/json"
     same_site: bool = True  # sends the X-Requested-With header a foreign page cannot send
     expected: frozenset[int] = frozenset({422})
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def url(self, ids: dict[str, str]) -> str:
         return API + self.path.replace("{pending}", ids["pending"]).replace("{done}", ids["done"])
@@ -60,6 +63,7 @@ class Call:
         headers = {"X-Requested-With": "tests"} if self.same_site else {}
         if self.content_type is not None:
             headers["Content-Type"] = self.content_type
+        headers.update(self.extra_headers)
         return headers
 
 
@@ -85,9 +89,37 @@ def _on_ids(method: str, suffix: str = "", body: bytes | None = None) -> st.Sear
     return bad.job_ids.map(lambda job_id: Call(method, f"/jobs/{job_id}{suffix}", body, expected=ID_ERRORS))
 
 
+#: Idempotency-Key headers refused on a fine body: empty, too long, or not the body's key.
+_BAD_KEY_HEADERS = st.one_of(
+    st.sampled_from([("", b'{"kind": "echo"}'), ("other", b'{"kind": "echo", "idempotency_key": "mine"}')]),
+    st.builds(lambda n: ("k" * n, b'{"kind": "echo"}'), st.integers(201, 240)),
+    # the seeded job's key, from the header, with another payload
+    st.just((bad.SEEDED_KEY, b'{"kind": "later", "payload": 1}')),
+)
+
 #: The bad requests, by route family.
 CALLS: dict[str, st.SearchStrategy[Call]] = {
-    "submit": bad.submit_bodies().map(_body_call("POST", "/jobs", "submit")),
+    "submit": st.one_of(
+        bad.submit_bodies().map(_body_call("POST", "/jobs", "submit")),
+        _BAD_KEY_HEADERS.map(
+            lambda pair: Call("POST", "/jobs", pair[1], extra_headers=(("Idempotency-Key", pair[0]),))
+        ),
+    ),
+    "retry": st.one_of(
+        bad.retry_bodies().map(_body_call("POST", "/jobs/{done}/retry", "retry")),
+        _on_ids("POST", "/retry", b"{}"),
+        st.just(Call("POST", "/jobs/{pending}/retry", expected=frozenset({409}))),  # not finished
+        st.just(Call("POST", "/jobs/{done}/retry", expected=frozenset({409}))),  # completed
+    ),
+    "kinds": st.builds(
+        lambda kind, action: Call("POST", f"/kinds/{kind}/{action}"),
+        bad.unknown_kinds,
+        st.sampled_from(["pause", "resume"]),
+    ),
+    "schedule": st.one_of(
+        bad.schedule_bodies().map(_body_call("POST", "/schedules", "schedule")),
+        st.builds(lambda name: Call("DELETE", f"/schedules/{name}", expected=ID_ERRORS), bad.job_ids),
+    ),
     "cancel": st.one_of(
         bad.cancel_bodies().map(_body_call("POST", "/jobs/{pending}/cancel", "cancel")),
         _on_ids("POST", "/cancel", b'{"reason": "fine"}'),
@@ -181,6 +213,8 @@ class FlaskService:
             jobs.list(limit=1000, include_deleted=True).items,
             jobs.audit(limit=1000),
             jobs.artifacts(self.ids["done"]),
+            jobs.paused(),
+            jobs.schedules(),
         )
 
 
@@ -207,7 +241,7 @@ def flask_service(
     with jobs:
         done = jobs.submit("echo")
         assert jobs.wait(done.id, timeout=10).status == "completed"
-        pending = jobs.submit("later", priority=2)
+        pending = jobs.submit("later", priority=2, idempotency_key=bad.SEEDED_KEY)
         yield FlaskService(jobs, app, app.test_client(), {"done": done.id, "pending": pending.id})
 
 
@@ -239,6 +273,9 @@ test_flask_delete = flask_refuses("delete")
 test_flask_delete_artifact = flask_refuses("delete_artifact")
 test_flask_cross_site = flask_refuses("cross_site")
 test_flask_reads = flask_refuses("reads")
+test_flask_retry = flask_refuses("retry")
+test_flask_kinds = flask_refuses("kinds")
+test_flask_schedule = flask_refuses("schedule")
 
 
 # -- FastAPI -----------------------------------------------------------------------------
@@ -256,6 +293,8 @@ class FastAPIService:
             (await jobs.list(limit=1000, include_deleted=True)).items,
             await jobs.audit(limit=1000),
             await jobs.artifacts(self.ids["done"]),
+            await jobs.paused(),
+            await jobs.schedules(),
         )
 
 
@@ -273,7 +312,7 @@ async def fastapi_service(make_manager: ManagerFactory, tmp_path: Path) -> Async
     async with jobs, httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         done = await jobs.submit("echo")
         assert (await jobs.wait(done.id, timeout=10)).status == "completed"
-        pending = await jobs.submit("later", priority=2)
+        pending = await jobs.submit("later", priority=2, idempotency_key=bad.SEEDED_KEY)
         yield FastAPIService(jobs, client, {"done": done.id, "pending": pending.id})
 
 
@@ -307,6 +346,9 @@ test_fastapi_delete = fastapi_refuses("delete")
 test_fastapi_delete_artifact = fastapi_refuses("delete_artifact")
 test_fastapi_cross_site = fastapi_refuses("cross_site")
 test_fastapi_reads = fastapi_refuses("reads")
+test_fastapi_retry = fastapi_refuses("retry")
+test_fastapi_kinds = fastapi_refuses("kinds")
+test_fastapi_schedule = fastapi_refuses("schedule")
 
 
 def test_every_family_is_tested_on_both_integrations() -> None:

@@ -10,9 +10,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._records import Job, JobEvent
+from ._records import Job, JobEvent, Schedule
 
-__all__ = ["dumps", "event_to_json", "job_to_json"]
+__all__ = ["dumps", "event_to_json", "job_to_json", "schedule_to_json"]
 
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -38,8 +38,8 @@ def job_to_json(job: Job) -> dict[str, Any]:
     """A job as a JSON object with the :class:`~jobkit.Job` field names.
 
     Datetimes are ISO 8601 in UTC, the status is its lowercase value, ``ttl`` and
-    ``timeout`` are seconds. A plain function on purpose: this is the hot path of
-    ``GET /jobs/{id}``.
+    ``timeout`` are seconds, ``retry`` is :meth:`Retry.to_json` (or None). A plain
+    function on purpose: this is the hot path of ``GET /jobs/{id}``.
     """
     return {
         "id": job.id,
@@ -64,6 +64,24 @@ def job_to_json(job: Job) -> dict[str, Any]:
         "labels": dict(job.labels),
         "ttl": _seconds(job.ttl),
         "timeout": _seconds(job.timeout),
+        "run_at": _iso(job.run_at),
+        "idempotency_key": job.idempotency_key,
+        "retry": None if job.retry is None else job.retry.to_json(),
+    }
+
+
+def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
+    """A :class:`~jobkit.Schedule` as a JSON object with its field names (datetimes ISO 8601 UTC)."""
+    return {
+        "name": schedule.name,
+        "kind": schedule.kind,
+        "payload": schedule.payload,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "tenant": schedule.tenant,
+        "priority": schedule.priority,
+        "next_run_at": _iso(schedule.next_run_at),
+        "created_at": _iso(schedule.created_at),
     }
 
 

@@ -265,6 +265,11 @@ class JobManager:
         """The kinds with a registered handler."""
         return frozenset(self._handlers)
 
+    @property
+    def declared(self) -> frozenset[str]:
+        """The kinds given to :meth:`declare`: submitted here, run by another process."""
+        return frozenset(self._declared)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> JobManager:

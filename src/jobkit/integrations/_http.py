@@ -9,10 +9,12 @@ The FastAPI router and the Flask blueprint only wire these to their framework.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from .._codec import dumps, event_to_json, job_to_json
+from .._codec import dumps, event_to_json, job_to_json, schedule_to_json
 from .._errors import (
     BackendError,
     InvalidInput,
@@ -22,7 +24,7 @@ from .._errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from .._records import Actor, JobEvent
+from .._records import Actor, JobEvent, Retry
 from .._validate import check_statuses
 
 __all__ = [
@@ -35,7 +37,11 @@ __all__ = [
     "CSRF_HEADER",
     "CANCEL_FIELDS",
     "ERROR_STATUS",
+    "IDEMPOTENCY_HEADER",
     "PRIORITY_FIELDS",
+    "RETRY_FIELDS",
+    "RETRY_POLICY_FIELDS",
+    "SCHEDULE_FIELDS",
     "SSE_HEADERS",
     "SSE_HEARTBEAT",
     "SSE_OPEN",
@@ -46,7 +52,13 @@ __all__ = [
     "error_status",
     "event_to_json",
     "job_to_json",
+    "kinds_to_json",
     "me_to_json",
+    "parse_run_at",
+    "retry_policy",
+    "retry_run_at",
+    "schedule_arguments",
+    "schedule_to_json",
     "check_not_cross_site",
     "resolve_actor",
     "list_arguments",
@@ -79,7 +91,21 @@ ERROR_STATUS: tuple[tuple[type[JobkitError], int], ...] = (
 _FALLBACK_STATUS = 503
 
 #: The fields ``POST /jobs`` accepts; ``kind`` is required.
-SUBMIT_FIELDS = frozenset({"kind", "payload", "priority", "ttl", "timeout", "max_attempts", "labels"})
+SUBMIT_FIELDS = frozenset(
+    {
+        "kind", "payload", "priority", "ttl", "timeout", "max_attempts", "labels", "run_at", "delay",
+        "retry", "idempotency_key",
+    }
+)  # fmt: skip
+#: The fields of the ``retry`` object of ``POST /jobs``; ``attempts`` is required. There is no
+#: ``on`` over HTTP: a job submitted through the web retries every Exception.
+RETRY_POLICY_FIELDS = frozenset({"attempts", "backoff", "factor", "max_backoff", "jitter"})
+#: The fields ``POST /jobs/{id}/retry`` accepts (the body itself is optional).
+RETRY_FIELDS = frozenset({"run_at"})
+#: The fields ``POST /schedules`` accepts; ``name``, ``kind`` and ``cron`` are required.
+SCHEDULE_FIELDS = frozenset({"name", "kind", "payload", "cron", "timezone", "priority"})
+#: The request header that carries an idempotency key (as the body's ``idempotency_key`` does).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: The fields ``POST /jobs/{id}/cancel`` accepts (the body itself is optional).
 CANCEL_FIELDS = frozenset({"reason"})
 #: The fields ``PATCH /jobs/{id}/priority`` requires.
@@ -132,7 +158,14 @@ def parse_json(raw: bytes, *, required: bool) -> Any:
 
 #: The largest request body each state-changing route reads, in bytes (a job's payload is
 #: at most 1 MiB of JSON; a cancel reason or a priority much less).
-BODY_LIMITS: Mapping[str, int] = {"submit": 1 << 20, "cancel": 64 << 10, "priority": 4 << 10}
+BODY_LIMITS: Mapping[str, int] = {
+    "submit": 1 << 20,
+    "cancel": 64 << 10,
+    "priority": 4 << 10,
+    "retry": 4 << 10,
+    "kind": 4 << 10,
+    "schedule": 1 << 20,
+}
 
 
 def check_body_size(content_length: str | None, limit: int) -> None:
@@ -161,11 +194,13 @@ def _object(body: Any, fields: frozenset[str], what: str) -> Mapping[str, Any]:
     return body
 
 
-def submit_arguments(body: Any) -> dict[str, Any]:
-    """The arguments of :meth:`JobManager.submit` from a ``POST /jobs`` body.
+def submit_arguments(body: Any, header_key: str | None = None) -> dict[str, Any]:
+    """The arguments of :meth:`JobManager.submit_once` from a ``POST /jobs`` body and its
+    ``Idempotency-Key`` header (``header_key``).
 
-    Only the shape is checked here (an object, known fields, ``kind`` present); the
-    manager validates every value and raises InvalidInput with the details.
+    Only the shape is checked here (an object, known fields, ``kind`` present), ``run_at``
+    is read as ISO 8601 and ``retry`` becomes a :class:`~jobkit.Retry`; the manager
+    validates every other value and raises InvalidInput with the details.
     """
     fields = _object(body, SUBMIT_FIELDS, "POST /jobs")
     if "kind" not in fields:
@@ -174,7 +209,100 @@ def submit_arguments(body: Any) -> dict[str, Any]:
     for name in ("priority", "max_attempts"):
         if arguments.get(name, 0) is None:
             raise InvalidInput(f"The field {name!r} must be an integer, got null.")
+    if "run_at" in arguments:
+        arguments["run_at"] = parse_run_at(arguments["run_at"])
+    if "retry" in arguments:
+        arguments["retry"] = retry_policy(arguments["retry"])
+    key = arguments.get("idempotency_key")
+    if header_key is not None:
+        if key is not None and key != header_key:
+            raise InvalidInput(
+                f"The {IDEMPOTENCY_HEADER} header and the field 'idempotency_key' differ: give one "
+                "of them (or the same key in both)."
+            )
+        arguments["idempotency_key"] = header_key
     return arguments
+
+
+#: ISO 8601 as RFC 3339 writes it: a date, ``T``, a time with seconds, an optional fraction
+#: and (required, checked after) a UTC offset.
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+
+
+def parse_run_at(value: Any) -> datetime | None:
+    """A ``run_at`` from JSON: None, or an ISO 8601 date and time with its UTC offset
+    (``2030-01-01T09:00:00+01:00``, ``...Z``); the manager checks its range.
+
+    :raises InvalidInput: not a string, not such a date and time, or no offset (a time
+        without one is ambiguous).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"The field 'run_at' must be an ISO 8601 string or null, got {json.dumps(value)}.")
+    found = _DATETIME.fullmatch(value)
+    if found is None:
+        raise InvalidInput(
+            f"The field 'run_at' must be an ISO 8601 date and time such as "
+            f"'2030-01-01T09:00:00Z', got {value[:60]!r}."
+        )
+    if found["offset"] is None:
+        raise InvalidInput(
+            f"The field 'run_at' needs a UTC offset ('Z' or e.g. '+01:00'), got {value!r}: a time "
+            "without one is ambiguous."
+        )
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        raise InvalidInput(f"The field 'run_at' is not a valid date and time ({exc}).") from None
+
+
+def retry_policy(value: Any) -> Retry | None:
+    """The :class:`~jobkit.Retry` of a ``retry`` object ``{"attempts", "backoff"?, "factor"?,
+    "max_backoff"?, "jitter"?}`` (durations in seconds), or None for null. It retries every
+    Exception.
+
+    :raises InvalidInput: not an object, unknown fields, ``attempts`` missing, a value that
+        is not a number or is out of range.
+    """
+    if value is None:
+        return None
+    fields = _object(value, RETRY_POLICY_FIELDS, "the field 'retry'")
+    if "attempts" not in fields:
+        raise InvalidInput("The field 'retry.attempts' is required.")
+    for name, number in fields.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InvalidInput(f"The field 'retry.{name}' must be a number, got {json.dumps(number)}.")
+    return Retry(**fields)
+
+
+def retry_run_at(body: Any) -> datetime | None:
+    """The ``run_at`` of a manual retry from its optional body ``{"run_at": str | null}``."""
+    if body is None:
+        return None
+    return parse_run_at(_object(body, RETRY_FIELDS, "a retry").get("run_at"))
+
+
+def schedule_arguments(body: Any) -> dict[str, Any]:
+    """The arguments of :meth:`JobManager.schedule` from a ``POST /schedules`` body; the
+    manager validates the values (cron, time zone, kind, ...)."""
+    fields = _object(body, SCHEDULE_FIELDS, "POST /schedules")
+    missing = [name for name in ("name", "kind", "cron") if name not in fields]
+    if missing:
+        raise InvalidInput(f"The field(s) {', '.join(missing)} are required.")
+    arguments = dict(fields)
+    for name in ("timezone", "priority"):
+        if name in arguments and arguments[name] is None:
+            raise InvalidInput(f"The field {name!r} cannot be null.")
+    return arguments
+
+
+def kinds_to_json(known: Iterable[str], paused: Iterable[str]) -> dict[str, Any]:
+    """The body of ``GET /kinds``: every kind the manager knows or that is paused, by name."""
+    stopped = frozenset(paused)
+    return {"items": [{"kind": kind, "paused": kind in stopped} for kind in sorted({*known, *stopped})]}
 
 
 def cancel_reason(body: Any) -> str | None:

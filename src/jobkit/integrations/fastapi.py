@@ -15,13 +15,15 @@ Install with ``pip install 'jobkit[fastapi]'``. The recipe::
     install_error_handlers(app)
     app.include_router(job_router(jobs, actor=current_actor), prefix="/api/v1")
 
-Routes (relative to the prefix): ``POST /jobs`` (201), ``GET /jobs``, ``GET /jobs/{id}``,
-``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}`` (204), ``PATCH /jobs/{id}/priority``,
-``GET /jobs/{id}/artifacts``, ``GET|DELETE /jobs/{id}/artifacts/{name}`` and
-``GET /events`` (server-sent events). Every error has the body
-``{"error": {"code": ..., "message": ...}}``: 401 nobody signed in, 404 not found (also
-another tenant's job), 409 not allowed in the job's status, 403 forbidden, 413 body too
-large, 422 invalid input, 503 backend failure or manager not running.
+Routes (relative to the prefix): ``POST /jobs`` (201; 200 with the existing job for a
+repeated idempotency key), ``GET /jobs``, ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``,
+``POST /jobs/{id}/retry``, ``DELETE /jobs/{id}`` (204), ``PATCH /jobs/{id}/priority``,
+``GET /jobs/{id}/artifacts``, ``GET|DELETE /jobs/{id}/artifacts/{name}``, ``GET /counts``,
+``GET /kinds``, ``POST /kinds/{kind}/pause|resume``, ``GET|POST /schedules``,
+``DELETE /schedules/{name}`` (204), ``GET /me`` and ``GET /events`` (server-sent events).
+Every error has the body ``{"error": {"code": ..., "message": ...}}``: 401 nobody signed
+in, 404 not found (also another tenant's job), 409 not allowed in the job's status, 403
+forbidden, 413 body too large, 422 invalid input, 503 backend failure or manager not running.
 
 The router's own routes answer with that body even without :func:`install_error_handlers`
 (also for an ``HTTPException`` raised by the host's actor dependency); installing it
@@ -45,7 +47,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 try:
-    from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+    from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.routing import APIRoute
     from pydantic import BaseModel, ConfigDict, Field
@@ -60,11 +62,12 @@ except ImportError as exc:
 from .._errors import InvalidInput, JobkitError
 from .._events import EventStream
 from .._manager import JobManager
-from .._records import Actor, JobStatus
-from .._validate import MAX_KIND_LENGTH, MAX_PRIORITY, MIN_PRIORITY
+from .._records import MAX_DURATION, Actor, JobStatus
+from .._validate import MAX_KEY_LENGTH, MAX_KIND_LENGTH, MAX_PRIORITY, MIN_PRIORITY
 from ._http import (
     AS_HOST,
     BODY_LIMITS,
+    IDEMPOTENCY_HEADER,
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
@@ -76,9 +79,14 @@ from ._http import (
     error_status,
     http_error_body,
     job_to_json,
+    kinds_to_json,
     me_to_json,
     resolve_actor,
+    retry_run_at,
+    schedule_arguments,
+    schedule_to_json,
     sse_frame,
+    submit_arguments,
     validation_message,
 )
 
@@ -97,6 +105,23 @@ DEFAULT_HEARTBEAT = 15.0
 
 # -- request and response schemas (documentation and request validation) -------------
 
+_MAX_SECONDS = MAX_DURATION.total_seconds()
+#: ISO 8601 with a UTC offset (RFC 3339); read by the shared code, so Flask reads it alike.
+_DATETIME_TEXT: dict[str, Any] = {"format": "date-time"}
+
+
+class RetryPolicy(BaseModel):
+    """Retry failures: attempt *n* that fails waits ``min(max_backoff, backoff * factor **
+    (n - 1))`` seconds, spread by ±``jitter``, while ``n < attempts``. Every Exception counts."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    attempts: int = Field(ge=1, le=1000, description="Starts in all (sets max_attempts).")
+    backoff: float = Field(default=1.0, ge=0, le=_MAX_SECONDS, allow_inf_nan=False)
+    factor: float = Field(default=2.0, ge=1, le=100, allow_inf_nan=False)
+    max_backoff: float = Field(default=3600.0, ge=0, le=_MAX_SECONDS, allow_inf_nan=False)
+    jitter: float = Field(default=0.1, ge=0, le=1, allow_inf_nan=False, description="A fraction.")
+
 
 class SubmitJob(BaseModel):
     """The body of ``POST /jobs``. Durations are in seconds."""
@@ -114,6 +139,50 @@ class SubmitJob(BaseModel):
     )
     max_attempts: int = Field(default=1, ge=1, le=1000, description="Starts allowed when a worker is lost.")
     labels: dict[str, str] | None = Field(default=None, description="Free-form string labels.")
+    run_at: str | None = Field(
+        default=None,
+        json_schema_extra=_DATETIME_TEXT,
+        description="Run it then (ISO 8601 with a UTC offset): the job is scheduled until then.",
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_SECONDS,
+        allow_inf_nan=False,
+        description="Run it this many seconds from now (instead of run_at).",
+    )
+    retry: RetryPolicy | None = Field(default=None, description="Retry failures with a backoff.")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="While a job with this key exists, answer with it (200) instead of a new one.",
+    )
+
+
+class RetryJob(BaseModel):
+    """The optional body of ``POST /jobs/{id}/retry``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    run_at: str | None = Field(
+        default=None,
+        json_schema_extra=_DATETIME_TEXT,
+        description="Retry then (ISO 8601 with a UTC offset) instead of at once.",
+    )
+
+
+class CreateSchedule(BaseModel):
+    """The body of ``POST /schedules``: creates or replaces the tenant's schedule ``name``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=MAX_KEY_LENGTH, description="Unique per tenant.")
+    kind: str = Field(min_length=1, max_length=MAX_KIND_LENGTH, description="A known job kind.")
+    payload: Any = Field(default=None, description="Any JSON value, the payload of every job.")
+    cron: str = Field(min_length=1, max_length=200, description="Five fields: minute hour day month weekday.")
+    timezone: str = Field(default="UTC", min_length=1, max_length=100, description="An IANA time zone.")
+    priority: int = Field(default=0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="Of every job.")
 
 
 class CancelJob(BaseModel):
@@ -132,6 +201,17 @@ class SetPriority(BaseModel):
     priority: int = Field(
         ge=MIN_PRIORITY, le=MAX_PRIORITY, description="The new priority; higher runs first."
     )
+
+
+class RetrySettings(BaseModel):
+    """A job's retry policy; ``on`` names the exception classes it covers."""
+
+    attempts: int
+    backoff: float
+    factor: float
+    max_backoff: float
+    jitter: float
+    on: list[str]
 
 
 class Job(BaseModel):
@@ -159,6 +239,9 @@ class Job(BaseModel):
     labels: dict[str, str]
     ttl: float | None
     timeout: float | None
+    run_at: datetime | None = Field(description="When a scheduled job becomes due.")
+    idempotency_key: str | None
+    retry: RetrySettings | None
 
 
 class JobPage(BaseModel):
@@ -179,6 +262,39 @@ class PriorityChange(BaseModel):
 
     job: Job
     position: int
+
+
+class Kind(BaseModel):
+    """A job kind and whether it is paused (in every process sharing the store)."""
+
+    kind: str
+    paused: bool
+
+
+class KindList(BaseModel):
+    """The kinds this server knows (handlers and declared ones) and every paused kind, by name."""
+
+    items: list[Kind]
+
+
+class Schedule(BaseModel):
+    """A cron schedule: a job of ``kind`` at every fire time of ``cron`` in ``timezone``."""
+
+    name: str
+    kind: str
+    payload: Any
+    cron: str
+    timezone: str
+    tenant: str | None
+    priority: int
+    next_run_at: datetime
+    created_at: datetime
+
+
+class ScheduleList(BaseModel):
+    """The schedules of the caller's tenant (the host: every tenant's), by name."""
+
+    items: list[Schedule]
 
 
 class ArtifactList(BaseModel):
@@ -204,7 +320,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         401: "Nobody is signed in (the actor dependency found no identity).",
         403: "The actor is not allowed to do this.",
-        404: "No such job (or artifact) visible to the actor.",
+        404: "No such job (or artifact, or schedule) visible to the actor.",
         409: "Not allowed in the job's current status; the message says what to do.",
         413: "The request body is larger than this route takes (payload_too_large).",
         422: "Invalid input (body, query or path).",
@@ -336,6 +452,8 @@ class _ArtifactName(Convertor[str]):
 
 
 register_url_convertor("jobkit_artifact", _ArtifactName())
+#: A schedule's name is the rest of the path too (it may hold '/'): the manager checks it.
+register_url_convertor("jobkit_name", _ArtifactName())
 
 
 # -- server-sent events ----------------------------------------------------------------
@@ -458,21 +576,23 @@ def job_router(
         dependencies=sized("submit"),
         status_code=201,
         response_model=Job,
-        responses=_errors(403, 413, 422, 503),
+        responses={
+            200: {"model": Job, "description": "The existing job of a repeated idempotency key."},
+            **_errors(403, 413, 422, 503),
+        },
         summary="Submit a job",
     )
-    async def submit_job(body: SubmitJob, actor: ActorDep) -> Response:
-        job = await manager.submit(
-            body.kind,
-            body.payload,
-            actor=actor,
-            priority=body.priority,
-            ttl=body.ttl,
-            timeout=body.timeout,
-            max_attempts=body.max_attempts,
-            labels=body.labels,
-        )
-        return _json(job_to_json(job), 201)
+    async def submit_job(
+        body: SubmitJob,
+        actor: ActorDep,
+        key: Annotated[
+            str | None,
+            Header(alias=IDEMPOTENCY_HEADER, description="An idempotency key (as the body's field)."),
+        ] = None,
+    ) -> Response:
+        arguments = submit_arguments(body.model_dump(exclude_unset=True), key)
+        job, created = await manager.submit_once(actor=actor, **arguments)
+        return _json(job_to_json(job), 201 if created else 200)
 
     @router.get("/jobs", response_model=JobPage, responses=_errors(403, 422, 503), summary="List jobs")
     async def list_jobs(
@@ -513,6 +633,19 @@ def job_router(
     ) -> Response:
         reason = None if body is None else body.reason
         return _json(job_to_json(await manager.cancel(job_id, actor=actor, reason=reason)))
+
+    @router.post(
+        "/jobs/{job_id}/retry",
+        dependencies=sized("retry"),
+        response_model=Job,
+        responses=_errors(403, 404, 409, 413, 422, 503),
+        summary="Retry a failed or cancelled job",
+    )
+    async def retry_job(
+        job_id: str, actor: ActorDep, body: Annotated[RetryJob | None, Body()] = None
+    ) -> Response:
+        run_at = retry_run_at(None if body is None else body.model_dump(exclude_unset=True))
+        return _json(job_to_json(await manager.retry(job_id, actor=actor, run_at=run_at)))
 
     @router.delete(
         "/jobs/{job_id}",
@@ -570,6 +703,70 @@ def job_router(
     )
     async def delete_artifact(job_id: str, name: str, actor: ActorDep) -> Response:
         await manager.delete_artifact(job_id, name, actor=actor)
+        return Response(status_code=204)
+
+    def known_kinds() -> frozenset[str]:
+        return manager.kinds | manager.declared
+
+    @router.get("/kinds", response_model=KindList, responses=_errors(403, 422, 503), summary="List kinds")
+    async def list_kinds(actor: ActorDep) -> Response:
+        return _json(kinds_to_json(known_kinds(), await manager.paused(actor=actor)))
+
+    async def set_paused(kind: str, actor: Actor | None, paused: bool) -> Response:
+        if paused:
+            await manager.pause(kind, actor=actor)
+        else:
+            await manager.resume(kind, actor=actor)
+        return _json({"kind": kind, "paused": paused})
+
+    @router.post(
+        "/kinds/{kind}/pause",
+        dependencies=sized("kind"),
+        response_model=Kind,
+        responses=_errors(403, 413, 422, 503),
+        summary="Stop starting jobs of a kind (admins)",
+    )
+    async def pause_kind(kind: str, actor: ActorDep) -> Response:
+        return await set_paused(kind, actor, True)
+
+    @router.post(
+        "/kinds/{kind}/resume",
+        dependencies=sized("kind"),
+        response_model=Kind,
+        responses=_errors(403, 413, 422, 503),
+        summary="Start jobs of a paused kind again (admins)",
+    )
+    async def resume_kind(kind: str, actor: ActorDep) -> Response:
+        return await set_paused(kind, actor, False)
+
+    @router.get(
+        "/schedules", response_model=ScheduleList, responses=_errors(403, 422, 503), summary="List schedules"
+    )
+    async def list_schedules(actor: ActorDep) -> Response:
+        items = await manager.schedules(actor=actor)
+        return _json({"items": [schedule_to_json(item) for item in items]})
+
+    @router.post(
+        "/schedules",
+        dependencies=sized("schedule"),
+        status_code=201,
+        response_model=Schedule,
+        responses=_errors(403, 413, 422, 503),
+        summary="Create or replace a schedule (admins)",
+    )
+    async def create_schedule(body: CreateSchedule, actor: ActorDep) -> Response:
+        arguments = schedule_arguments(body.model_dump(exclude_unset=True))
+        return _json(schedule_to_json(await manager.schedule(actor=actor, **arguments)), 201)
+
+    @router.delete(
+        "/schedules/{name:jobkit_name}",
+        status_code=204,
+        response_class=Response,
+        responses=_errors(403, 404, 422, 503),
+        summary="Remove a schedule (admins)",
+    )
+    async def delete_schedule(name: str, actor: ActorDep) -> Response:
+        await manager.unschedule(name, actor=actor)
         return Response(status_code=204)
 
     @router.get("/me", responses=_errors(422), summary="Who the server thinks is asking")

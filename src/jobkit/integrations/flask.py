@@ -53,6 +53,7 @@ from .._records import Actor, JobEvent
 from ._http import (
     AS_HOST,
     BODY_LIMITS,
+    IDEMPOTENCY_HEADER,
     SSE_HEADERS,
     SSE_HEARTBEAT,
     SSE_OPEN,
@@ -65,11 +66,15 @@ from ._http import (
     error_status,
     http_error_body,
     job_to_json,
+    kinds_to_json,
     list_arguments,
     me_to_json,
     parse_json,
     priority_value,
     resolve_actor,
+    retry_run_at,
+    schedule_arguments,
+    schedule_to_json,
     sse_frame,
     submit_arguments,
 )
@@ -268,9 +273,10 @@ def job_blueprint(
 
     @route("/jobs", ["POST"])
     def submit_job() -> Response:
-        arguments = submit_arguments(parse_json(_body("submit"), required=True))
-        job = manager.submit(actor=who(), **arguments)
-        return _json(job_to_json(job), 201)
+        body = parse_json(_body("submit"), required=True)
+        arguments = submit_arguments(body, request.headers.get(IDEMPOTENCY_HEADER))
+        job, created = manager.submit_once(actor=who(), **arguments)
+        return _json(job_to_json(job), 201 if created else 200)
 
     @route("/jobs", ["GET"])
     def list_jobs() -> Response:
@@ -295,6 +301,11 @@ def job_blueprint(
         reason = cancel_reason(parse_json(_body("cancel"), required=False))
         return _json(job_to_json(manager.cancel(job_id, actor=who(), reason=reason)))
 
+    @route("/jobs/<job_id>/retry", ["POST"])
+    def retry_job(job_id: str) -> Response:
+        run_at = retry_run_at(parse_json(_body("retry"), required=False))
+        return _json(job_to_json(manager.retry(job_id, actor=who(), run_at=run_at)))
+
     @route("/jobs/<job_id>", ["DELETE"])
     def delete_job(job_id: str) -> Response:
         manager.delete(job_id, actor=who())
@@ -318,6 +329,37 @@ def job_blueprint(
     @route("/jobs/<job_id>/artifacts/<jobkit_artifact:name>", ["DELETE"])
     def delete_artifact(job_id: str, name: str) -> Response:
         manager.delete_artifact(job_id, name, actor=who())
+        return _no_content()
+
+    @route("/kinds", ["GET"])
+    def list_kinds() -> Response:
+        known = manager.manager.kinds | manager.manager.declared
+        return _json(kinds_to_json(known, manager.paused(actor=who())))
+
+    @route("/kinds/<kind>/pause", ["POST"])
+    def pause_kind(kind: str) -> Response:
+        _body("kind")  # nothing to read, but no more than the limit either
+        manager.pause(kind, actor=who())
+        return _json({"kind": kind, "paused": True})
+
+    @route("/kinds/<kind>/resume", ["POST"])
+    def resume_kind(kind: str) -> Response:
+        _body("kind")
+        manager.resume(kind, actor=who())
+        return _json({"kind": kind, "paused": False})
+
+    @route("/schedules", ["GET"])
+    def list_schedules() -> Response:
+        return _json({"items": [schedule_to_json(item) for item in manager.schedules(actor=who())]})
+
+    @route("/schedules", ["POST"])
+    def create_schedule() -> Response:
+        arguments = schedule_arguments(parse_json(_body("schedule"), required=True))
+        return _json(schedule_to_json(manager.schedule(actor=who(), **arguments)), 201)
+
+    @route("/schedules/<jobkit_artifact:name>", ["DELETE"])
+    def delete_schedule(name: str) -> Response:
+        manager.unschedule(name, actor=who())
         return _no_content()
 
     @route("/me", ["GET"])
