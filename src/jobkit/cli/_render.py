@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .._codec import job_to_json
+from .._codec import job_to_json, schedule_to_json
 from .._records import AuditRecord, Job, JobStatus, Page, Retry, Schedule, SweepReport
 from ..abc import Lease
 
@@ -61,33 +61,13 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    """A job with the web API's fields, including ``run_at``, ``idempotency_key`` and
-    ``retry`` (its plain-JSON form, or null)."""
-    value = job_to_json(job)
-    value.setdefault("run_at", _iso(job.run_at))
-    value.setdefault("idempotency_key", job.idempotency_key)
-    value.setdefault("retry", None if job.retry is None else job.retry.to_json())
-    return value
+    """A job with the web API's fields."""
+    return job_to_json(job)
 
 
 def page_to_json(page: Page) -> dict[str, Any]:
     """A page of jobs as ``GET /jobs`` returns it."""
     return {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
-
-
-def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
-    """A schedule with its field names; times in ISO 8601 UTC."""
-    return {
-        "name": schedule.name,
-        "kind": schedule.kind,
-        "payload": schedule.payload,
-        "cron": schedule.cron,
-        "timezone": schedule.timezone,
-        "tenant": schedule.tenant,
-        "priority": schedule.priority,
-        "next_run_at": _iso(schedule.next_run_at),
-        "created_at": _iso(schedule.created_at),
-    }
 
 
 def audit_to_json(record: AuditRecord) -> dict[str, Any]:
