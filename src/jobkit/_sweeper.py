@@ -126,6 +126,10 @@ class Sweeper:
         core = self._core
         store = core.store
         while True:
+            # A fresh event before reading the store: a hint that comes after the read (a
+            # job scheduled meanwhile) wakes the sleep below instead of being lost.
+            self._wake = anyio.Event()
+            self._sleep_until = None
             now = core.clock()
             try:
                 due, fire = await store.next_due(), await store.next_schedule()
@@ -147,10 +151,8 @@ class Sweeper:
                 if at is not None and at > now:
                     wait = min(wait, (at - now).total_seconds())
             self._sleep_until = now + timedelta(seconds=wait)
-            self._wake = anyio.Event()
             with anyio.move_on_after(wait):
                 await self._wake.wait()
-            self._sleep_until = None
 
     async def promote(self, now: datetime) -> int:
         """Make scheduled jobs whose ``run_at`` came pending; return how many."""
