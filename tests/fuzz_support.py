@@ -129,20 +129,26 @@ def _body_or_bad(context: HookContext, body: Any) -> st.SearchStrategy[Any]:
     return st.just(body) if bodies is None else st.one_of(st.just(body), bodies)
 
 
-def _fresh_body(context: HookContext, body: Any) -> Any:
-    """A stateful run's body without an idempotency key: a key drawn again in a later example
-    finds the job of an earlier one (200, not 201), so the same draws would follow other links
-    and hypothesis would see a flaky strategy. Keys are fuzzed in the single-request run."""
-    if isinstance(body, dict):
-        body.pop("idempotency_key", None)
-    return body
-
-
-def _fresh_headers(context: HookContext, headers: Any) -> Any:
-    if isinstance(headers, dict):
-        for name in [name for name in headers if name.lower() == "idempotency-key"]:
-            del headers[name]
-    return headers
+def _drop_idempotency_keys(node: Any) -> None:
+    """The stateful run's document without idempotency keys (body field and header): a key
+    drawn again finds an earlier example's job (200, not 201), the links followed differ, and
+    hypothesis sees a flaky strategy. Keys are fuzzed in the single-request run."""
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            properties.pop("idempotency_key", None)
+        parameters = node.get("parameters")
+        if isinstance(parameters, list):
+            node["parameters"] = [
+                p
+                for p in parameters
+                if not (isinstance(p, dict) and str(p.get("name", "")).lower() == "idempotency-key")
+            ]
+        for value in node.values():
+            _drop_idempotency_keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_idempotency_keys(value)
 
 
 def _query_or_bad(context: HookContext, query: Any) -> st.SearchStrategy[Any]:
@@ -158,7 +164,10 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     generated bodies and list queries are mixed with those of :mod:`bad_input`; the stateful
     run keeps to schemathesis' own, which make real jobs to follow the links of, and to the
     operations on jobs."""
-    schema = schemathesis.openapi.from_dict(fuzzed_document(links=links))
+    document = fuzzed_document(links=links)
+    if links:
+        _drop_idempotency_keys(document)
+    schema = schemathesis.openapi.from_dict(document)
     schema.config.generation.update(max_examples=max_examples, database="none")
     schema.config.checks.update(included_check_names=CHECKS)
     # A body over the route's limit is refused as 413 payload_too_large (documented).
@@ -172,8 +181,7 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
         # The stateful run follows the links between operations on jobs; kinds and schedules
         # (fuzzed one request at a time) would only thin out its steps.
         schema = schema.exclude(path_regex=f"^{API}/(kinds|schedules)")
-        schema.hook("map_body")(_fresh_body)
-        schema.hook("map_headers")(_fresh_headers)
+
     return schema
 
 
