@@ -348,10 +348,25 @@ class JobManager:
         return job
 
     @staticmethod
-    def _check_ids(job_id: str, actor: Actor | None) -> None:
-        check_job_id(job_id)
+    def _check_actor(actor: Actor | None) -> None:
         if actor is not None and not isinstance(actor, Actor):
             raise InvalidInput("actor must be a jobkit.Actor or None.")
+
+    @classmethod
+    def _check_ids(cls, job_id: str, actor: Actor | None) -> None:
+        check_job_id(job_id)
+        cls._check_actor(actor)
+
+    def _check_runnable(self, kind: str) -> str:
+        """A kind this manager may submit: it has a handler here, or is declared."""
+        check_kind(kind)
+        if kind not in self._handlers and kind not in self._declared:
+            known = ", ".join(sorted({*self._handlers, *self._declared})) or "none registered"
+            raise InvalidInput(
+                f"Unknown job kind {kind!r} (known: {known}). Register a handler for it, or "
+                "declare(kind) when another process runs it."
+            )
+        return kind
 
     async def _load(self, job_id: str, actor: Actor | None, *, include_deleted: bool = False) -> Job:
         self._check_ids(job_id, actor)
@@ -431,13 +446,7 @@ class JobManager:
         stored, ``(existing job, False)`` when its idempotency key was taken (what
         ``POST /jobs`` answers with 201 or 200)."""
         self._check_open()
-        check_kind(kind)
-        if kind not in self._handlers and kind not in self._declared:
-            known = ", ".join(sorted({*self._handlers, *self._declared})) or "none registered"
-            raise InvalidInput(
-                f"Unknown job kind {kind!r} (known: {known}). Register a handler for it, or "
-                "declare(kind) when another process runs it."
-            )
+        self._check_runnable(kind)
         payload = json_value(payload)
         check_priority(priority)
         ttl_value = to_duration(ttl)
@@ -456,10 +465,8 @@ class JobManager:
             )
         now = self._clock()
         when = self._when(now, run_at, delay)
-        if actor is not None:
-            if not isinstance(actor, Actor):
-                raise InvalidInput("actor must be a jobkit.Actor or None.")
-            self._authorize(actor, Action.SUBMIT, None)
+        self._check_actor(actor)
+        self._authorize(actor, Action.SUBMIT, None)
         if retry is None:
             retry = self._retries.get(kind)
         job = Job(
@@ -558,8 +565,7 @@ class JobManager:
         self._check_open()
         if kind is not None:
             check_kind(kind)
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._check_actor(actor)
         self._authorize(actor, Action.READ, None)
         tenant = None if actor is None else actor.tenant
         store = self._store
@@ -853,8 +859,7 @@ class JobManager:
 
     async def _set_paused(self, kind: str, paused: bool, actor: Actor | None) -> None:
         self._check_open()
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._check_actor(actor)
         await self._known_kind(kind)
         self._authorize(actor, Action.PAUSE, None)
         changed = await self._store.set_paused(kind, paused)
@@ -870,8 +875,7 @@ class JobManager:
     async def paused(self, *, actor: Actor | None = None) -> frozenset[str]:
         """The kinds paused now, in every process sharing the store."""
         self._check_open()
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._check_actor(actor)
         self._authorize(actor, Action.READ, None)
         return await self._store.paused_kinds()
 
@@ -900,17 +904,11 @@ class JobManager:
 
         self._check_open()
         check_name(name)
-        check_kind(kind)
-        if kind not in self._handlers and kind not in self._declared:
-            raise InvalidInput(
-                f"Unknown job kind {kind!r}: register a handler for it, or declare(kind) when "
-                "another process runs it."
-            )
+        self._check_runnable(kind)
         payload = json_value(payload)
         check_priority(priority)
         check_cron(cron, timezone)
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._check_actor(actor)
         self._authorize(actor, Action.SCHEDULE, None)
         now = self._clock()
         item = Schedule(
@@ -940,8 +938,7 @@ class JobManager:
         """
         self._check_open()
         check_name(name)
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._check_actor(actor)
         self._authorize(actor, Action.SCHEDULE, None)
         tenant = None if actor is None else actor.tenant
         if not await self._store.remove_schedule(tenant, name):
@@ -954,8 +951,7 @@ class JobManager:
     async def schedules(self, *, actor: Actor | None = None) -> builtins.list[Schedule]:
         """The schedules of the actor's tenant (the host: every tenant's), by name."""
         self._check_open()
-        if actor is not None and not isinstance(actor, Actor):
-            raise InvalidInput("actor must be a jobkit.Actor or None.")
+        self._check_actor(actor)
         self._authorize(actor, Action.READ, None)
         return await self._store.list_schedules(None if actor is None else actor.tenant)
 

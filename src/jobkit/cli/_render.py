@@ -60,9 +60,8 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """A job with the web API's fields."""
-    return job_to_json(job)
+#: A job with the web API's fields.
+job_json = job_to_json
 
 
 def page_to_json(page: Page) -> dict[str, Any]:
