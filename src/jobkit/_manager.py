@@ -446,10 +446,7 @@ class JobManager:
         stored, ``(existing job, False)`` when its idempotency key was taken (what
         ``POST /jobs`` answers with 201 or 200)."""
         self._check_open()
-        if kind not in self._handlers and kind not in self._declared:
-            self._check_runnable(kind)  # raises, naming the known kinds
-        else:
-            check_kind(kind)
+        self._check_runnable(kind)
         payload = json_value(payload)
         check_priority(priority)
         ttl_value = to_duration(ttl)
