@@ -9,11 +9,12 @@ summary file under pytest's temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import schemathesis
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from schemathesis.hooks import HookContext
 
 import bad_input as bad
-from jobkit import JobManager
+from jobkit import Job, JobManager
 from jobkit.integrations.fastapi import install_error_handlers, job_router
 from web_handlers import header_actor
 
@@ -129,14 +130,21 @@ def _body_or_bad(context: HookContext, body: Any) -> st.SearchStrategy[Any]:
     return st.just(body) if bodies is None else st.one_of(st.just(body), bodies)
 
 
-def _drop_idempotency_keys(node: Any) -> None:
-    """The stateful run's document without idempotency keys (body field and header): a key
-    drawn again finds an earlier example's job (200, not 201), the links followed differ, and
-    hypothesis sees a flaky strategy. Keys are fuzzed in the single-request run."""
+#: Submit fields whose effect depends on earlier examples or on time, left out of the
+#: stateful run's document: a key drawn again finds an earlier example's job (200, not 201);
+#: a delay, run_at or tiny timeout makes a job's state depend on when the next call comes.
+#: Either way the links followed differ between runs of the same draws, and hypothesis sees a
+#: flaky strategy. These fields are fuzzed in the single-request run.
+UNSTEADY_FIELDS = frozenset({"idempotency_key", "run_at", "delay", "timeout"})
+
+
+def _drop_unsteady_fields(node: Any) -> None:
+    """Remove :data:`UNSTEADY_FIELDS` (and the ``Idempotency-Key`` header) from ``node``."""
     if isinstance(node, dict):
         properties = node.get("properties")
         if isinstance(properties, dict):
-            properties.pop("idempotency_key", None)
+            for name in UNSTEADY_FIELDS:
+                properties.pop(name, None)
         parameters = node.get("parameters")
         if isinstance(parameters, list):
             node["parameters"] = [
@@ -145,10 +153,10 @@ def _drop_idempotency_keys(node: Any) -> None:
                 if not (isinstance(p, dict) and str(p.get("name", "")).lower() == "idempotency-key")
             ]
         for value in node.values():
-            _drop_idempotency_keys(value)
+            _drop_unsteady_fields(value)
     elif isinstance(node, list):
         for value in node:
-            _drop_idempotency_keys(value)
+            _drop_unsteady_fields(value)
 
 
 def _query_or_bad(context: HookContext, query: Any) -> st.SearchStrategy[Any]:
@@ -166,7 +174,7 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
     operations on jobs."""
     document = fuzzed_document(links=links)
     if links:
-        _drop_idempotency_keys(document)
+        _drop_unsteady_fields(document)
     schema = schemathesis.openapi.from_dict(document)
     schema.config.generation.update(max_examples=max_examples, database="none")
     schema.config.checks.update(included_check_names=CHECKS)
@@ -183,6 +191,61 @@ def fuzzed_schema(*, links: bool, max_examples: int) -> Any:
         schema = schema.exclude(path_regex=f"^{API}/(kinds|schedules)")
 
     return schema
+
+
+class Blocking(Protocol):
+    """The manager calls the stateful runs make from the test's thread: a
+    BlockingJobManager, or :class:`OnLoop` for a JobManager on a server's loop."""
+
+    def list(self, *, limit: int, include_deleted: bool) -> Any: ...
+    def get(self, job_id: str, *, include_deleted: bool) -> Job: ...
+    def cancel(self, job_id: str) -> Any: ...
+    def wait(self, job_id: str, *, timeout: float) -> Any: ...
+    def delete(self, job_id: str) -> Any: ...
+
+
+class OnLoop:
+    """A JobManager running on another thread's asyncio loop, called from this thread."""
+
+    def __init__(self, jobs: JobManager, loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs = jobs
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._jobs, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop).result(30)
+
+        return call
+
+
+def job_ids(jobs: Blocking) -> set[str]:
+    return {job.id for job in jobs.list(limit=1000, include_deleted=True)}
+
+
+def forget_jobs_since(jobs: Blocking, before: set[str]) -> None:
+    """Delete the jobs made since ``before``: a stateful example's calls then meet the server
+    as the first example did (the same listings, the same links to follow)."""
+    for job_id in job_ids(jobs) - before:
+        job = jobs.get(job_id, include_deleted=True)
+        if job.deleted_at is not None:
+            continue
+        if not job.is_terminal:
+            jobs.cancel(job_id)
+            jobs.wait(job_id, timeout=10)
+        jobs.delete(job_id)
+
+
+def settle(jobs: Blocking, response: Any) -> None:
+    """After a call that left a job waiting or running (a submit, a retry), wait until it has
+    finished: the next call then finds the same state whatever the timing (its artifacts are
+    there), so the same draws follow the same links."""
+    if response.status_code not in (200, 201) or "json" not in response.headers.get("content-type", ""):
+        return
+    body = response.json()
+    if isinstance(body, dict) and body.get("status") in ("pending", "running", "cancelling"):
+        jobs.wait(body["id"], timeout=10)
 
 
 def injected(case: Any) -> bool:

@@ -22,13 +22,23 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from werkzeug.serving import make_server
 
-from fuzz_support import API, SCHEDULED_KIND, SEEDED, Tally, fuzzed_schema, injected
+from fuzz_support import (
+    API,
+    SCHEDULED_KIND,
+    SEEDED,
+    Tally,
+    forget_jobs_since,
+    fuzzed_schema,
+    injected,
+    job_ids,
+    settle,
+)
 from jobkit import BlockingJobManager, JobContext
 from jobkit.integrations.flask import job_blueprint
 from web_handlers import actor_from_headers
 
 MAX_EXAMPLES = 100
-STATEFUL_EXAMPLES = 40
+STATEFUL_EXAMPLES = 60
 
 
 async def echo(ctx: JobContext, payload: Any) -> Any:
@@ -118,11 +128,20 @@ def test_stateful_runs_follow_the_links_without_server_errors(
     stateful = fuzzed_schema(links=True, max_examples=STATEFUL_EXAMPLES)
 
     class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.before = job_ids(server[0])
+
+        def teardown(self) -> None:
+            forget_jobs_since(server[0], self.before)  # every example starts from one state
+            super().teardown()
+
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"base_url": base_url}
 
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             counts.record(case.operation.label, response.status_code)
+            settle(server[0], response)
 
     try:
         Workflow.run(

@@ -9,9 +9,11 @@ The case counts go to ``fuzz-fastapi*.json`` under pytest's temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -21,7 +23,18 @@ import uvicorn
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
-from fuzz_support import API, SCHEDULED_KIND, SEEDED, Tally, fuzzed_schema, injected
+from fuzz_support import (
+    API,
+    SCHEDULED_KIND,
+    SEEDED,
+    OnLoop,
+    Tally,
+    forget_jobs_since,
+    fuzzed_schema,
+    injected,
+    job_ids,
+    settle,
+)
 from jobkit import JobContext, JobManager
 from jobkit.integrations.fastapi import install_error_handlers, job_router, lifespan
 from web_handlers import header_actor
@@ -40,7 +53,16 @@ def build_app() -> FastAPI:
     jobs = JobManager(sweep_interval=None, concurrency=2)
     jobs.register("echo", echo)
     jobs.declare(SCHEDULED_KIND)  # for the kinds and schedules routes; its jobs never run
-    app = FastAPI(lifespan=lifespan(jobs))
+    run_jobs = lifespan(jobs)
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        async with run_jobs(app):
+            # The stateful run calls the manager from the test's thread, on this loop.
+            app.state.jobs = OnLoop(jobs, asyncio.get_running_loop())
+            yield
+
+    app = FastAPI(lifespan=run)
     install_error_handlers(app)
     app.include_router(job_router(jobs, actor=header_actor), prefix=API)
     return app
@@ -142,12 +164,24 @@ def test_stateful_runs_follow_the_links_without_server_errors(
     counts = Tally("fastapi-stateful")
     stateful = fuzzed_schema(links=True, max_examples=STATEFUL_EXAMPLES)
 
+    assert httpx.get(f"{base_url}{API}/jobs", timeout=10).status_code == 200  # the app has started
+    jobs = server[0].state.jobs
+
     class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.before = job_ids(jobs)
+
+        def teardown(self) -> None:
+            forget_jobs_since(jobs, self.before)  # every example starts from one state
+            super().teardown()
+
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"base_url": base_url}
 
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             counts.record(case.operation.label, response.status_code)
+            settle(jobs, response)
 
     try:
         Workflow.run(
