@@ -10,9 +10,11 @@ summary file under pytest's temporary directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 from schemathesis.hooks import HookContext
 
 import bad_input as bad
-from jobkit import Job, JobManager
+from jobkit import Job, JobManager, JobNotFound
 from jobkit.integrations.fastapi import install_error_handlers, job_router
 from web_handlers import header_actor
 
@@ -220,21 +222,25 @@ class OnLoop:
         return call
 
 
-def job_ids(jobs: Blocking) -> set[str]:
-    return {job.id for job in jobs.list(limit=1000, include_deleted=True)}
+def made_job(response: Any, case: Any) -> str | None:
+    """The id of the job a stateful call stored (``POST /jobs`` answered 201), else None."""
+    if case.method == "POST" and case.path == f"{API}/jobs" and response.status_code == 201:
+        return str(response.json()["id"])
+    return None
 
 
-def forget_jobs_since(jobs: Blocking, before: set[str]) -> None:
-    """Delete the jobs made since ``before``: a stateful example's calls then meet the server
-    as the first example did (the same listings, the same links to follow)."""
-    for job_id in job_ids(jobs) - before:
-        job = jobs.get(job_id, include_deleted=True)
-        if job.deleted_at is not None:
-            continue
-        if not job.is_terminal:
-            jobs.cancel(job_id)
-            jobs.wait(job_id, timeout=10)
-        jobs.delete(job_id)
+def forget_jobs(jobs: Blocking, job_ids: Iterable[str]) -> None:
+    """Delete the jobs a stateful example made: the next example's calls then meet the server
+    as the first one did (the same listings, the same links to follow)."""
+    for job_id in job_ids:
+        with contextlib.suppress(JobNotFound):  # the example itself may have deleted it
+            job = jobs.get(job_id, include_deleted=True)
+            if job.deleted_at is not None:
+                continue
+            if not job.is_terminal:
+                jobs.cancel(job_id)
+                jobs.wait(job_id, timeout=10)
+            jobs.delete(job_id)
 
 
 def settle(jobs: Blocking, response: Any) -> None:

@@ -27,10 +27,10 @@ from fuzz_support import (
     SCHEDULED_KIND,
     SEEDED,
     Tally,
-    forget_jobs_since,
+    forget_jobs,
     fuzzed_schema,
     injected,
-    job_ids,
+    made_job,
     settle,
 )
 from jobkit import BlockingJobManager, JobContext
@@ -130,10 +130,10 @@ def test_stateful_runs_follow_the_links_without_server_errors(
     class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.before = job_ids(server[0])
+            self.made: list[str] = []
 
         def teardown(self) -> None:
-            forget_jobs_since(server[0], self.before)  # every example starts from one state
+            forget_jobs(server[0], self.made)  # every example starts from one state
             super().teardown()
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
@@ -142,6 +142,9 @@ def test_stateful_runs_follow_the_links_without_server_errors(
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             counts.record(case.operation.label, response.status_code)
             settle(server[0], response)
+            made = made_job(response, case)
+            if made is not None:
+                self.made.append(made)
 
     try:
         Workflow.run(

@@ -29,10 +29,10 @@ from fuzz_support import (
     SEEDED,
     OnLoop,
     Tally,
-    forget_jobs_since,
+    forget_jobs,
     fuzzed_schema,
     injected,
-    job_ids,
+    made_job,
     settle,
 )
 from jobkit import JobContext, JobManager
@@ -170,10 +170,10 @@ def test_stateful_runs_follow_the_links_without_server_errors(
     class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.before = job_ids(jobs)
+            self.made: list[str] = []
 
         def teardown(self) -> None:
-            forget_jobs_since(jobs, self.before)  # every example starts from one state
+            forget_jobs(jobs, self.made)  # every example starts from one state
             super().teardown()
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
@@ -182,6 +182,9 @@ def test_stateful_runs_follow_the_links_without_server_errors(
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             counts.record(case.operation.label, response.status_code)
             settle(jobs, response)
+            made = made_job(response, case)
+            if made is not None:
+                self.made.append(made)
 
     try:
         Workflow.run(
