@@ -22,11 +22,13 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from werkzeug.serving import make_server
 
+from bad_input import SEEDED_KEY
 from fuzz_support import (
     API,
     SCHEDULED_KIND,
     SEEDED,
     Tally,
+    as_the_key_holder,
     forget_jobs,
     fuzzed_schema,
     injected,
@@ -54,10 +56,23 @@ def header_actor() -> Any:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[BlockingJobManager, str]]:
+    """The server of the single-request runs."""
+    yield from serve()
+
+
+@pytest.fixture(scope="module")
+def stateful_server() -> Iterator[tuple[BlockingJobManager, str]]:
+    """A server of its own for the stateful run: the single-request run leaves its state (many
+    jobs) behind, and stateful examples must all meet one state."""
+    yield from serve()
+
+
+def serve() -> Iterator[tuple[BlockingJobManager, str]]:
     """The blueprint served by werkzeug on a free local port, its manager running."""
     jobs = BlockingJobManager(sweep_interval=None, concurrency=2)
     jobs.register("echo", echo)
     jobs.declare(SCHEDULED_KIND)  # for the kinds and schedules routes; its jobs never run
+    jobs.declare("later")  # the kind of the seeded holder of bad_input.SEEDED_KEY
     app = flask.Flask(__name__)
     app.register_blueprint(job_blueprint(jobs, actor=header_actor), url_prefix=API)
     with jobs:
@@ -85,6 +100,11 @@ def seeded(server: tuple[BlockingJobManager, str]) -> dict[str, str]:
             assert jobs.wait(response.json()["id"], timeout=10).status == "completed"
         pending = client.post("/jobs", json={"kind": "echo", "priority": -5, "ttl": 5, "timeout": 9}).json()
         client.post(f"/jobs/{pending['id']}/cancel", json={"reason": "seeded"})
+        # The holder of the key that bad_input's submit bodies reuse with another kind or payload.
+        keyed = client.post("/jobs", json={"kind": "later", "priority": 2, "idempotency_key": SEEDED_KEY})
+        assert keyed.status_code == 201, keyed.text
+        # Cancelled, like the other seeded jobs finished: a stateful run meets it unchanged.
+        client.post(f"/jobs/{keyed.json()['id']}/cancel", json={"reason": "seeded"})
     return {"completed": done.json()["id"], "tenant": tenant.json()["id"], "cancelled": pending["id"]}
 
 
@@ -112,18 +132,19 @@ def test_no_server_errors_and_every_response_documented(
             case.path_parameters["job_id"] = fresh.id
         else:
             case.path_parameters["job_id"] = seeded["completed"]
+    as_the_key_holder(case)
     response = case.call(base_url=server[1])
     tally.record(case.operation.label, response.status_code, injected=injected(case))
     case.validate_response(response)
 
 
 def test_stateful_runs_follow_the_links_without_server_errors(
-    server: tuple[BlockingJobManager, str], tmp_path_factory: pytest.TempPathFactory
+    stateful_server: tuple[BlockingJobManager, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Sequences of calls on jobs the run itself made (submit, then get, cancel, change the
     priority, delete, read and delete artifacts): no server error, every response documented,
     and the listing still works afterwards."""
-    base_url = server[1]
+    base_url = stateful_server[1]
     counts = Tally("flask-stateful")
     stateful = fuzzed_schema(links=True, max_examples=STATEFUL_EXAMPLES)
 
@@ -133,7 +154,7 @@ def test_stateful_runs_follow_the_links_without_server_errors(
             self.made: list[str] = []
 
         def teardown(self) -> None:
-            forget_jobs(server[0], self.made)  # every example starts from one state
+            forget_jobs(stateful_server[0], self.made)  # every example starts from one state
             super().teardown()
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
@@ -141,7 +162,7 @@ def test_stateful_runs_follow_the_links_without_server_errors(
 
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             counts.record(case.operation.label, response.status_code)
-            settle(server[0], response)
+            settle(stateful_server[0], response)
             made = made_job(response, case)
             if made is not None:
                 self.made.append(made)

@@ -23,12 +23,14 @@ import uvicorn
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
+from bad_input import SEEDED_KEY
 from fuzz_support import (
     API,
     SCHEDULED_KIND,
     SEEDED,
     OnLoop,
     Tally,
+    as_the_key_holder,
     forget_jobs,
     fuzzed_schema,
     injected,
@@ -53,6 +55,7 @@ def build_app() -> FastAPI:
     jobs = JobManager(sweep_interval=None, concurrency=2)
     jobs.register("echo", echo)
     jobs.declare(SCHEDULED_KIND)  # for the kinds and schedules routes; its jobs never run
+    jobs.declare("later")  # the kind of the seeded holder of bad_input.SEEDED_KEY
     run_jobs = lifespan(jobs)
 
     @asynccontextmanager
@@ -70,6 +73,18 @@ def build_app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[FastAPI, str]]:
+    """The server of the single-request runs."""
+    yield from serve()
+
+
+@pytest.fixture(scope="module")
+def stateful_server() -> Iterator[tuple[FastAPI, str]]:
+    """A server of its own for the stateful run: the single-request run leaves its state (many
+    jobs) behind, and stateful examples must all meet one state."""
+    yield from serve()
+
+
+def serve() -> Iterator[tuple[FastAPI, str]]:
     """The app served by uvicorn on a free local port (its manager tied to the lifespan)."""
     app = build_app()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -106,6 +121,11 @@ def seed(base_url: str) -> dict[str, str]:
                     break
         pending = client.post("/jobs", json={"kind": "echo", "priority": -5, "ttl": 5, "timeout": 9}).json()
         client.post(f"/jobs/{pending['id']}/cancel", json={"reason": "seeded"})
+        # The holder of the key that bad_input's submit bodies reuse with another kind or payload.
+        keyed = client.post("/jobs", json={"kind": "later", "priority": 2, "idempotency_key": SEEDED_KEY})
+        assert keyed.status_code == 201, keyed.text
+        # Cancelled, like the other seeded jobs finished: a stateful run meets it unchanged.
+        client.post(f"/jobs/{keyed.json()['id']}/cancel", json={"reason": "seeded"})
     return {"completed": done["id"], "tenant": tenant["id"], "cancelled": pending["id"]}
 
 
@@ -149,23 +169,24 @@ def test_no_server_errors_and_every_response_documented(
         # A delete gets a finished job of its own, so the seeded one stays for the others.
         fresh = case.method == "DELETE"
         case.path_parameters["job_id"] = finished_job(server[1]) if fresh else seeded["completed"]
+    as_the_key_holder(case)
     response = case.call(base_url=server[1])
     tally.record(case.operation.label, response.status_code, injected=injected(case))
     case.validate_response(response)
 
 
 def test_stateful_runs_follow_the_links_without_server_errors(
-    server: tuple[FastAPI, str], tmp_path_factory: pytest.TempPathFactory
+    stateful_server: tuple[FastAPI, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Sequences of calls on jobs the run itself made (submit, then get, cancel, change the
     priority, delete, read and delete artifacts): no server error, every response documented,
     and the listing still works afterwards."""
-    base_url = server[1]
+    base_url = stateful_server[1]
     counts = Tally("fastapi-stateful")
     stateful = fuzzed_schema(links=True, max_examples=STATEFUL_EXAMPLES)
 
     assert httpx.get(f"{base_url}{API}/jobs", timeout=10).status_code == 200  # the app has started
-    jobs = server[0].state.jobs
+    jobs = stateful_server[0].state.jobs
 
     class Workflow(stateful.as_state_machine()):  # type: ignore[misc]
         def __init__(self) -> None:
