@@ -17,11 +17,9 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-import anyio.to_thread
-from anyio.abc import TaskGroup
 
 from . import _machine as machine
 from ._context import JobContext, SyncJobContext, remove_scratch
@@ -33,6 +31,9 @@ from ._records import ACTIVE, EventType, Job, JobStatus, Retry
 from ._token import CancelSource, CancelToken
 from ._validate import artifact_key, json_value, safe_text
 from .abc import BatchClaimer, Note, NoteKind
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
 
 __all__ = ["AsyncHandler", "Handler", "SyncHandler", "WorkerPool", "is_async"]
 
