@@ -22,7 +22,7 @@ from .abc import Authorizer, BlobStore, JobStore
 
 __all__ = ["BlockingJobManager"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Handler)
 T = TypeVar("T")
 _END = object()
 
@@ -74,7 +74,7 @@ class BlockingJobManager:
     def __repr__(self) -> str:
         return f"Blocking{self.manager!r}"
 
-    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[F], F]:
+    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[H], H]:
         """Decorator registering a handler for ``kind`` (see :meth:`JobManager.handler`)."""
         return self.manager.handler(kind, retry=retry)
 

@@ -88,7 +88,7 @@ __all__ = ["SWEEPER", "Handler", "JobManager"]
 
 log = get_logger("jobkit")
 
-F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Handler)
 
 
 _ACTION_PHRASES = {
@@ -227,13 +227,13 @@ class JobManager:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[F], F]:
+    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[H], H]:
         """Decorator registering a handler for ``kind``: ``async def h(ctx, payload)`` or a sync def.
 
         :param retry: retry failed jobs of this kind (a submit's own ``retry`` wins).
         """
 
-        def decorate(fn: F) -> F:
+        def decorate(fn: H) -> H:
             self.register(kind, fn, retry=retry)
             return fn
 
