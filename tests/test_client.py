@@ -274,6 +274,33 @@ class TestJobs:
         with pytest.raises(InvalidInput):
             await admin.read_artifact(job.id, "../escape")
 
+    async def test_resolve_a_unique_prefix(self, admin: JobClient) -> None:
+        """A whole id or a unique start of it (any case) is the whole id; as JobManager.resolve."""
+        job = await admin.submit("parked")
+        assert await admin.resolve(job.id) == job.id
+        assert await admin.resolve(job.id[:8]) == job.id
+        assert await admin.resolve(job.id[:10].upper()) == job.id
+        other = "0" if job.id[0] != "0" else "1"
+        with pytest.raises(JobNotFound):
+            await admin.resolve(other + job.id[1:12])
+        with pytest.raises(InvalidInput, match="hexadecimal"):
+            await admin.resolve(job.id[:3])
+        with pytest.raises(InvalidInput):
+            await admin.resolve("")
+
+    async def test_list_and_counts_by_tenant(self, server: Server, admin: JobClient) -> None:
+        """tenant= narrows to one tenant; a tenant's actor asking for another is PermissionDenied."""
+        async with JobClient(server.url, headers={"X-Actor": "tia", "X-Tenant": "acme"}) as tia:
+            job = await tia.submit("parked")
+            assert job.tenant == "acme"
+            with pytest.raises(PermissionDenied):
+                await tia.counts(tenant="globex")
+        listed = await admin.list(tenant="acme", limit=1000)
+        assert {item.tenant for item in listed} == {"acme"}
+        assert job.id in {item.id for item in listed}
+        assert (await admin.counts(tenant="acme"))[JobStatus.PENDING] >= 1
+        assert [item.id for item in await admin.list(id_prefix=job.id[:12])] == [job.id]
+
     async def test_me_is_the_actor_the_server_sees(self, server: Server) -> None:
         async with JobClient(server.url, headers={**ADMIN, "X-Tenant": "acme"}) as client:
             assert await client.me() == Actor("ada", tenant="acme", roles=frozenset({"admin"}))

@@ -29,7 +29,7 @@ from .._records import (
     Retry,
     Schedule,
 )
-from .._validate import check_statuses
+from .._validate import MIN_ID_PREFIX, check_id_prefix, check_statuses
 from ._decode import (
     NotSupported,
     actor_from_json,
@@ -287,22 +287,50 @@ class JobClient:
         limit: int = 50,
         cursor: str | None = None,
         include_deleted: bool = False,
+        tenant: str | None = None,
+        id_prefix: str | None = None,
     ) -> Page:
         """See :meth:`JobManager.list` (``GET /jobs``); ``include_deleted`` is not available."""
         _no_deleted(include_deleted)
         params: list[tuple[str, str | int]] = [("limit", limit)]
         for value in sorted(check_statuses(status) or ()):
             params.append(("status", value.value))
-        if kind is not None:
-            params.append(("kind", kind))
-        if cursor is not None:
-            params.append(("cursor", cursor))
+        named = {"kind": kind, "cursor": cursor, "tenant": tenant, "id_prefix": id_prefix}
+        params += [(name, value) for name, value in named.items() if value is not None]
         body = await self._json("GET", "jobs", params=params)
         return Page(tuple(job_from_json(item) for item in body["items"]), body.get("next_cursor"))
 
-    async def counts(self, *, kind: str | None = None) -> dict[JobStatus, int]:
+    async def resolve(self, id_or_prefix: str) -> str:
+        """See :meth:`JobManager.resolve`: the full id of the job given by its id or a unique
+        start of it (at least 4 hexadecimal characters), among the jobs the server lets the
+        caller see (``GET /jobs?id_prefix=``, or ``GET /jobs/{id}`` for other ids).
+
+        :raises JobNotFound: no visible job has that id or prefix.
+        :raises InvalidInput: the prefix is malformed, or starts several jobs' ids.
+        """
+        if not isinstance(id_or_prefix, str) or not id_or_prefix:
+            raise InvalidInput(f"A job id must be a non-empty string, got {id_or_prefix!r}.")
+        try:
+            prefix = check_id_prefix(id_or_prefix, MIN_ID_PREFIX)
+        except InvalidInput as malformed:
+            try:  # not an id prefix: perhaps a whole id of another shape
+                return (await self.get(id_or_prefix)).id
+            except JobNotFound:
+                raise malformed from None
+        found = (await self.list(id_prefix=prefix, limit=6)).items
+        if not found:
+            raise JobNotFound(id_or_prefix)
+        if len(found) > 1:
+            shown = ", ".join(job.id[: len(prefix) + 4] + "…" for job in found[:5])
+            raise InvalidInput(
+                f"The id prefix {id_or_prefix!r} starts several jobs' ids ({shown}): give more characters."
+            )
+        return found[0].id
+
+    async def counts(self, *, kind: str | None = None, tenant: str | None = None) -> dict[JobStatus, int]:
         """See :meth:`JobManager.counts` (``GET /counts``)."""
-        params = {} if kind is None else {"kind": kind}
+        named = {"kind": kind, "tenant": tenant}
+        params = {name: value for name, value in named.items() if value is not None}
         found = (await self._json("GET", "counts", params=params))["counts"]
         return {status: int(found.get(status.value, 0)) for status in JobStatus}
 

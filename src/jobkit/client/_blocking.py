@@ -145,17 +145,24 @@ class BlockingJobClient:
         limit: int = 50,
         cursor: str | None = None,
         include_deleted: bool = False,
+        tenant: str | None = None,
+        id_prefix: str | None = None,
     ) -> Page:
         """See :meth:`JobClient.list`."""
         page: Page = self._call(
             self.client.list, status=status, kind=kind, limit=limit, cursor=cursor,
-            include_deleted=include_deleted,
+            include_deleted=include_deleted, tenant=tenant, id_prefix=id_prefix,
         )  # fmt: skip
         return page
 
-    def counts(self, *, kind: str | None = None) -> dict[JobStatus, int]:
+    def resolve(self, id_or_prefix: str) -> str:
+        """See :meth:`JobClient.resolve`."""
+        job_id: str = self._call(self.client.resolve, id_or_prefix)
+        return job_id
+
+    def counts(self, *, kind: str | None = None, tenant: str | None = None) -> dict[JobStatus, int]:
         """See :meth:`JobClient.counts`."""
-        found: dict[JobStatus, int] = self._call(self.client.counts, kind=kind)
+        found: dict[JobStatus, int] = self._call(self.client.counts, kind=kind, tenant=tenant)
         return found
 
     def cancel(self, job_id: str, *, reason: str | None = None) -> Job:
