@@ -5,6 +5,10 @@ as the trusted host (no actor), do one thing and close it. The CLI cannot know t
 policies: deletes are hard unless ``--soft``, and ``sweep`` removes audit records only
 when given ``--audit-retention`` (audit trails are often kept on purpose). Having no
 handlers, ``jobs submit`` and ``schedules add`` declare their kind: workers elsewhere run it.
+
+With ``--url`` the same commands run through :class:`jobkit.client.JobClient` against a
+service's REST API instead: the service decides who is asking (from ``--header``) and
+applies its own policies.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -22,7 +27,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeAlias, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -40,11 +45,17 @@ from .._errors import (
 )
 from .._manager import JobManager
 from .._policies import DeleteMode, DeletePolicy
-from .._records import Job, JobStatus, Retry, Schedule
+from .._records import AuditRecord, Job, JobStatus, Retry, Schedule
 from ..abc import BlobStore, JobStore
 from . import _render as render
 
+if TYPE_CHECKING:
+    from ..client import JobClient
+
 __all__ = ["EXIT_CODES", "Settings", "app"]
+
+#: What a command's action runs against: a manager on the store, or a client of a service.
+Jobs: TypeAlias = "JobManager | JobClient"
 
 T = TypeVar("T")
 
@@ -64,15 +75,27 @@ EXIT_USAGE = 2
 EXIT_INVALID_INPUT = 6
 #: The user answered "no" at a confirmation prompt: nothing was done.
 EXIT_ABORTED = 8
+#: ``jobs watch``: the job failed, or was cancelled (0: it completed).
+EXIT_JOB_FAILED = 9
+EXIT_JOB_CANCELLED = 10
 
 _STORE_HELP = "Where jobs live: sqlite:///jobs.db (relative), sqlite:////abs/jobs.db, memory://."
+_URL_HELP = (
+    "Manage the jobs of a running service through its REST API instead of a store: where its job "
+    "router is mounted, e.g. https://example.com/api/v1 (not together with --store)."
+)
+_HEADER_HELP = (
+    "A header for every request to --url, e.g. 'Authorization: Bearer TOKEN' (repeatable). "
+    "JOBKIT_HEADERS may hold more: one per line, or a JSON object."
+)
 _BLOBS_HELP = (
     "Where artifacts live: file:///abs/folder, file://folder, memory://, "
     "s3://bucket/prefix?endpoint_url=...&region=... (jobkit[s3]). For commands that touch artifacts."
 )
 _EPILOG = (
     "Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 job not found, 4 invalid state, "
-    "5 permission denied, 6 invalid input, 7 backend error."
+    "5 permission denied, 6 invalid input, 7 backend error, 8 not confirmed; jobs watch: "
+    "9 the job failed, 10 it was cancelled."
 )
 
 
@@ -84,6 +107,8 @@ class Settings:
     blobs: str | None = None
     json: bool = False
     traceback: bool = False
+    url: str | None = None
+    headers: tuple[str, ...] = ()
 
 
 app = typer.Typer(
@@ -92,7 +117,6 @@ app = typer.Typer(
     "pause kinds, keep cron schedules; run a worker or the demo.",
     epilog=_EPILOG,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True)
@@ -115,6 +139,14 @@ IncludeDeletedOption = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"jobkit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     ctx: typer.Context,
@@ -124,12 +156,29 @@ def _options(
     blobs: Annotated[
         str | None, typer.Option("--blobs", envvar="JOBKIT_BLOBS", metavar="URL", help=_BLOBS_HELP)
     ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", envvar="JOBKIT_URL", metavar="URL", help=_URL_HELP)
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", metavar="'NAME: VALUE'", help=_HEADER_HELP)
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
     show_traceback: Annotated[
         bool, typer.Option("--traceback", help="Show the traceback of unexpected errors.")
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print jobkit's version and exit."),
+    ] = False,
 ) -> None:
-    ctx.obj = Settings(store=store, blobs=blobs, json=json_output, traceback=show_traceback)
+    ctx.obj = Settings(
+        store=store,
+        blobs=blobs,
+        json=json_output,
+        traceback=show_traceback,
+        url=url or None,
+        headers=tuple(header or ()),
+    )
 
 
 # -- plumbing ------------------------------------------------------------------------
@@ -152,6 +201,8 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _exit_code(exc: BaseException) -> int:
+    if getattr(exc, "code", None) == "not_supported":  # jobkit.client.NotSupported: not over --url
+        return EXIT_USAGE
     for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
             return code
@@ -274,20 +325,59 @@ def _open_blobs(settings: Settings, command: str, needs_blobs: bool) -> BlobStor
     return MemoryBlobStore()
 
 
+def _headers(settings: Settings) -> dict[str, str]:
+    """The headers of ``JOBKIT_HEADERS`` (lines of ``Name: value``, or a JSON object), then
+    of each ``--header`` (which wins for a name given twice)."""
+    lines: list[str] = []
+    found: dict[str, str] = {}
+    env = os.environ.get("JOBKIT_HEADERS", "").strip()
+    if env.startswith("{"):
+        try:
+            value = json.loads(env)
+        except json.JSONDecodeError as exc:
+            fail(settings, f"JOBKIT_HEADERS is not a JSON object ({exc.msg}).", EXIT_USAGE)
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            fail(settings, 'JOBKIT_HEADERS must be a JSON object of strings: {"Name": "value"}.', EXIT_USAGE)
+        found.update(value)
+    elif env:
+        lines += env.splitlines()
+    lines += settings.headers
+    for line in lines:
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name or not _TOKEN.fullmatch(name):
+            fail(settings, f"A header must read 'Name: value', got {line!r}.", EXIT_USAGE)
+        found[name] = value.strip()
+    return found
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def _manage(
     settings: Settings,
     command: str,
-    action: Callable[[JobManager], Awaitable[T]],
+    action: Callable[[Jobs], Awaitable[T]],
     *,
     needs_blobs: bool = False,
     soft: bool = False,
     audit_retention: float | None = None,
 ) -> T:
-    """Run ``action`` with a manager that only manages (no workers, no sweeper), as the host.
+    """Run ``action`` with a manager that only manages (no workers, no sweeper), as the host;
+    with ``--url``, with a :class:`~jobkit.client.JobClient` of that service instead.
 
     ``audit_retention`` is in days; None keeps every audit record.
     """
     _quiet_logs("WARNING")
+    if settings.url is not None:
+        if settings.store:
+            both = "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too)."
+            fail(settings, both, EXIT_USAGE)
+        if soft:
+            fail(settings, "--soft needs --store: over --url the service's DeletePolicy decides.", EXIT_USAGE)
+        return _remote(settings, action)
 
     async def session() -> T:
         store = _open_store(settings)
@@ -304,6 +394,45 @@ def _manage(
             return await action(jobs)
 
     return _guarded(settings, lambda: anyio.run(session))
+
+
+def _remote(settings: Settings, action: Callable[[JobClient], Awaitable[T]]) -> T:
+    """Run ``action`` with a client of ``--url`` (its headers from --header / JOBKIT_HEADERS)."""
+    try:
+        from ..client import JobClient
+    except ImportError as exc:
+        fail(settings, str(exc), EXIT_USAGE, "missing_dependency")
+    assert settings.url is not None
+    headers = _headers(settings)
+    url = settings.url
+
+    async def session() -> T:
+        async with JobClient(url, headers=headers) as client:
+            return await action(client)
+
+    return _guarded(settings, lambda: anyio.run(session))
+
+
+def _store_only(settings: Settings, command: str, why: str) -> None:
+    """Refuse ``--url`` for a command that needs the store itself."""
+    if settings.url is not None:
+        fail(settings, f"`jobkit {command}` needs --store, not --url: {why}", EXIT_USAGE)
+
+
+async def _resolve(jobs: Jobs, given: str, *, include_deleted: bool = False) -> str:
+    """The whole id of the job ``given`` names: its id, or a unique start of it (the console
+    and the tables show 8 characters). A soft-deleted job needs its whole id."""
+    if not _PREFIX.fullmatch(given):  # no id prefix: the command looks it up as a whole id
+        return given
+    try:
+        return await jobs.resolve(given)
+    except JobNotFound:
+        if include_deleted:
+            return given
+        raise
+
+
+_PREFIX = re.compile(r"[0-9a-fA-F]{4,32}")
 
 
 def _out(value: Any) -> None:
@@ -386,11 +515,14 @@ def show_job(
     """Show every field of one job."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> tuple[Job, int | None]:
-        job = await jobs.get(job_id, include_deleted=include_deleted)
-        if job.deleted_at is not None:
+    async def action(jobs: Jobs) -> tuple[Job, int | None]:
+        found = await _resolve(jobs, job_id, include_deleted=include_deleted)
+        job = await jobs.get(found, include_deleted=include_deleted)
+        if job.deleted_at is not None or job.status is not JobStatus.PENDING:
             return job, None
-        return job, await jobs.position(job_id)
+        if not isinstance(jobs, JobManager):
+            return job, None  # the REST API has no route for a job's place in the queue
+        return job, await jobs.position(found)
 
     job, position = _manage(settings, "jobs show", action)
     if settings.json:
@@ -408,7 +540,11 @@ def cancel_job(
 ) -> None:
     """Cancel a job: a pending one at once, a running one at its next checkpoint."""
     settings = _settings(ctx, json_output)
-    job = _manage(settings, "jobs cancel", lambda jobs: jobs.cancel(job_id, reason=reason))
+
+    async def action(jobs: Jobs) -> Job:
+        return await jobs.cancel(await _resolve(jobs, job_id), reason=reason)
+
+    job = _manage(settings, "jobs cancel", action)
     if settings.json:
         _out(render.job_json(job))
         return
@@ -435,10 +571,11 @@ def delete_job(
     settings = _settings(ctx, json_output)
     ask = not (yes or settings.json)
 
-    async def action(jobs: JobManager) -> bool:
+    async def action(jobs: Jobs) -> str | None:
+        found = await _resolve(jobs, job_id)
         if ask:
-            job = await jobs.get(job_id)
-            count = len(await jobs.artifacts(job_id))
+            job = await jobs.get(found)
+            count = len(await jobs.artifacts(found))
             what = (
                 "This will mark the job deleted and keep it and its artifacts for audit."
                 if soft
@@ -449,17 +586,17 @@ def delete_job(
                 f"{'' if count == 1 else 's'})? {what}"
             )
             if not await anyio.to_thread.run_sync(_confirm, question):
-                return False
-        await jobs.delete(job_id)
-        return True
+                return None
+        await jobs.delete(found)
+        return found
 
-    deleted = _manage(settings, "jobs delete", action, needs_blobs=True, soft=soft)
-    if not deleted:
+    deleted = _manage(settings, "jobs delete", action, needs_blobs=settings.url is None, soft=soft)
+    if deleted is None:
         fail(settings, "Not confirmed: the job was not deleted.", EXIT_ABORTED, "aborted")
     if settings.json:
-        _out({"deleted": job_id})
+        _out({"deleted": deleted})
         return
-    render.make_console().print(f"Deleted job {job_id}.")
+    render.make_console().print(f"Deleted job {deleted}.")
 
 
 def _confirm(question: str) -> bool:
@@ -481,7 +618,11 @@ def set_priority(
 ) -> None:
     """Change a pending job's priority and print its new place in the queue."""
     settings = _settings(ctx, json_output)
-    job, position = _manage(settings, "jobs priority", lambda jobs: jobs.set_priority(job_id, priority))
+
+    async def action(jobs: Jobs) -> tuple[Job, int]:
+        return await jobs.set_priority(await _resolve(jobs, job_id), priority)
+
+    job, position = _manage(settings, "jobs priority", action)
     if settings.json:
         _out({"job": render.job_json(job), "position": position})
         return
@@ -498,7 +639,11 @@ def list_artifacts(
 ) -> None:
     """List the artifacts a job wrote."""
     settings = _settings(ctx, json_output)
-    names = _manage(settings, "jobs artifacts", lambda jobs: jobs.artifacts(job_id), needs_blobs=True)
+
+    async def action(jobs: Jobs) -> list[str]:
+        return await jobs.artifacts(await _resolve(jobs, job_id))
+
+    names = _manage(settings, "jobs artifacts", action, needs_blobs=settings.url is None)
     if settings.json:
         _out({"items": names})
         return
@@ -618,11 +763,12 @@ def submit_job(
     """Submit a job of KIND, for the workers that run it (this command runs nothing)."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> tuple[Job, bool, bool]:
+    async def action(jobs: Jobs) -> tuple[Job, bool, bool]:
         value = _payload(payload)
         when = _run_at(run_at)
         retry = None if retry_attempts is None else Retry(attempts=retry_attempts)
-        jobs.declare(kind)  # its handler lives in the workers, not here
+        if isinstance(jobs, JobManager):
+            jobs.declare(kind)  # its handler lives in the workers, not here
         job, created = await jobs.submit_once(
             kind,
             value,
@@ -676,7 +822,12 @@ def retry_job(
 ) -> None:
     """Give a failed or cancelled job one more attempt: now, or at --run-at."""
     settings = _settings(ctx, json_output)
-    job = _manage(settings, "jobs retry", lambda jobs: jobs.retry(job_id, run_at=_run_at(run_at)))
+
+    async def action(jobs: Jobs) -> Job:
+        when = _run_at(run_at)
+        return await jobs.retry(await _resolve(jobs, job_id), run_at=when)
+
+    job = _manage(settings, "jobs retry", action)
     if settings.json:
         _out(render.job_json(job))
         return
@@ -695,7 +846,10 @@ def list_kinds(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """The kinds of the jobs in the store (the newest 10,000) and the paused kinds."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> tuple[list[str], frozenset[str], bool]:
+    async def action(jobs: Jobs) -> tuple[list[str], frozenset[str], bool]:
+        if not isinstance(jobs, JobManager):  # the service knows its kinds (GET /kinds)
+            known = await jobs.known_kinds()
+            return sorted(known), frozenset(kind for kind, paused in known.items() if paused), False
         paused = await jobs.paused()
         seen: set[str] = set()
         cursor, scanned = None, 0
@@ -726,7 +880,7 @@ def _set_paused(ctx: typer.Context, kind: str, pause: bool, json_output: bool) -
     settings = _settings(ctx, json_output)
     command = "kinds pause" if pause else "kinds resume"
 
-    async def action(jobs: JobManager) -> bool:
+    async def action(jobs: Jobs) -> bool:
         before = kind in await jobs.paused()
         await (jobs.pause(kind) if pause else jobs.resume(kind))
         return before != pause
@@ -817,9 +971,10 @@ def add_schedule(
     """Submit a job of KIND at every fire time of --cron (the sweeper fires it, once per time)."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> Schedule:
+    async def action(jobs: Jobs) -> Schedule:
         value = _payload(payload)
-        jobs.declare(kind)  # its handler lives in the workers, not here
+        if isinstance(jobs, JobManager):
+            jobs.declare(kind)  # its handler lives in the workers, not here
         return await jobs.schedule(name, kind, value, cron=cron, timezone=timezone, priority=priority)
 
     item = _manage(settings, "schedules add", action)
@@ -876,7 +1031,10 @@ def sweep(
     """Delete expired jobs, retry deferred artifact deletes, recover lost jobs (and trim the audit)."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> Any:
+    _store_only(settings, "sweep", "a service sweeps its own store.")
+
+    async def action(jobs: Jobs) -> Any:
+        assert isinstance(jobs, JobManager)
         if settings.json:
             return await jobs.sweep()
         with render.make_console(stderr=True).status("Sweeping…", spinner="dots"):
@@ -900,7 +1058,13 @@ def audit(
 ) -> None:
     """Show the audit trail, newest first: who cancelled, deleted, expired what."""
     settings = _settings(ctx, json_output)
-    records = _manage(settings, "audit", lambda jobs: jobs.audit(job_id=job_id, limit=limit))
+
+    async def action(jobs: Jobs) -> list[AuditRecord]:
+        # The records of a job outlive it: an id that names no job now is taken as it is.
+        found = None if job_id is None else await _resolve(jobs, job_id, include_deleted=True)
+        return await jobs.audit(job_id=found, limit=limit)
+
+    records = _manage(settings, "audit", action)
     if settings.json:
         _out({"items": [render.audit_to_json(record) for record in records]})
         return
