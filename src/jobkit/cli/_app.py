@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ import anyio.to_thread
 import attrs
 import typer
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand
 
 from .._errors import (
     BackendError,
@@ -45,7 +46,7 @@ from .._errors import (
 )
 from .._manager import JobManager
 from .._policies import DeleteMode, DeletePolicy
-from .._records import AuditRecord, Job, JobStatus, Retry, Schedule
+from .._records import AuditRecord, EventType, Job, JobEvent, JobStatus, Retry, Schedule
 from ..abc import BlobStore, JobStore
 from . import _render as render
 
@@ -80,6 +81,7 @@ EXIT_JOB_FAILED = 9
 EXIT_JOB_CANCELLED = 10
 
 _STORE_HELP = "Where jobs live: sqlite:///jobs.db (relative), sqlite:////abs/jobs.db, memory://."
+_ID_HELP = "The job id, or a unique start of it (4 or more characters, as the console shows 8)."
 _URL_HELP = (
     "Manage the jobs of a running service through its REST API instead of a store: where its job "
     "router is mounted, e.g. https://example.com/api/v1 (not together with --store)."
@@ -118,12 +120,17 @@ app = typer.Typer(
     epilog=_EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's help: no <bool> after flags, the metavars given below
 )
-jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
-kinds_app = typer.Typer(help="List job kinds; pause or resume them in every process.", no_args_is_help=True)
+kinds_app = typer.Typer(
+    help="List job kinds; pause or resume them in every process.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(kinds_app, name="kinds")
-schedules_app = typer.Typer(help="Cron schedules that submit jobs (jobkit[cron]).", no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="Cron schedules that submit jobs (jobkit[cron]).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(schedules_app, name="schedules")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -372,9 +379,7 @@ def _manage(
     """
     _quiet_logs("WARNING")
     if settings.url is not None:
-        if settings.store:
-            both = "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too)."
-            fail(settings, both, EXIT_USAGE)
+        _not_both(settings)
         if soft:
             fail(settings, "--soft needs --store: over --url the service's DeletePolicy decides.", EXIT_USAGE)
         return _remote(settings, action)
@@ -394,6 +399,11 @@ def _manage(
             return await action(jobs)
 
     return _guarded(settings, lambda: anyio.run(session))
+
+
+def _not_both(settings: Settings) -> None:
+    if settings.store:
+        fail(settings, "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too).", EXIT_USAGE)
 
 
 def _remote(settings: Settings, action: Callable[[JobClient], Awaitable[T]]) -> T:
@@ -462,10 +472,14 @@ def list_jobs(
             "scheduled, pending, running, cancelling, completed, failed, cancelled.",
         ),
     ] = None,
-    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only jobs of this kind.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many jobs (1-1000).")] = 50,
+    kind: Annotated[
+        str | None, typer.Option("--kind", "-k", metavar="KIND", help="Only jobs of this kind.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", help="At most this many jobs (1-1000).")
+    ] = 50,
     cursor: Annotated[
-        str | None, typer.Option("--cursor", help="The next_cursor of a previous page.")
+        str | None, typer.Option("--cursor", metavar="CURSOR", help="The next_cursor of a previous page.")
     ] = None,
     include_deleted: IncludeDeletedOption = False,
     json_output: JsonOption = False,
@@ -508,7 +522,7 @@ def list_jobs(
 @jobs_app.command("show")
 def show_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     include_deleted: IncludeDeletedOption = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -534,8 +548,10 @@ def show_job(
 @jobs_app.command("cancel")
 def cancel_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
-    reason: Annotated[str | None, typer.Option("--reason", "-r", help="Why; kept on the job.")] = None,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", metavar="REASON", help="Why; kept on the job.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Cancel a job: a pending one at once, a running one at its next checkpoint."""
@@ -562,7 +578,7 @@ def cancel_job(
 @jobs_app.command("delete")
 def delete_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     soft: SoftOption = False,
     json_output: JsonOption = False,
@@ -610,7 +626,7 @@ def _confirm(question: str) -> bool:
 @jobs_app.command("priority", context_settings={"ignore_unknown_options": True})
 def set_priority(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     priority: Annotated[
         int, typer.Argument(metavar="PRIORITY", help="The new priority; higher runs first (may be negative).")
     ],
@@ -634,7 +650,7 @@ def set_priority(
 @jobs_app.command("artifacts")
 def list_artifacts(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     json_output: JsonOption = False,
 ) -> None:
     """List the artifacts a job wrote."""
@@ -652,6 +668,72 @@ def list_artifacts(
         console.print(f"Job {job_id} has no artifacts.")
         return
     console.print(render.names_table(names))
+
+
+@jobs_app.command("watch")
+def watch_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
+    json_output: JsonOption = False,
+) -> None:
+    """Follow a job live until it finishes: a progress bar with its status and message.
+
+    Driven by the job's events (no polling). Exit code 0 when the job completed, 9 when it
+    failed, 10 when it was cancelled; with --json, the finished job is printed."""
+    settings = _settings(ctx, json_output)
+    console = render.make_console()
+
+    async def action(jobs: Jobs) -> Job:
+        found = await _resolve(jobs, job_id)
+        async with jobs.subscribe(job_id=found) as events:
+            job = await jobs.get(found)  # after subscribing: a finish now is not missed
+            if job.is_terminal or settings.json:
+                return job if job.is_terminal else await _finished(jobs, found, events)
+            with render.watch_progress(console) as bar:
+                task = bar.add_task(
+                    render.plain(f"{job.kind} {job.id[:8]}").plain, total=1.0, status="", message=""
+                )
+                render.show_progress(bar, task, job)
+                return await _finished(jobs, found, events, lambda job: render.show_progress(bar, task, job))
+
+    job = _manage(settings, "jobs watch", action)
+    if settings.json:
+        _out(render.job_json(job))
+    else:
+        line = Text.assemble(f"Job {job.id} ", render.status_text(job.status))
+        if job.error:
+            line.append(": ")
+            line.append(render.plain(job.error))
+        elif job.cancel_reason:
+            line.append(": ")
+            line.append(render.plain(job.cancel_reason))
+        console.print(line, end=".\n")
+    if job.status is JobStatus.FAILED:
+        raise typer.Exit(EXIT_JOB_FAILED)
+    if job.status is JobStatus.CANCELLED:
+        raise typer.Exit(EXIT_JOB_CANCELLED)
+
+
+async def _finished(
+    jobs: Jobs, job_id: str, events: AsyncIterator[JobEvent], shown: Callable[[Job], None] | None = None
+) -> Job:
+    """Read ``events`` until the job has finished; ``shown`` is told of every change (a
+    progress event carries the new progress; any other event has the job read again)."""
+    job: Job | None = None
+    async for event in events:
+        if event.type is EventType.DELETED:
+            raise JobNotFound(job_id, f"Job {job_id!r} was deleted while watching it.")
+        if event.type is EventType.PROGRESS and job is not None and event.status is job.status:
+            progress = event.data.get("progress")
+            message = event.data.get("message")
+            job = attrs.evolve(job, progress=progress, progress_message=message)
+        else:
+            job = await jobs.get(job_id)
+        if shown is not None:
+            shown(job)
+        if job.is_terminal:
+            return job
+    return await jobs.get(job_id)  # the stream ended (the manager or the server stopped)
 
 
 # -- submit, retry -------------------------------------------------------------------
@@ -740,7 +822,7 @@ def submit_job(
         ),
     ] = None,
     priority: Annotated[
-        int, typer.Option("--priority", "-p", help="Higher runs first (may be negative).")
+        int, typer.Option("--priority", "-p", metavar="N", help="Higher runs first (may be negative).")
     ] = 0,
     idempotency_key: Annotated[
         str | None,
@@ -813,7 +895,7 @@ def submit_job(
 @jobs_app.command("retry")
 def retry_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     run_at: Annotated[
         str | None,
         typer.Option("--run-at", metavar="ISO", help="Run it again at this time (with a UTC offset)."),
@@ -964,7 +1046,7 @@ def add_schedule(
     ] = "UTC",
     payload: PayloadOption = None,
     priority: Annotated[
-        int, typer.Option("--priority", "-p", help="The priority of the jobs it submits.")
+        int, typer.Option("--priority", "-p", metavar="N", help="The priority of the jobs it submits.")
     ] = 0,
     json_output: JsonOption = False,
 ) -> None:
@@ -1051,9 +1133,12 @@ def sweep(
 def audit(
     ctx: typer.Context,
     job_id: Annotated[
-        str | None, typer.Option("--job", metavar="ID", help="Only this job's records.")
+        str | None,
+        typer.Option("--job", metavar="ID", help="Only this job's records (its id or a unique start)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many records (1-1000).")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", help="At most this many records (1-1000).")
+    ] = 100,
     json_output: JsonOption = False,
 ) -> None:
     """Show the audit trail, newest first: who cancelled, deleted, expired what."""
@@ -1082,11 +1167,20 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     Unfinished jobs by status, the oldest pending one, when the next scheduled job is due and
     the next schedule fires, the paused kinds, who holds which lease until when, and whether
     the store's cross-process listener connects."""
-    from ._status import SCAN_LIMIT, status_report
+    from ._status import SCAN_LIMIT, remote_status_report, status_report
 
     settings = _settings(ctx, json_output)
     _quiet_logs("WARNING")
-    report = _guarded(settings, lambda: anyio.run(status_report, _open_store(settings)))
+    if settings.url is not None:
+        if settings.store:
+            fail(
+                settings,
+                "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too).",
+                EXIT_USAGE,
+            )
+        report = _remote(settings, remote_status_report)
+    else:
+        report = _guarded(settings, lambda: anyio.run(status_report, _open_store(settings)))
     if settings.json:
         _out(report.to_json())
         return
@@ -1109,7 +1203,13 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
         console.print("Paused kinds: none")
     listener = report.listener
     console.print(f"Listener: {listener['listener']} ({listener['detail']})", highlight=False)
-    if report.leases is None:
+    if report.running is not None:
+        if not report.running:
+            console.print("Running: none.")
+        else:
+            console.print("Running (the REST API serves no leases or owners):")
+            console.print(render.jobs_table(report.running, now))
+    elif report.leases is None:
         console.print("Leases: this store does not list them.")
     elif not report.leases:
         console.print("Leases: none (no job is running).")
@@ -1160,10 +1260,16 @@ def worker(
 def demo(
     ctx: typer.Context,
     port: Annotated[
-        int, typer.Option("--port", "-p", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")
+        int,
+        typer.Option(
+            "--port", "-p", metavar="PORT", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."
+        ),
     ] = 8000,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where the demo keeps its SQLite database and artifacts.")
+        Path,
+        typer.Option(
+            "--data-dir", metavar="FOLDER", help="Where the demo keeps its SQLite database and artifacts."
+        ),
     ] = Path(".jobkit-demo"),
     seed: Annotated[bool, typer.Option("--seed/--no-seed", help="Submit some jobs on startup.")] = True,
 ) -> None:
@@ -1226,3 +1332,34 @@ def _signals_recorded() -> Iterator[None]:
 
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     """A signal raised again by uvicorn after its graceful stop: already handled."""
+
+
+# -- help that reads like words ------------------------------------------------------
+
+
+class _WordArgument(TyperArgument):
+    """An argument shown by its metavar alone: ``ID  The job id.``, not ``ID <str>``, and
+    ``ID`` in the usage line rather than ``{ID}``."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar else super().display_type_rich(ctx)
+
+    def _usage_display_name(self) -> str:
+        name = str(self.metavar or self.name or "").upper()
+        return name if self.required else f"[{name}]"
+
+
+class _Command(TyperCommand):
+    """A command whose arguments are :class:`_WordArgument`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _WordArgument
+
+
+for _typer in (app, jobs_app, kinds_app, schedules_app):
+    for _info in _typer.registered_commands:
+        if _info.cls in (None, TyperCommand):
+            _info.cls = _Command
