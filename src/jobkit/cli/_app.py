@@ -43,6 +43,7 @@ from .._errors import (
     JobkitError,
     JobNotFound,
     PermissionDenied,
+    Unauthenticated,
 )
 from .._manager import JobManager
 from .._policies import DeleteMode, DeletePolicy
@@ -66,6 +67,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (JobNotFound, 3),
     (InvalidState, 4),
     (PermissionDenied, 5),
+    (Unauthenticated, 5),  # over --url: the service found no identity in the headers
     (InvalidInput, 6),
     (BackendError, 7),
     (JobkitError, 7),
@@ -95,9 +97,9 @@ _BLOBS_HELP = (
     "s3://bucket/prefix?endpoint_url=...&region=... (jobkit[s3]). For commands that touch artifacts."
 )
 _EPILOG = (
-    "Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 job not found, 4 invalid state, "
-    "5 permission denied, 6 invalid input, 7 backend error, 8 not confirmed; jobs watch: "
-    "9 the job failed, 10 it was cancelled."
+    "Exit codes: 0 ok, 1 unexpected error, 2 usage error (also what --url cannot do), 3 job not "
+    "found, 4 invalid state, 5 permission denied or not signed in, 6 invalid input, 7 backend "
+    "error, 8 not confirmed; jobs watch: 9 the job failed, 10 it was cancelled."
 )
 
 
