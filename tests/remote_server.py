@@ -152,3 +152,44 @@ class DroppingProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def _flask_actor() -> Actor | None:
+    """As :func:`required_actor`, for Flask: from the request's headers."""
+    import flask
+
+    headers = flask.request.headers
+    actor = headers.get("X-Actor")
+    if not actor:
+        return None
+    roles = frozenset(role.strip() for role in headers.get("X-Roles", "").split(",") if role.strip())
+    return Actor(actor, tenant=headers.get("X-Tenant") or None, roles=roles)
+
+
+@contextmanager
+def serve_flask_jobs() -> Iterator[str]:
+    """The same service as a Flask blueprint on werkzeug (a free local port): its base URL."""
+    import flask
+    from werkzeug.serving import make_server
+
+    from jobkit import BlockingJobManager
+    from jobkit.integrations.flask import job_blueprint
+
+    jobs = BlockingJobManager(MemoryStore(), MemoryBlobStore(), concurrency=4, sweep_interval=None)
+    jobs.register("hello", hello)
+    jobs.register("boom", boom)
+    jobs.register("gated", gated)
+    jobs.declare("parked")
+    app = flask.Flask(__name__)
+    app.register_blueprint(job_blueprint(jobs, actor=_flask_actor, heartbeat=1.0), url_prefix="/api/v1")
+    with jobs:
+        http = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=http.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{http.server_port}/api/v1"
+        finally:
+            http.shutdown()
+            thread.join(timeout=30)
+            http.server_close()
+            assert not thread.is_alive(), "werkzeug did not stop"

@@ -30,7 +30,7 @@ from jobkit import (
 )
 from jobkit.client import BlockingJobClient, JobClient, NotSupported
 from parity import assert_same_api, public_methods
-from remote_server import ADMIN, GATES, USER, DroppingProxy, Server, make_app, serve_jobs
+from remote_server import ADMIN, GATES, USER, DroppingProxy, Server, make_app, serve_flask_jobs, serve_jobs
 from web_handlers import serve_http
 
 pytestmark = pytest.mark.anyio
@@ -466,6 +466,51 @@ class TestWait:
             tg.start_soon(waiter)
             await _event(events, job.id, EventType.STARTED)
             await admin.cancel(job.id, reason="stop")
+        assert result[0].status is JobStatus.CANCELLED
+
+
+@pytest.fixture(scope="module")
+def flask_url() -> Iterator[str]:
+    with serve_flask_jobs() as url:
+        yield url
+
+
+class TestFlaskServer:
+    """The Flask blueprint serves the same routes and bodies: the client works against it too."""
+
+    async def test_manage_wait_and_events(self, flask_url: str) -> None:
+        async with JobClient(flask_url, headers=ADMIN) as client:
+            async with client.subscribe() as events:
+                job = await client.submit("hello", "flask")
+                done = await _event(events, job.id, EventType.COMPLETED)
+            assert done.status is JobStatus.COMPLETED
+            finished = await client.wait(job.id, timeout=30)
+            assert finished.result == {"hello": "flask"}
+            assert await client.resolve(job.id[:8]) == job.id
+            assert await client.read_artifact(job.id, "out/report.txt") == b"hello report"
+            assert (await client.counts())[JobStatus.COMPLETED] >= 1
+            with pytest.raises(InvalidState):
+                await client.cancel(job.id)
+            with pytest.raises(JobNotFound):
+                await client.get("0" * 32)
+            with pytest.raises(InvalidInput):
+                await client.submit("no-such-kind")
+        async with JobClient(flask_url) as anonymous:
+            with pytest.raises(Unauthenticated):
+                await anonymous.list()
+
+    async def test_wait_for_a_running_job(self, flask_url: str, gate: str) -> None:
+        async with JobClient(flask_url, headers=ADMIN) as client:
+            result: list[Any] = []
+            async with anyio.create_task_group() as tg, client.subscribe() as events:
+                job = await client.submit("gated", gate)
+
+                async def waiter() -> None:
+                    result.append(await client.wait(job.id, timeout=30))
+
+                tg.start_soon(waiter)
+                await _event(events, job.id, EventType.STARTED)
+                await client.cancel(job.id)
         assert result[0].status is JobStatus.CANCELLED
 
 
