@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import uuid
@@ -322,6 +323,31 @@ class TestErrors:
             await admin.list(cursor="garbage")
         assert await admin.counts() == before
 
+    async def test_a_body_too_large_is_invalid_input(self, admin: JobClient) -> None:
+        """The server's 413 payload_too_large is an InvalidInput; nothing is stored."""
+        before = await admin.counts()
+        with pytest.raises(InvalidInput, match="at most"):
+            await admin.submit("parked", "x" * (2 << 20))
+        assert await admin.counts() == before
+
+    def test_error_bodies_without_a_code_map_by_status(self) -> None:
+        """A proxy's HTML error page or a foreign body: the status decides the class."""
+        from jobkit.client._decode import error_from_response
+
+        cases = {401: Unauthenticated, 403: PermissionDenied, 404: JobNotFound, 409: InvalidState}
+        for status, cls in cases.items():
+            assert type(error_from_response(status, None, what="GET /x")) is cls
+        assert type(error_from_response(422, {"detail": []}, what="GET /x")) is InvalidInput
+        for status in (500, 502, 503, 504):
+            error = error_from_response(status, "<html>", what="GET /jobs")
+            assert isinstance(error, BackendError)
+            assert str(status) in error.message
+        found = error_from_response(
+            404, {"error": {"code": "job_not_found", "message": "gone"}}, what="x", job_id="j"
+        )
+        assert isinstance(found, JobNotFound)
+        assert (found.job_id, found.message) == ("j", "gone")
+
     async def test_server_errors_and_unreachable_servers_are_backend_errors(self) -> None:
         """A 503 (the server's manager is not running) and a refused connection: BackendError."""
         with serve_http(make_app(JobManager(), started=False)) as base:
@@ -414,6 +440,36 @@ class TestEvents:
                 assert proxy.connections == 2
                 second = await admin.submit("hello", "after")
                 assert (await _event(events, second.id, EventType.COMPLETED)).status is JobStatus.COMPLETED
+
+    async def test_a_stream_the_server_ends_at_once_is_retried_after_its_delay(self) -> None:
+        """A server that ends every stream at once (shutting down, say) is asked again only
+        after the delay its ``retry:`` field gives, never in a tight loop; each new stream
+        says events may have been missed."""
+        from fastapi import FastAPI
+        from fastapi.responses import StreamingResponse
+
+        opened: list[float] = []
+        app = FastAPI()
+
+        @app.get("/api/v1/events")
+        async def events() -> StreamingResponse:
+            opened.append(anyio.current_time())
+
+            async def body() -> AsyncIterator[bytes]:
+                yield b"retry: 200\n: connected\n\n"
+
+            return StreamingResponse(body(), media_type="text/event-stream")
+
+        with serve_http(app) as base:
+            async with JobClient(f"{base}/api/v1") as client, client.subscribe() as stream:
+                with anyio.fail_after(30):
+                    for _ in range(3):
+                        event = await anext(stream)
+                        assert event.type is EventType.OVERFLOW
+                        assert event.data["reconnected"] is True
+        assert len(opened) == 4
+        gaps = [later - earlier for earlier, later in itertools.pairwise(opened)]
+        assert min(gaps) >= 0.15, gaps
 
 
 class TestWait:

@@ -539,10 +539,14 @@ class _EventStream(AsyncIterator[JobEvent]):
         self._retry = 3.0
         self._pending: deque[JobEvent] = deque()
         self._closed = False
+        self._opened_at: float | None = None
+        #: Whether the current connection brought an event.
+        self._heard = False
 
     async def connect(self) -> None:
         """Open the stream and read up to its opening frame (the subscription is then live)."""
         stack = AsyncExitStack()
+        self._heard = False
         try:
             sse = await self._open(stack)
         except BaseException:
@@ -550,6 +554,7 @@ class _EventStream(AsyncIterator[JobEvent]):
                 await stack.aclose()
             raise
         self._stack, self._sse = stack, sse
+        self._opened_at = anyio.current_time()
 
     async def _open(self, stack: AsyncExitStack) -> AsyncGenerator[ServerSentEvent, None]:
         http = self._client._client()
@@ -584,6 +589,7 @@ class _EventStream(AsyncIterator[JobEvent]):
         if sse.id:
             self._last_id = sse.id
         if sse.data:
+            self._heard = True
             try:
                 self._pending.append(event_from_json(json.loads(sse.data)))
             except (ValueError, KeyError, TypeError) as exc:
@@ -598,7 +604,11 @@ class _EventStream(AsyncIterator[JobEvent]):
     async def _reconnect(self) -> None:
         await self._disconnect()
         resumed = self._last_id is not None
-        delay = 0.0
+        # At once after a connection that brought events or lasted; after one the server
+        # ended at once (it is shutting down, say), the delay it asks for: no tight loop.
+        opened = self._opened_at
+        lasted = opened is not None and anyio.current_time() - opened >= self._retry
+        delay = 0.0 if self._heard or lasted else self._retry
         with anyio.move_on_after(self._client.timeout) as waited:
             while True:
                 await anyio.sleep(delay)
