@@ -70,6 +70,8 @@ class TestOptions:
         one_line_error(result, 2, "--store or --url, not both")
         result = invoke("--url", server.url, "status", env={"JOBKIT_STORE": "memory://"})
         one_line_error(result, 2, "not both")
+        result = invoke("--url", server.url, "--blobs", "memory://", "jobs", "list")
+        one_line_error(result, 2, "--blobs goes with --store")
 
     def test_env_vars_give_the_url_and_headers(self, server: Server) -> None:
         """JOBKIT_URL and JOBKIT_HEADERS (lines, or a JSON object) stand for --url and --header."""

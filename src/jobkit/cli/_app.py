@@ -406,6 +406,8 @@ def _manage(
 def _not_both(settings: Settings) -> None:
     if settings.store:
         fail(settings, "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too).", EXIT_USAGE)
+    if settings.blobs:
+        fail(settings, "--blobs goes with --store: over --url the service has its own artifacts.", EXIT_USAGE)
 
 
 def _remote(settings: Settings, action: Callable[[JobClient], Awaitable[T]]) -> T:
