@@ -16,7 +16,14 @@ falls back to the required members when they are not:
   (fallback: always granted);
 - :class:`SignalingStore` ``notifier()``: a :class:`Notifier` that carries wake-ups, cancel
   notes, job changes and events between processes sharing the store (fallback: the
-  in-process notifier, and polling every ``poll_interval``).
+  in-process notifier, and polling every ``poll_interval``);
+- :class:`StatusCounter` ``count_jobs()``: jobs per status in one query, for ``counts()``
+  and ``jobkit status`` (fallback: paging through ``list_jobs()``);
+- :class:`LeaseReader` ``leases()``: who holds which running job, until when, for
+  ``jobkit status`` (fallback: not shown).
+
+A blob store may add :class:`ManyDeleter` ``delete_many()``: delete keys it already
+listed (fallback: ``delete_prefix()``).
 """
 
 from __future__ import annotations
@@ -41,10 +48,14 @@ __all__ = [
     "Change",
     "ExclusiveSections",
     "JobStore",
+    "Lease",
+    "LeaseReader",
+    "ManyDeleter",
     "Note",
     "NoteKind",
     "Notifier",
     "SignalingStore",
+    "StatusCounter",
 ]
 
 
