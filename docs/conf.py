@@ -89,6 +89,11 @@ nitpick_ignore = [
     ("py:class", "jobkit.stores._postgres_notify.PostgresNotifier"),
     ("py:class", "PostgresNotifier"),
     ("py:class", "S3Client"),  # boto3's client type (types-boto3)
+    # run_process's argument types: aliases in jobkit._context, and pathlib.Path, which the
+    # annotations name under TYPE_CHECKING only (import jobkit stays quick without pathlib)
+    ("py:class", "Argv"),
+    ("py:class", "StrPath"),
+    ("py:class", "Path"),
 ]
 nitpick_ignore_regex = [
     (r"py:class", r"jobkit(\.\w+)*\.[A-Z]"),  # type variables (jobkit._manager.F)

@@ -20,7 +20,9 @@ falls back to the required members when they are not:
 - :class:`StatusCounter` ``count_jobs()``: jobs per status in one query, for ``counts()``
   and ``jobkit status`` (fallback: paging through ``list_jobs()``);
 - :class:`LeaseReader` ``leases()``: who holds which running job, until when, for
-  ``jobkit status`` (fallback: not shown).
+  ``jobkit status`` (fallback: not shown);
+- :class:`PrefixFinder` ``jobs_with_prefix()``: jobs by the start of their id, for
+  ``resolve()`` (fallback: paging through ``list_jobs()``).
 
 A blob store may add :class:`ManyDeleter` ``delete_many()``: delete keys it already
 listed (fallback: ``delete_prefix()``).
@@ -54,6 +56,7 @@ __all__ = [
     "Note",
     "NoteKind",
     "Notifier",
+    "PrefixFinder",
     "SignalingStore",
     "StatusCounter",
 ]
