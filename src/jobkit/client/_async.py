@@ -234,7 +234,7 @@ class JobClient:
         retry: Retry | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
-        """See :meth:`JobManager.submit` (``POST /jobs``)."""
+        """See :meth:`~jobkit.JobManager.submit` (``POST /jobs``)."""
         job, _ = await self.submit_once(
             kind, payload, priority=priority, ttl=ttl, timeout=timeout, max_attempts=max_attempts,
             labels=labels, run_at=run_at, delay=delay, retry=retry, idempotency_key=idempotency_key,
@@ -256,7 +256,7 @@ class JobClient:
         retry: Retry | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[Job, bool]:
-        """See :meth:`JobManager.submit_once`: ``(job, True)`` when the server stored it (201),
+        """See :meth:`~jobkit.JobManager.submit_once`: ``(job, True)`` when the server stored it (201),
         ``(existing job, False)`` for a taken idempotency key (200)."""
         body: dict[str, Any] = {"kind": kind, "payload": payload, "priority": priority}
         if max_attempts != 1:
@@ -275,7 +275,7 @@ class JobClient:
         return job_from_json(response.json()), response.status_code == 201
 
     async def get(self, job_id: str, *, include_deleted: bool = False) -> Job:
-        """See :meth:`JobManager.get` (``GET /jobs/{id}``); ``include_deleted`` is not available."""
+        """See :meth:`~jobkit.JobManager.get` (``GET /jobs/{id}``); ``include_deleted`` is not available."""
         _no_deleted(include_deleted)
         return job_from_json(await self._json("GET", self._job_path(job_id), job_id=job_id))
 
@@ -290,7 +290,7 @@ class JobClient:
         tenant: str | None = None,
         id_prefix: str | None = None,
     ) -> Page:
-        """See :meth:`JobManager.list` (``GET /jobs``); ``include_deleted`` is not available."""
+        """See :meth:`~jobkit.JobManager.list` (``GET /jobs``); ``include_deleted`` is not available."""
         _no_deleted(include_deleted)
         params: list[tuple[str, str | int]] = [("limit", limit)]
         for value in sorted(check_statuses(status) or ()):
@@ -301,7 +301,7 @@ class JobClient:
         return Page(tuple(job_from_json(item) for item in body["items"]), body.get("next_cursor"))
 
     async def resolve(self, id_or_prefix: str) -> str:
-        """See :meth:`JobManager.resolve`: the full id of the job given by its id or a unique
+        """See :meth:`~jobkit.JobManager.resolve`: the full id of the job given by its id or a unique
         start of it (at least 4 hexadecimal characters), among the jobs the server lets the
         caller see (``GET /jobs?id_prefix=``, or ``GET /jobs/{id}`` for other ids).
 
@@ -328,24 +328,24 @@ class JobClient:
         return found[0].id
 
     async def counts(self, *, kind: str | None = None, tenant: str | None = None) -> dict[JobStatus, int]:
-        """See :meth:`JobManager.counts` (``GET /counts``)."""
+        """See :meth:`~jobkit.JobManager.counts` (``GET /counts``)."""
         named = {"kind": kind, "tenant": tenant}
         params = {name: value for name, value in named.items() if value is not None}
         found = (await self._json("GET", "counts", params=params))["counts"]
         return {status: int(found.get(status.value, 0)) for status in JobStatus}
 
     async def cancel(self, job_id: str, *, reason: str | None = None) -> Job:
-        """See :meth:`JobManager.cancel` (``POST /jobs/{id}/cancel``)."""
+        """See :meth:`~jobkit.JobManager.cancel` (``POST /jobs/{id}/cancel``)."""
         body = None if reason is None else {"reason": reason}
         path = self._job_path(job_id, "cancel")
         return job_from_json(await self._json("POST", path, body=body, job_id=job_id))
 
     async def delete(self, job_id: str) -> None:
-        """See :meth:`JobManager.delete` (``DELETE /jobs/{id}``)."""
+        """See :meth:`~jobkit.JobManager.delete` (``DELETE /jobs/{id}``)."""
         await self._request("DELETE", self._job_path(job_id), job_id=job_id)
 
     async def artifacts(self, job_id: str, *, include_deleted: bool = False) -> builtins.list[str]:
-        """See :meth:`JobManager.artifacts` (``GET /jobs/{id}/artifacts``)."""
+        """See :meth:`~jobkit.JobManager.artifacts` (``GET /jobs/{id}/artifacts``)."""
         _no_deleted(include_deleted)
         body = await self._json("GET", self._job_path(job_id, "artifacts"), job_id=job_id)
         return [str(name) for name in body["items"]]
@@ -356,18 +356,18 @@ class JobClient:
         return self._job_path(job_id, "artifacts", _segment(name))
 
     async def read_artifact(self, job_id: str, name: str, *, include_deleted: bool = False) -> bytes:
-        """See :meth:`JobManager.read_artifact` (``GET /jobs/{id}/artifacts/{name}``)."""
+        """See :meth:`~jobkit.JobManager.read_artifact` (``GET /jobs/{id}/artifacts/{name}``)."""
         _no_deleted(include_deleted)
         path = self._artifact_path(job_id, name)
         response = await self._request("GET", path, headers={"Accept": "*/*"}, job_id=job_id, name=name)
         return response.content
 
     async def delete_artifact(self, job_id: str, name: str) -> None:
-        """See :meth:`JobManager.delete_artifact` (``DELETE /jobs/{id}/artifacts/{name}``)."""
+        """See :meth:`~jobkit.JobManager.delete_artifact` (``DELETE /jobs/{id}/artifacts/{name}``)."""
         await self._request("DELETE", self._artifact_path(job_id, name), job_id=job_id, name=name)
 
     async def set_priority(self, job_id: str, priority: int) -> tuple[Job, int]:
-        """See :meth:`JobManager.set_priority` (``PATCH /jobs/{id}/priority``)."""
+        """See :meth:`~jobkit.JobManager.set_priority` (``PATCH /jobs/{id}/priority``)."""
         path = self._job_path(job_id, "priority")
         body = await self._json("PATCH", path, body={"priority": priority}, job_id=job_id)
         return job_from_json(body["job"]), int(body["position"])
@@ -384,7 +384,7 @@ class JobClient:
         )
 
     async def wait(self, job_id: str, *, timeout: timedelta | float | None = None) -> Job:
-        """See :meth:`JobManager.wait`: follows the job's event stream (no polling) and reads
+        """See :meth:`~jobkit.JobManager.wait`: follows the job's event stream (no polling) and reads
         the job once it has finished. The stream is open before the job is first read, so a
         finish at any moment is seen.
 
@@ -408,14 +408,14 @@ class JobClient:
         raise BackendError(f"The event stream of {self.base_url} ended before job {job_id} finished.")
 
     async def retry(self, job_id: str, *, run_at: datetime | None = None) -> Job:
-        """See :meth:`JobManager.retry` (``POST /jobs/{id}/retry``)."""
+        """See :meth:`~jobkit.JobManager.retry` (``POST /jobs/{id}/retry``)."""
         when = _iso(run_at, "run_at")
         body = None if when is None else {"run_at": when}
         path = self._job_path(job_id, "retry")
         return job_from_json(await self._json("POST", path, body=body, job_id=job_id))
 
     async def audit(self, job_id: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
-        """See :meth:`JobManager.audit` (``GET /audit``).
+        """See :meth:`~jobkit.JobManager.audit` (``GET /audit``).
 
         :raises NotSupported: the server has no ``GET /audit`` route.
         """
@@ -428,15 +428,15 @@ class JobClient:
     # -- kinds and schedules -----------------------------------------------------------
 
     async def pause(self, kind: str) -> None:
-        """See :meth:`JobManager.pause` (``POST /kinds/{kind}/pause``)."""
+        """See :meth:`~jobkit.JobManager.pause` (``POST /kinds/{kind}/pause``)."""
         await self._request("POST", f"kinds/{_segment(kind)}/pause")
 
     async def resume(self, kind: str) -> None:
-        """See :meth:`JobManager.resume` (``POST /kinds/{kind}/resume``)."""
+        """See :meth:`~jobkit.JobManager.resume` (``POST /kinds/{kind}/resume``)."""
         await self._request("POST", f"kinds/{_segment(kind)}/resume")
 
     async def paused(self) -> frozenset[str]:
-        """See :meth:`JobManager.paused` (``GET /kinds``)."""
+        """See :meth:`~jobkit.JobManager.paused` (``GET /kinds``)."""
         return frozenset(kind for kind, paused in (await self.known_kinds()).items() if paused)
 
     async def known_kinds(self) -> dict[str, bool]:
@@ -455,7 +455,7 @@ class JobClient:
         timezone: str = "UTC",
         priority: int = 0,
     ) -> Schedule:
-        """See :meth:`JobManager.schedule` (``POST /schedules``)."""
+        """See :meth:`~jobkit.JobManager.schedule` (``POST /schedules``)."""
         body = {
             "name": name, "kind": kind, "payload": payload, "cron": cron, "timezone": timezone,
             "priority": priority,
@@ -463,13 +463,13 @@ class JobClient:
         return schedule_from_json(await self._json("POST", "schedules", body=body))
 
     async def unschedule(self, name: str) -> None:
-        """See :meth:`JobManager.unschedule` (``DELETE /schedules/{name}``)."""
+        """See :meth:`~jobkit.JobManager.unschedule` (``DELETE /schedules/{name}``)."""
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"A schedule name must be a non-empty string, got {name!r}.")
         await self._request("DELETE", f"schedules/{_segment(name)}", job_id=name)
 
     async def schedules(self) -> builtins.list[Schedule]:
-        """See :meth:`JobManager.schedules` (``GET /schedules``)."""
+        """See :meth:`~jobkit.JobManager.schedules` (``GET /schedules``)."""
         body = await self._json("GET", "schedules")
         return [schedule_from_json(item) for item in body["items"]]
 
@@ -483,7 +483,7 @@ class JobClient:
     async def subscribe(
         self, *, job_id: str | None = None, buffer: int = DEFAULT_BUFFER
     ) -> AsyncIterator[AsyncIterator[JobEvent]]:
-        """See :meth:`JobManager.subscribe`: the server's live events (``GET /events``), of the
+        """See :meth:`~jobkit.JobManager.subscribe`: the server's live events (``GET /events``), of the
         actor's tenant, optionally of one job. The subscription is live when this is entered.
 
         A dropped connection is opened again (at once, then every few seconds as the server
