@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "_errors": set(),
     "_log": set(),  # the loggers: every module may log
     "_process": set(),
+    "_version": set(),
     "_records": {"_errors"},
     "_policies": {"_errors", "_records"},
     "_validate": {"_errors", "_records"},
