@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import signal
 import socket
@@ -43,10 +42,6 @@ LAUNCH_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
-# The README's screenshots are refreshed with JOBKIT_UPDATE_SCREENSHOTS=1; a normal run
-# writes them to a temporary folder so the working tree stays clean.
-UPDATE_SCREENSHOTS = os.environ.get("JOBKIT_UPDATE_SCREENSHOTS") == "1"
 DELETE_SENTENCE = "This will permanently delete the job and its artifacts."
 ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
@@ -629,9 +624,9 @@ class TestSearch:
         shorter than 4 characters or an unknown one gets an error toast."""
         import jobkit._manager
 
-        real = jobkit._manager.secrets
-        fake = type("FakeSecrets", (), {"token_hex": staticmethod(lambda n: "beef" + real.token_hex(n)[4:])})
-        monkeypatch.setattr(jobkit._manager, "secrets", fake)  # the server runs in this process
+        real = jobkit._manager.new_id
+        # the server runs in this process: its next three job ids start alike
+        monkeypatch.setattr(jobkit._manager, "new_id", lambda nbytes=16: "beef" + real(nbytes)[4:])
         jobs = {submit(api, QUICK_REPORT, delay=3600) for _ in range(3)}
         monkeypatch.undo()
         other = submit(api, QUICK_REPORT, delay=3600)
@@ -820,12 +815,16 @@ class TestAdmin:
 NARROW = (390, 844)
 
 
-def assert_inside_viewport(page: Page, locator: Locator) -> None:
-    width = page.evaluate("innerWidth")
-    box = locator.bounding_box()
-    assert box is not None, locator
-    assert box["x"] >= 0, (locator, box)
-    assert box["x"] + box["width"] <= width, (locator, box, width)
+INSIDE_VIEWPORT = """selector => {
+    const box = document.querySelector(selector)?.getBoundingClientRect();
+    return box !== undefined && box.width > 0 && box.left >= 0 && box.right <= innerWidth;
+}"""
+
+
+def expect_inside_viewport(page: Page, selector: str) -> None:
+    """Wait until the element is shown and lies within the viewport's width (it may be
+    rebuilt meanwhile by a progress event: the check is one evaluation in the page)."""
+    page.wait_for_function(INSIDE_VIEWPORT, arg=selector)
 
 
 @needs_chromium
@@ -843,18 +842,16 @@ class TestNarrowLayout:
         wait_for_progress(page, running, 0.01)
         assert page.evaluate("innerWidth") == 390
         for job_id in (failed, running, pending):
-            job_row = row(page, job_id)
             for part in (".badge", ".col-progress", "[data-action=cancel]", "[data-action=delete]"):
-                expect(job_row.locator(part)).to_be_visible()
-                assert_inside_viewport(page, job_row.locator(part))
-        assert_inside_viewport(page, row(page, failed).locator("[data-action=retry]"))
-        assert_inside_viewport(page, row(page, running).locator(".bar"))
+                expect_inside_viewport(page, f'tr.job-row[data-job-id="{job_id}"] {part}')
+        expect_inside_viewport(page, f'tr.job-row[data-job-id="{failed}"] [data-action=retry]')
+        expect_inside_viewport(page, f'tr.job-row[data-job-id="{running}"] .bar')
         assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
         row(page, running).locator(".job-open").click()
         view = detail(page, running)
         expect(view).to_be_visible()
-        assert_inside_viewport(page, view.locator("[data-action=cancel]"))
-        assert_inside_viewport(page, view.locator(".bar"))
+        expect_inside_viewport(page, "#job-dialog [data-action=cancel]")
+        expect_inside_viewport(page, "#job-dialog .bar")
         assert view.evaluate("d => d.scrollWidth <= d.clientWidth")
         assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
 
@@ -904,8 +901,8 @@ class TestScreenshots:
     def test_the_console_with_jobs_in_every_status(
         self, open_console: Console, api: httpx.Client, server: str, tmp_path: Path
     ) -> None:
-        """Jobs of two tenants in every status render; screenshots console.png and console-delete.png."""
-        SCREENSHOTS = DOCS_IMG if UPDATE_SCREENSHOTS else tmp_path
+        """Jobs of two tenants in every status render and photograph (the docs' own: make screenshots)."""
+        SCREENSHOTS = tmp_path  # the docs' screenshots come from `make screenshots`
         done = submit(api, ("thumbnail", {"image": "holiday.jpg", "steps": 4, "delay": 0}), headers=ALICE)
         failed = submit(
             api, ("transcode", {"file": "broken.avi", "fail": True, "segments": 2, "delay": 0}), headers=BOB
