@@ -184,8 +184,14 @@ class TestJobsOverHttp:
         one_line_error(remote(server, "jobs", "cancel", job["id"]), 4)
         one_line_error(remote(server, "jobs", "submit", "no-such-kind"), 6, "no-such-kind")
 
-    def test_audit_without_the_route_says_so(self, server: Server) -> None:
-        one_line_error(remote(server, "audit"), 2, "GET /audit")
+    def test_audit_of_a_job_by_prefix(self, server: Server) -> None:
+        job = submitted(server, "parked")
+        ok_json(remote(server, "jobs", "cancel", job["id"], "--reason", "why not", "--json"))
+        records = ok_json(remote(server, "audit", "--job", job["id"][:8], "--json"))["items"]
+        assert [(r["action"], r["actor_id"], r["job_id"]) for r in records] == [("cancel", "ada", job["id"])]
+        table = remote(server, "audit", "--limit", "5")
+        assert table.exit_code == 0, table.output
+        assert "cancel" in table.stdout
 
 
 class TestWatch:

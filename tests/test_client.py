@@ -386,10 +386,18 @@ class TestErrors:
             with pytest.raises(NotSupported, match="base URL"):
                 await wrong.list()
 
-    async def test_audit_needs_the_route(self, admin: JobClient) -> None:
-        """The contract's GET /audit: this server lacks it, so NotSupported naming the route."""
-        with pytest.raises(NotSupported, match="GET /audit"):
-            await admin.audit(limit=10)
+    async def test_audit_of_a_job_and_of_everything(self, admin: JobClient, server: Server) -> None:
+        """GET /audit: the records decoded (who, what, when); admins only."""
+        job = await admin.submit("parked")
+        await admin.cancel(job.id, reason="audit me")
+        [record] = await admin.audit(job.id)
+        assert (record.action, record.actor_id, record.job_id) == ("cancel", "ada", job.id)
+        assert record.details["reason"] == "audit me"
+        assert record.at.tzinfo is not None
+        assert job.id in {item.job_id for item in await admin.audit(limit=1000)}
+        async with JobClient(server.url, headers=USER) as user:
+            with pytest.raises(PermissionDenied):
+                await user.audit()
 
     async def test_outside_async_with_says_what_to_do(self, server: Server) -> None:
         client = JobClient(server.url)
