@@ -10,7 +10,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -78,6 +78,10 @@ from .abc import (
     SignalingStore,
     StatusCounter,
 )
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from ._telemetry import Tracker
 
 __all__ = ["SWEEPER", "Handler", "JobManager"]
 
@@ -112,6 +116,23 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _tracker(option: object) -> Tracker | None:
+    """The telemetry of a new manager: decided once, here (see :mod:`jobkit.telemetry`)."""
+    if option is False:
+        return None
+    if option is not None and option is not True and not isinstance(option, Telemetry):
+        raise InvalidInput("telemetry must be None, a bool or a jobkit.telemetry.Telemetry.")
+    try:
+        from ._telemetry import Tracker
+    except ImportError:
+        if option is None:
+            return None  # not installed: nothing imported, nothing to pay
+        raise InvalidInput(
+            "telemetry needs opentelemetry-api: install the extra, pip install 'jobkit[otel]'."
+        ) from None
+    return Tracker(option if isinstance(option, Telemetry) else Telemetry(), auto=option is None)
+
+
 class JobManager:
     """Runs jobs and manages them: cancel, delete, sweep, prioritise, audit, events.
 
@@ -133,6 +154,9 @@ class JobManager:
     :param lease_duration: how long a worker's claim on a job lasts without a heartbeat.
     :param poll_interval: how often idle workers and waiters re-check a store shared with
         other processes.
+    :param telemetry: OpenTelemetry spans and metrics (``jobkit[otel]``): None to use them
+        when ``opentelemetry-api`` is installed, False never, True or a
+        :class:`~jobkit.telemetry.Telemetry` always (docs/telemetry.md).
     """
 
     def __init__(
@@ -150,6 +174,7 @@ class JobManager:
         clock: Callable[[], datetime] | None = None,
         lease_duration: timedelta | float = 60.0,
         poll_interval: timedelta | float = 1.0,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         from .blobs import MemoryBlobStore
         from .stores import MemoryStore
@@ -175,6 +200,7 @@ class JobManager:
         if lease is None or lease <= timedelta(0) or poll is None or poll <= timedelta(0):
             raise InvalidInput("lease_duration and poll_interval must be positive.")
         self._poll = poll.total_seconds()
+        self._telemetry = _tracker(telemetry)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._retries: dict[str, Retry] = {}
         self._declared: set[str] = set()
@@ -202,6 +228,7 @@ class JobManager:
             poll=self._poll,
             cancel_grace=None if grace is None else grace.total_seconds(),
             retries=self._retries,
+            telemetry=self._telemetry,
         )
         self._deleter = Deleter(core)
         self._sweeper = Sweeper(
@@ -290,6 +317,10 @@ class JobManager:
             tg.start_soon(notifier.run)
             tg.start_soon(self._tick)
             tg.start_soon(self._sweeper.run_timers, self._poll)
+            if (tracker := self._telemetry) is not None:
+                tracker.start()
+                stack.callback(tracker.stop)
+                tg.start_soon(tracker.count_pending_forever, self._store)
             self._pool.start(tg)
             if self._sweep_interval is not None:
                 tg.start_soon(self._sweeper.run_forever, self._sweep_interval.total_seconds(), self._is_open)
@@ -488,12 +519,18 @@ class JobManager:
             idempotency_key=idempotency_key,
             retry=retry,
         )
+        if self._telemetry is not None:
+            return await self._telemetry.submit(job, self._insert)
+        return await self._insert(job)
+
+    async def _insert(self, job: Job) -> tuple[Job, bool]:
+        """Store a new job and announce it; or return the holder of its idempotency key."""
         holder = await self._store.insert(job)
         if holder is not None:
             if holder.kind != job.kind or holder.payload != job.payload:
                 what = "kind" if holder.kind != job.kind else "payload"
                 raise InvalidInput(
-                    f"The idempotency key {idempotency_key!r} belongs to job {holder.id} with another "
+                    f"The idempotency key {job.idempotency_key!r} belongs to job {holder.id} with another "
                     f"{what}: use a new key for a different job."
                 )
             return holder, False
@@ -616,6 +653,8 @@ class JobManager:
         assert change.audit is not None
         core.log_audit(change.audit, job.kind)
         core.announce(change.job, machine.event_for(change.job), {"reason": reason})
+        if self._telemetry is not None and change.job.status is JobStatus.CANCELLED:
+            self._telemetry.cancelled_waiting(change.job)
         return change.job
 
     async def delete(self, job_id: str, *, actor: Actor | None = None) -> None:
