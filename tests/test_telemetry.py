@@ -354,14 +354,14 @@ class TestMetrics:
 
 
 class TestChoosing:
-    async def test_without_a_configured_sdk_the_default_builds_no_span(self) -> None:
-        """``telemetry=None`` with the API alone (no tracer provider set): no spans, no
-        trace label; ``False``: nothing at all."""
+    async def test_without_a_configured_sdk_the_default_reports_nothing(self) -> None:
+        """``telemetry=None`` with the API alone (no SDK configured): the started manager
+        drops its telemetry, no trace label; ``False``: none from the start."""
         jobs = JobManager(sweep_interval=None)
+        assert jobs._telemetry is not None  # the API is installed: decided at start
         jobs.register("work", ok)
         async with jobs:
-            assert jobs._telemetry is not None
-            assert not jobs._telemetry.tracing
+            assert jobs._telemetry is None
             job = await jobs.submit("work")
             await jobs.wait(job.id)
             assert TRACEPARENT_LABEL not in job.labels
@@ -374,6 +374,12 @@ class TestChoosing:
             assert jobs._telemetry is not None
             assert jobs._telemetry.tracing
             await jobs.wait((await jobs.submit("work")).id)
+
+    def test_the_default_reports_to_the_sdk_the_host_configured(self) -> None:
+        """In a process whose global providers are an SDK's (set after the manager was
+        built, before it started), the default reports spans and measurements there."""
+        out = _python(_GLOBAL_SDK)
+        assert out.splitlines() == ["run work", "submit work", "jobkit.jobs.finished"]
 
     def test_a_bad_option_is_refused(self) -> None:
         with pytest.raises(InvalidInput, match="telemetry must be"):
@@ -445,6 +451,37 @@ try:
 except InvalidInput as exc:
     print("refused:", exc.message)
 print("imported:", sorted(m for m in sys.modules if m.startswith("opentelemetry")))
+"""
+
+
+_GLOBAL_SDK = """
+import anyio, structlog
+structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from jobkit import JobManager
+
+jobs = JobManager(sweep_interval=None)
+jobs.register("work", lambda ctx, payload: None)
+exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+async def main():
+    async with jobs:
+        await jobs.wait((await jobs.submit("work")).id)
+
+anyio.run(main)
+print(*sorted(span.name for span in exporter.get_finished_spans()), sep="\\n")
+[resource] = reader.get_metrics_data().resource_metrics
+[scope] = resource.scope_metrics
+print(*[m.name for m in scope.metrics if m.name == "jobkit.jobs.finished"], sep="\\n")
 """
 
 

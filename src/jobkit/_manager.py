@@ -154,9 +154,10 @@ class JobManager:
     :param lease_duration: how long a worker's claim on a job lasts without a heartbeat.
     :param poll_interval: how often idle workers and waiters re-check a store shared with
         other processes.
-    :param telemetry: OpenTelemetry spans and metrics (``jobkit[otel]``): None to use them
-        when ``opentelemetry-api`` is installed, False never, True or a
-        :class:`~jobkit.telemetry.Telemetry` always (docs/telemetry.md).
+    :param telemetry: OpenTelemetry spans and metrics (``jobkit[otel]``): None to report
+        them when ``opentelemetry-api`` is installed and an SDK is configured when the
+        manager starts, False never, True or a :class:`~jobkit.telemetry.Telemetry` always
+        (docs/telemetry.md).
     """
 
     def __init__(
@@ -318,9 +319,11 @@ class JobManager:
             tg.start_soon(self._tick)
             tg.start_soon(self._sweeper.run_timers, self._poll)
             if (tracker := self._telemetry) is not None:
-                tracker.start()
-                stack.callback(tracker.stop)
-                tg.start_soon(tracker.count_pending_forever, self._store)
+                if tracker.start():
+                    stack.callback(tracker.stop)
+                    tg.start_soon(tracker.count_pending_forever, self._store)
+                else:  # nothing to report to: no cost per job
+                    self._telemetry = self._pool.telemetry = None
             self._pool.start(tg)
             if self._sweep_interval is not None:
                 tg.start_soon(self._sweeper.run_forever, self._sweep_interval.total_seconds(), self._is_open)
@@ -519,18 +522,15 @@ class JobManager:
             idempotency_key=idempotency_key,
             retry=retry,
         )
-        if self._telemetry is not None:
-            return await self._telemetry.submit(job, self._insert)
-        return await self._insert(job)
-
-    async def _insert(self, job: Job) -> tuple[Job, bool]:
-        """Store a new job and announce it; or return the holder of its idempotency key."""
-        holder = await self._store.insert(job)
+        if self._telemetry is None:
+            holder = await self._store.insert(job)
+        else:  # in a submit span, whose trace context the job carries
+            job, holder = await self._telemetry.insert(self._store, job)
         if holder is not None:
             if holder.kind != job.kind or holder.payload != job.payload:
                 what = "kind" if holder.kind != job.kind else "payload"
                 raise InvalidInput(
-                    f"The idempotency key {job.idempotency_key!r} belongs to job {holder.id} with another "
+                    f"The idempotency key {idempotency_key!r} belongs to job {holder.id} with another "
                     f"{what}: use a new key for a different job."
                 )
             return holder, False

@@ -1,7 +1,7 @@
 """The OpenTelemetry hooks of a manager: a submit span, a run span, the instruments.
 
 Imported only when telemetry is on (``opentelemetry-api`` importable and not turned off):
-``import jobkit`` never imports OpenTelemetry. The manager calls :meth:`Tracker.submit`
+``import jobkit`` never imports OpenTelemetry. The manager calls :meth:`Tracker.insert`
 and :meth:`Tracker.cancelled_waiting`; the worker pool calls :meth:`Tracker.run_started`,
 then the returned :class:`RunTelemetry`. None of them raises into jobkit: a failing hook
 is logged once per kind of failure and the job goes on.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -157,6 +157,12 @@ def _instruments(provider: Any) -> _Instruments:
     return found
 
 
+def _meter_configured(provider: object) -> bool:
+    """False for the API's stand-in before ``metrics.set_meter_provider`` (a private class,
+    so read by name: anything else counts as configured, the safe side)."""
+    return type(provider).__name__ != "_ProxyMeterProvider"
+
+
 def _version() -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -172,12 +178,11 @@ class Tracker:
     def __init__(self, options: Telemetry, *, auto: bool) -> None:
         self._options = options
         self._auto = auto
-        self.tracing = False  # decided at start()
+        # Decided at start(): the host configures its SDK at start-up, maybe after building
+        # the manager (a module-level JobManager), but before it starts.
+        self.tracing = False
         self._tracer: trace.Tracer | None = None
         self._m: _Instruments | None = None
-        if options.metrics:
-            provider = options.meter_provider or metrics.get_meter_provider()
-            self._m = _instruments(provider)
         self._kind_attrs: dict[str, dict[str, str]] = {}
         self._outcome_attrs: dict[tuple[str, str], dict[str, str]] = {}
         #: The store's pending jobs at the last count (None: not counted yet).
@@ -186,18 +191,28 @@ class Tracker:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Decide whether to build spans: in auto mode only with a configured tracer provider."""
+    def start(self) -> bool:
+        """Take the providers; False when there is nothing to report to (the default, and
+        no SDK configured): the manager then drops this tracker and pays nothing per job."""
         options = self._options
         if options.tracing:
-            provider = options.tracer_provider
-            if provider is None:
-                provider = trace.get_tracer_provider()
-                if self._auto and isinstance(provider, trace.ProxyTracerProvider):
-                    provider = None  # no SDK configured: no span to build
-            if provider is not None:
-                self._tracer = provider.get_tracer(INSTRUMENTATION_NAME, _version())
+            tracer_provider = options.tracer_provider
+            if tracer_provider is None:
+                tracer_provider = trace.get_tracer_provider()
+                if self._auto and isinstance(tracer_provider, trace.ProxyTracerProvider):
+                    tracer_provider = None  # no SDK configured: no span to build
+            if tracer_provider is not None:
+                self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, _version())
+        if options.metrics:
+            meter_provider = options.meter_provider
+            if meter_provider is None:
+                meter_provider = metrics.get_meter_provider()
+                if self._auto and not _meter_configured(meter_provider):
+                    meter_provider = None
+            if meter_provider is not None:
+                self._m = _instruments(meter_provider)
         self.tracing = self._tracer is not None
+        return self.tracing or self._m is not None
 
     async def count_pending_forever(self, store: JobStore) -> None:
         """Count the store's pending jobs for the gauge now, then every ``pending_interval``."""
@@ -241,38 +256,32 @@ class Tracker:
 
     # -- submit ------------------------------------------------------------------------
 
-    async def submit(
-        self, job: Job, insert: Callable[[Job], Awaitable[tuple[Job, bool]]]
-    ) -> tuple[Job, bool]:
-        """Store ``job`` through ``insert`` in a ``submit {kind}`` span whose context the job carries."""
+    async def insert(self, store: JobStore, job: Job) -> tuple[Job, Job | None]:
+        """``store.insert(job)`` in a ``submit {kind}`` span whose context the job carries:
+        the job as stored, and the holder of its idempotency key (None: stored)."""
         tracer = self._tracer
         if tracer is None:
-            job, new = await insert(job)
-            if new and self._m is not None:
-                self._m.submitted.add(1, self._kind(job.kind))
-            return job, new
-        # A traceparent given in the labels (a producer elsewhere) wins over the current span.
-        parent = job_context(job)
-        span = tracer.start_span(
-            f"submit {job.kind}",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes=_span_attributes(job, "create"),
-        )
-        try:
-            carrier = {k: v for k, v in job.labels.items() if k not in (TRACEPARENT_LABEL, TRACESTATE_LABEL)}
+            holder = await store.insert(job)
+        else:
+            # A traceparent given in the labels (a producer elsewhere) wins over the current span.
+            span = tracer.start_span(
+                f"submit {job.kind}",
+                context=job_context(job),
+                kind=SpanKind.PRODUCER,
+                attributes=_span_attributes(job, "create"),
+            )
+            labels = job.labels
+            carrier = {k: v for k, v in labels.items() if k not in (TRACEPARENT_LABEL, TRACESTATE_LABEL)}
             _PROPAGATOR.inject(carrier, trace.set_span_in_context(span, Context()), setter=_SET)
             job = replace_job(job, labels=MappingProxyType(carrier))
-        except Exception:  # pragma: no cover - a broken propagator
-            self._hook_failed("submit")
-        with trace.use_span(span, end_on_exit=True, record_exception=True, set_status_on_exception=True):
-            stored, new = await insert(job)
-            if not new:  # the idempotency key's holder: nothing was stored
-                span.set_attribute(EXISTING, True)
-                span.set_attribute(MESSAGE_ID, stored.id)
-        if new and self._m is not None:
+            with trace.use_span(span, end_on_exit=True, record_exception=True, set_status_on_exception=True):
+                holder = await store.insert(job)
+                if holder is not None:  # the idempotency key's holder: nothing was stored
+                    span.set_attribute(EXISTING, True)
+                    span.set_attribute(MESSAGE_ID, holder.id)
+        if holder is None and self._m is not None:
             self._m.submitted.add(1, self._kind(job.kind))
-        return stored, new
+        return job, holder
 
     def cancelled_waiting(self, job: Job) -> None:
         """A pending or scheduled job was cancelled here: it finished without a run."""

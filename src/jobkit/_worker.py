@@ -179,7 +179,7 @@ class WorkerPool:
         telemetry: Tracker | None = None,
     ) -> None:
         self.core = core
-        self._telemetry = telemetry
+        self.telemetry = telemetry
         self._handlers = handlers
         self._retries = {} if retries is None else retries
         self._concurrency = concurrency
@@ -374,8 +374,8 @@ class WorkerPool:
             del self._early_cancels[job.id]
             self._recheck.set()  # a cancel note came before the run started: re-read it
         self.core.publish(EventType.STARTED, job)
-        if self._telemetry is not None:
-            run.telemetry = self._telemetry.run_started(job)
+        if self.telemetry is not None:
+            run.telemetry = self.telemetry.run_started(job)
         try:
             outcome = await self._call_handler(run)
         except BaseException:

@@ -6,15 +6,14 @@ below are plain values, read when a :class:`~jobkit.JobManager` is built and sta
 
 ``JobManager(telemetry=...)`` takes:
 
-- ``None`` (the default): instrument when ``opentelemetry-api`` is importable, with the
-  global providers. Tracing is on when a tracer provider is configured (an SDK set with
-  ``trace.set_tracer_provider``) by the time the manager starts; without one, no span is
-  built at all (not even a no-op one), so the API installed alone costs almost nothing.
-  Metrics always go through the global meter provider (the API's no-op until an SDK is set).
+- ``None`` (the default): report when ``opentelemetry-api`` is importable and the host
+  configured an SDK by the time the manager starts: spans when a global tracer provider
+  is set (``trace.set_tracer_provider``), measurements when a global meter provider is.
+  With the API alone a started manager drops its telemetry: no cost per job.
 - ``False``: no telemetry, whatever is installed.
-- ``True`` or a :class:`Telemetry`: instrument; :class:`~jobkit.InvalidInput` naming the
-  extra when ``opentelemetry-api`` is missing. With ``True`` (or ``Telemetry()``) tracing
-  is on even before an SDK is configured (the API's proxies hand over to it later).
+- ``True`` or a :class:`Telemetry`: report, to the given providers or the global ones
+  (the API's proxies hand over to an SDK configured later); :class:`~jobkit.InvalidInput`
+  naming the extra when ``opentelemetry-api`` is missing.
 
 See docs/telemetry.md for the spans, the instruments and their attributes.
 """
