@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "_errors": set(),
     "_log": set(),  # the loggers: every module may log
     "_process": set(),
+    "_version": set(),
     "_records": {"_errors"},
     "_policies": {"_errors", "_records"},
     "_validate": {"_errors", "_records"},
@@ -33,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "_cron": {"_errors"},
     "_sweeper": {"_core", "_cron", "_deleter", "_errors", "_machine", "_records", "_validate", "abc"},
     "telemetry": set(),
-    "_telemetry": {"_machine", "_records", "_token", "abc", "telemetry"},
+    "_telemetry": {"_machine", "_records", "_token", "_version", "abc", "telemetry"},
     "_worker": {
         "_context",
         "_core",

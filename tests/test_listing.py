@@ -691,3 +691,143 @@ class TestCounts:
                 await jobs.submit("later")
             counts = await jobs.counts()
         assert counts[JobStatus.PENDING] == 1203
+
+
+class CraftedIds:
+    """Job ids chosen by the test (submit draws them from ``new_id()``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, chosen: Iterable[str]) -> None:
+        import jobkit._manager
+
+        self._chosen = list(chosen)
+        real = jobkit._manager.new_id
+
+        def new_id(nbytes: int = 16) -> str:
+            return self._chosen.pop(0) if nbytes == 16 and self._chosen else real(nbytes)
+
+        monkeypatch.setattr("jobkit._manager.new_id", new_id)
+
+
+SHARED = ["abcd" + "0" * 27 + "1", "abcd" + "0" * 27 + "2", "abce" + "f" * 28, "0123" + "4" * 28]
+
+
+class TestIdPrefixes:
+    async def test_a_unique_prefix_resolves_in_any_case(
+        self, make_manager: ManagerFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """resolve() turns a unique start of an id (4+ characters, any case) into the id; a full id
+        is itself; a prefix that starts several ids is InvalidInput naming them; none: JobNotFound."""
+        CraftedIds(monkeypatch, SHARED)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
+        async with jobs:
+            made = [(await jobs.submit("ok", n)).id for n in range(4)]
+            assert made == SHARED
+            assert await jobs.resolve("abce") == SHARED[2]
+            assert await jobs.resolve("ABCEFF") == SHARED[2]
+            assert await jobs.resolve("abcd" + "0" * 27 + "1") == SHARED[0]
+            assert await jobs.resolve("0123") == SHARED[3]
+            with pytest.raises(InvalidInput, match="several") as raised:
+                await jobs.resolve("abcd")
+            assert "abcd0000" in str(raised.value)
+            with pytest.raises(JobNotFound):
+                await jobs.resolve("ffff")
+            for bad in ("abc", "abcz", "ab cd", "a" * 33, ""):
+                with pytest.raises((InvalidInput, JobNotFound)):
+                    await jobs.resolve(bad)
+            with pytest.raises(InvalidInput, match="4 to 32"):
+                await jobs.resolve("abc")
+
+    async def test_prefixes_stay_inside_the_tenant_and_skip_deleted_jobs(
+        self, make_manager: ManagerFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another tenant's job never matches, so it neither resolves nor makes a prefix ambiguous;
+        a soft-deleted job is left out."""
+        CraftedIds(monkeypatch, SHARED)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0, delete_policy=DeletePolicy(mode="soft"))
+        async with jobs:
+            await jobs.submit("ok", actor=ALICE)
+            await jobs.submit("ok", actor=BOB)
+            third = await jobs.submit("ok", actor=ALICE)
+            assert await jobs.resolve("abcd", actor=ALICE) == SHARED[0]
+            assert await jobs.resolve("abcd", actor=BOB) == SHARED[1]
+            with pytest.raises(JobNotFound):
+                await jobs.resolve(SHARED[1], actor=ALICE)  # a full id of another tenant
+            with pytest.raises(InvalidInput, match="several"):
+                await jobs.resolve("abcd")  # the host sees both
+            await jobs.cancel(third.id)
+            await jobs.delete(third.id)
+            with pytest.raises(JobNotFound):
+                await jobs.resolve("abce")
+
+    async def test_list_by_id_prefix_is_one_filtered_page(
+        self, make_manager: ManagerFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """list(id_prefix=) gives the matching jobs newest first, with the other filters, on
+        one page of at most ``limit``; a cursor with it is InvalidInput."""
+        CraftedIds(monkeypatch, SHARED)
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
+        async with jobs:
+            for n in range(4):
+                await jobs.submit("ok" if n != 1 else "boom", n)
+            await jobs.submit("ok")  # a random id
+            page = await jobs.list(id_prefix="ABC")
+            assert ids(page) == SHARED[2::-1]
+            assert page.next_cursor is None
+            assert ids(await jobs.list(id_prefix="abc", limit=2)) == SHARED[2:0:-1]
+            assert ids(await jobs.list(id_prefix="abc", kind="boom")) == [SHARED[1]]
+            assert ids(await jobs.list(id_prefix="abc", status="completed")) == []
+            assert ids(await jobs.list(id_prefix=SHARED[3])) == [SHARED[3]]
+            cursor = (await jobs.list(limit=1)).next_cursor
+            for bad in ({"cursor": cursor}, {"id_prefix": "xyz"}, {"id_prefix": ""}):
+                with pytest.raises(InvalidInput):
+                    await jobs.list(**{"id_prefix": "abc", **bad})
+
+    async def test_a_store_without_the_prefix_lookup_gives_the_same_answers(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The fallback pages through list_jobs(): the same answers for any JobStore."""
+        from jobkit.abc import PrefixFinder
+
+        class Plain(MemoryStore):
+            jobs_with_prefix = None  # type: ignore[assignment]
+
+        store = Plain()
+        assert not isinstance(store, PrefixFinder)
+        CraftedIds(monkeypatch, SHARED)
+        jobs = JobManager(store, sweep_interval=None, concurrency=0)
+        jobs.declare("later")
+        async with jobs:
+            for _ in range(1203):
+                await jobs.submit("later")
+            assert await jobs.resolve("abce") == SHARED[2]
+            assert ids(await jobs.list(id_prefix="abc")) == SHARED[2::-1]
+            with pytest.raises(InvalidInput, match="several"):
+                await jobs.resolve("abcd")
+
+
+class TestTenantFilter:
+    async def test_the_host_and_untenanted_admins_narrow_to_one_tenant(
+        self, make_manager: ManagerFactory
+    ) -> None:
+        """tenant= narrows list() and counts() to one tenant for the host and actors without a
+        tenant; a tenant's actor may name its own tenant and gets PermissionDenied for another."""
+        jobs = make_manager(handlers=HANDLERS, concurrency=0)
+        async with jobs:
+            made: dict[str | None, list[str]] = {"acme": [], "globex": [], None: []}
+            for n, actor in enumerate([ALICE, BOB, None, ALICE, BOB]):
+                job = await jobs.submit("ok", n, actor=actor)
+                made[job.tenant].insert(0, job.id)
+            for actor in (None, ADMIN, USER):
+                assert ids(await jobs.list(actor=actor, tenant="acme")) == made["acme"]
+                assert (await jobs.counts(actor=actor, tenant="globex"))[JobStatus.PENDING] == 2
+                assert ids(await jobs.list(actor=actor, tenant="initech")) == []
+            assert ids(await jobs.list(actor=ALICE, tenant="acme")) == made["acme"]
+            assert (await jobs.counts(actor=ALICE, tenant="acme"))[JobStatus.PENDING] == 2
+            for call in (jobs.list, jobs.counts):
+                with pytest.raises(PermissionDenied):
+                    await call(actor=ALICE, tenant="globex")
+                with pytest.raises(PermissionDenied):
+                    await call(actor=ALICE_ADMIN, tenant="globex")
+                for bad in ("", 7, "a\x00b", "x" * 201):
+                    with pytest.raises(InvalidInput):
+                        await call(tenant=bad)

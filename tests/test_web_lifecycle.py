@@ -307,3 +307,34 @@ class TestSchedules:
         assert error_code(response, 422) == "invalid_input"
         assert words in response[1]["error"]["message"]
         assert web.get("/schedules")["items"] == []
+
+
+BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
+OPS = {"X-Actor": "ops", "X-Roles": "admin"}  # an admin of every tenant
+
+
+class TestIdPrefixAndTenantFilters:
+    def test_id_prefix_lists_the_matching_jobs(self, web: Web) -> None:
+        """GET /jobs?id_prefix= lists the caller's jobs whose id starts with the prefix, any case,
+        on one page; a malformed prefix, or a cursor with it, is 422."""
+        made = [web.post("/jobs", {"kind": "echo"}, ALICE)[1]["id"] for _ in range(3)]
+        for job_id in made:
+            found = web.get(f"/jobs?id_prefix={job_id[:8].upper()}", ALICE)
+            assert [item["id"] for item in found["items"]] == [job_id]
+            assert found["next_cursor"] is None
+            assert web.get(f"/jobs?id_prefix={job_id[:8]}", BOB)["items"] == []
+        everything = web.get("/jobs?limit=1", ALICE)
+        for query in ("id_prefix=xyz", "id_prefix=", f"id_prefix=ab&cursor={everything['next_cursor']}"):
+            assert error_code(web.call("GET", f"/jobs?{query}", headers=ALICE), 422) == "invalid_input"
+
+    def test_tenant_narrows_jobs_and_counts_for_the_host_and_untenanted_admins(self, web: Web) -> None:
+        """?tenant= narrows GET /jobs and GET /counts; a tenant's actor naming another is 403."""
+        alice_job = web.post("/jobs", {"kind": "echo"}, ALICE)[1]["id"]
+        web.post("/jobs", {"kind": "echo"}, BOB)
+        for who in ({}, OPS):
+            assert [item["id"] for item in web.get("/jobs?tenant=acme", who)["items"]] == [alice_job]
+            assert web.get("/counts?tenant=globex", who)["counts"]["pending"] == 1
+        assert web.get("/counts?tenant=acme", ALICE)["counts"]["pending"] == 1
+        for path in ("/jobs?tenant=globex", "/counts?tenant=globex"):
+            assert error_code(web.call("GET", path, headers=ALICE), 403) == "forbidden"
+        assert error_code(web.call("GET", "/jobs?tenant=", headers=OPS), 422) == "invalid_input"

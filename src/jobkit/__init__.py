@@ -5,7 +5,8 @@ finished job with every artifact it wrote (or soft-delete it for audit), sweep e
 jobs, boost priorities, keep tenants apart, and know who did what.
 """
 
-from ._blocking import BlockingJobManager as BlockingJobManager
+from typing import TYPE_CHECKING
+
 from ._context import JobContext as JobContext
 from ._context import SyncJobContext as SyncJobContext
 from ._errors import ArtifactNotFound as ArtifactNotFound
@@ -38,6 +39,23 @@ from ._records import Schedule as Schedule
 from ._records import SweepReport as SweepReport
 from ._token import CancelSource as CancelSource
 from ._token import CancelToken as CancelToken
+from ._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from ._blocking import BlockingJobManager as BlockingJobManager
+del TYPE_CHECKING
+
+
+def __getattr__(name: str) -> object:
+    # The blocking facade pulls in anyio's thread portal machinery (concurrent.futures):
+    # imported on first use, so `import jobkit` stays quick for async hosts.
+    if name == "BlockingJobManager":
+        from ._blocking import BlockingJobManager
+
+        globals()[name] = BlockingJobManager
+        return BlockingJobManager
+    raise AttributeError(f"module 'jobkit' has no attribute {name!r}")
+
 
 __all__ = [
     "SWEEPER",
@@ -73,4 +91,5 @@ __all__ = [
     "Schedule",
     "SweepReport",
     "SyncJobContext",
+    "__version__",
 ]

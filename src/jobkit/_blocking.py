@@ -23,7 +23,7 @@ from .telemetry import Telemetry
 
 __all__ = ["BlockingJobManager"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Handler)
 T = TypeVar("T")
 _END = object()
 
@@ -77,7 +77,7 @@ class BlockingJobManager:
     def __repr__(self) -> str:
         return f"Blocking{self.manager!r}"
 
-    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[F], F]:
+    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[H], H]:
         """Decorator registering a handler for ``kind`` (see :meth:`JobManager.handler`)."""
         return self.manager.handler(kind, retry=retry)
 
@@ -189,6 +189,8 @@ class BlockingJobManager:
         limit: int = 50,
         cursor: str | None = None,
         include_deleted: bool = False,
+        tenant: str | None = None,
+        id_prefix: str | None = None,
     ) -> Page:
         """See :meth:`JobManager.list`."""
         page: Page = self._call(
@@ -199,12 +201,21 @@ class BlockingJobManager:
             limit=limit,
             cursor=cursor,
             include_deleted=include_deleted,
+            tenant=tenant,
+            id_prefix=id_prefix,
         )
         return page
 
-    def counts(self, *, actor: Actor | None = None, kind: str | None = None) -> dict[JobStatus, int]:
+    def resolve(self, id_or_prefix: str, *, actor: Actor | None = None) -> str:
+        """See :meth:`JobManager.resolve`."""
+        job_id: str = self._call(self.manager.resolve, id_or_prefix, actor=actor)
+        return job_id
+
+    def counts(
+        self, *, actor: Actor | None = None, kind: str | None = None, tenant: str | None = None
+    ) -> dict[JobStatus, int]:
         """See :meth:`JobManager.counts`."""
-        found: dict[JobStatus, int] = self._call(self.manager.counts, actor=actor, kind=kind)
+        found: dict[JobStatus, int] = self._call(self.manager.counts, actor=actor, kind=kind, tenant=tenant)
         return found
 
     def cancel(self, job_id: str, *, actor: Actor | None = None, reason: str | None = None) -> Job:

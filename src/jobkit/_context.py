@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import anyio.from_thread
 
 from ._errors import InvalidInput
 from ._log import get_logger
@@ -20,6 +15,13 @@ from ._process import alive
 from ._records import Job
 from ._token import CancelToken
 from ._validate import MAX_TEXT_LENGTH, check_optional_text
+
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
+# subprocess, shutil, tempfile, pathlib and anyio.from_thread are imported where they are
+# used: most handlers need none of them, and `import jobkit` stays quick.
 
 __all__ = ["JobContext", "RunPort", "SyncJobContext"]
 
@@ -103,6 +105,9 @@ class JobContext:
     def scratch(self) -> Path:
         """A private temporary directory, removed when the job ends."""
         if self._scratch is None:
+            import tempfile
+            from pathlib import Path
+
             # The process id in the name lets a later start remove what a killed process left.
             prefix = f"{SCRATCH_PREFIX}{os.getpid()}-{self._run.job.id[:12]}-"
             self._scratch = Path(tempfile.mkdtemp(prefix=prefix))
@@ -152,6 +157,8 @@ class JobContext:
 
         :raises subprocess.CalledProcessError: ``check`` is true and it exited non-zero.
         """
+        import subprocess
+
         token = self._run.token
         token.raise_if_cancelled()
         stdout = bytearray()
@@ -217,6 +224,8 @@ async def _stop_on_cancel(process: anyio.abc.Process, token: CancelToken, grace:
 
 def remove_scratch(path: Path | None) -> None:
     if path is not None:
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -226,6 +235,9 @@ SCRATCH_PREFIX = "jobkit-"
 def remove_stale_scratch() -> int:
     """Remove the scratch folders of processes that are gone (killed before their jobs'
     cleanup ran); return how many. A folder whose process still runs is left alone."""
+    import shutil
+    import tempfile
+
     removed = 0
     try:
         entries = list(os.scandir(tempfile.gettempdir()))
@@ -280,14 +292,20 @@ class SyncJobContext:
 
     def progress(self, fraction: float | None, message: str | None = None) -> None:
         """Record progress (0..1) and an optional message."""
+        import anyio.from_thread
+
         anyio.from_thread.run(self._context.progress, fraction, message)
 
     def set_result(self, value: Any) -> None:
         """Store a (partial) result now."""
+        import anyio.from_thread
+
         anyio.from_thread.run(self._context.set_result, value)
 
     def put_artifact(self, name: str, data: bytes | bytearray | memoryview | str) -> None:
         """Write an artifact under the job's prefix."""
+        import anyio.from_thread
+
         anyio.from_thread.run(self._context.put_artifact, name, data)
 
     def run_process(
@@ -301,6 +319,8 @@ class SyncJobContext:
         terminate_grace: float = 5.0,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a subprocess; on cancel it is terminated, then killed, and JobCancelled raised."""
+        import subprocess
+
         token = self._context.token
         token.raise_if_cancelled()
         args = [os.fspath(a) for a in argv]

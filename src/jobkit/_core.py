@@ -9,8 +9,6 @@ a store with transactions writes both or neither.
 
 from __future__ import annotations
 
-import random
-import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -22,7 +20,7 @@ import anyio
 from ._errors import JobNotFound
 from ._log import get_logger
 from ._policies import DeletePolicy, Retention
-from ._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus
+from ._records import AuditAction, AuditRecord, EventType, Job, JobEvent, JobStatus, new_id
 from .abc import AtomicWriter, BlobStore, Change, ExclusiveSections, JobStore, Note, NoteKind, Notifier
 
 __all__ = ["Core", "Turns", "must_exist", "scheduled_data"]
@@ -181,6 +179,8 @@ class Core:
                 return job, change
             conflicts += 1
             if conflicts > 2:  # a busy writer elsewhere: step aside a little, at random
+                import random
+
                 await anyio.sleep(random.uniform(0, 0.001 * 2 ** min(conflicts, 8)))
             job = reread(await store.get(job.id), job.id)
 
@@ -260,7 +260,7 @@ class Core:
     ) -> AuditRecord:
         """The record of ``action`` on ``job`` (None: on a kind or a schedule of ``tenant``)."""
         return AuditRecord(
-            id=secrets.token_hex(16),
+            id=new_id(),
             at=self.clock(),
             action=action,
             actor_id=actor_id,

@@ -15,20 +15,17 @@ last-resort handler quiet). The message is the event followed by its bound keys
 
 from __future__ import annotations
 
-import logging
 import sys
-import traceback
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import structlog
+if TYPE_CHECKING:
+    import structlog.stdlib
 
 __all__ = ["LOGGER_NAMES", "get_logger"]
 
 #: The standard library loggers jobkit writes to.
 LOGGER_NAMES = ("jobkit", "jobkit.audit", "jobkit.job")
-
-logging.getLogger("jobkit").addHandler(logging.NullHandler())
 
 
 def _to_stdlib(
@@ -42,6 +39,8 @@ def _to_stdlib(
     if exc_info is not None:
         exc = sys.exc_info()[1] if exc_info is True else exc_info
         if isinstance(exc, BaseException):
+            import traceback
+
             trace = "".join(traceback.format_exception(exc))
             try:
                 trace.encode("utf-8")
@@ -52,14 +51,43 @@ def _to_stdlib(
     return (message,), {"exc_info": exc_info, "extra": {"jobkit": dict(event), "jobkit_event": name}}
 
 
-_PROCESSORS: list[Any] = [structlog.stdlib.filter_by_level, _to_stdlib]
+_quieted = False
+
+
+def _wrap(name: str) -> structlog.stdlib.BoundLogger:
+    global _quieted
+    import logging
+
+    import structlog
+
+    if not _quieted:  # before jobkit's first line: nothing shows until the host configures logging
+        logging.getLogger("jobkit").addHandler(logging.NullHandler())
+        _quieted = True
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[structlog.stdlib.filter_by_level, _to_stdlib],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    return logger
+
+
+class _Deferred:
+    """A logger that imports structlog when it first logs (``import jobkit`` stays quick:
+    structlog with its development renderers costs more to import than all of jobkit)."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: structlog.stdlib.BoundLogger | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = _wrap(self._name)
+        return getattr(logger, attribute)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A bound logger writing to the standard library logger ``name``."""
-    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
-        logging.getLogger(name),
-        processors=_PROCESSORS,
-        wrapper_class=structlog.stdlib.BoundLogger,
-    )
-    return logger
+    return cast("structlog.stdlib.BoundLogger", _Deferred(name))

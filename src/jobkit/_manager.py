@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import builtins
 import enum
-import secrets
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import anyio.to_thread
-from anyio.abc import TaskGroup
 
 from . import _machine as machine
 from ._context import remove_stale_scratch
@@ -44,13 +42,16 @@ from ._records import (
     Retry,
     Schedule,
     SweepReport,
+    new_id,
     to_duration,
 )
 from ._sweeper import SWEEPER, Sweeper
 from ._validate import (
     MAX_TEXT_LENGTH,
+    MIN_ID_PREFIX,
     artifact_key,
     artifact_prefix,
+    check_id_prefix,
     check_idempotency_key,
     check_job_id,
     check_kind,
@@ -62,6 +63,7 @@ from ._validate import (
     check_priority,
     check_run_at,
     check_statuses,
+    check_tenant,
     decode_cursor,
     encode_cursor,
     json_value,
@@ -75,6 +77,7 @@ from .abc import (
     Note,
     NoteKind,
     Notifier,
+    PrefixFinder,
     SignalingStore,
     StatusCounter,
 )
@@ -83,11 +86,14 @@ from .telemetry import Telemetry
 if TYPE_CHECKING:
     from ._telemetry import Tracker
 
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
 __all__ = ["SWEEPER", "Handler", "JobManager"]
 
 log = get_logger("jobkit")
 
-F = TypeVar("F", bound=Callable[..., Any])
+H = TypeVar("H", bound=Handler)
 
 
 _ACTION_PHRASES = {
@@ -117,11 +123,16 @@ def _utcnow() -> datetime:
 
 
 def _tracker(option: object) -> Tracker | None:
-    """The telemetry of a new manager: decided once, here (see :mod:`jobkit.telemetry`)."""
+    """The telemetry of a manager (see :mod:`jobkit.telemetry`): for None, called at start,
+    and only when the host has imported OpenTelemetry (else it cannot have configured an
+    SDK, and jobkit imports nothing)."""
     if option is False:
         return None
     if option is not None and option is not True and not isinstance(option, Telemetry):
         raise InvalidInput("telemetry must be None, a bool or a jobkit.telemetry.Telemetry.")
+    loaded = sys.modules
+    if option is None and "opentelemetry.trace" not in loaded and "opentelemetry.metrics" not in loaded:
+        return None
     try:
         from ._telemetry import Tracker
     except ImportError:
@@ -201,7 +212,8 @@ class JobManager:
         if lease is None or lease <= timedelta(0) or poll is None or poll <= timedelta(0):
             raise InvalidInput("lease_duration and poll_interval must be positive.")
         self._poll = poll.total_seconds()
-        self._telemetry = _tracker(telemetry)
+        self._telemetry_option = telemetry
+        self._telemetry = None if telemetry is None else _tracker(telemetry)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._retries: dict[str, Retry] = {}
         self._declared: set[str] = set()
@@ -224,7 +236,7 @@ class JobManager:
             core,
             self._handlers,
             concurrency=concurrency,
-            worker_id=secrets.token_hex(6),
+            worker_id=new_id(6),
             lease=lease,
             poll=self._poll,
             cancel_grace=None if grace is None else grace.total_seconds(),
@@ -250,13 +262,13 @@ class JobManager:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[F], F]:
+    def handler(self, kind: str, *, retry: Retry | None = None) -> Callable[[H], H]:
         """Decorator registering a handler for ``kind``: ``async def h(ctx, payload)`` or a sync def.
 
         :param retry: retry failed jobs of this kind (a submit's own ``retry`` wins).
         """
 
-        def decorate(fn: F) -> F:
+        def decorate(fn: H) -> H:
             self.register(kind, fn, retry=retry)
             return fn
 
@@ -303,6 +315,10 @@ class JobManager:
     async def __aenter__(self) -> JobManager:
         if self._state is not _State.NEW:
             raise JobkitError("A JobManager can be started only once; create a new one.")
+        # What a running manager uses of anyio, loaded now rather than by `import jobkit`.
+        import anyio.lowlevel
+        import anyio.to_thread
+
         async with AsyncExitStack() as stack:
             await self._store.open()
             stack.push_async_callback(self._store.close)
@@ -318,6 +334,8 @@ class JobManager:
             tg.start_soon(notifier.run)
             tg.start_soon(self._tick)
             tg.start_soon(self._sweeper.run_timers, self._poll)
+            if self._telemetry_option is None:
+                self._telemetry = self._pool.telemetry = _tracker(None)
             if (tracker := self._telemetry) is not None:
                 if tracker.start():
                     stack.callback(tracker.stop)
@@ -507,7 +525,7 @@ class JobManager:
         if retry is None and self._retries:
             retry = self._retries.get(kind)
         job = Job(
-            id=secrets.token_hex(16),
+            id=new_id(),
             kind=kind,
             status=JobStatus.PENDING if when is None else JobStatus.SCHEDULED,
             payload=payload,
@@ -570,12 +588,19 @@ class JobManager:
         limit: int = 50,
         cursor: str | None = None,
         include_deleted: bool = False,
+        tenant: str | None = None,
+        id_prefix: str | None = None,
     ) -> Page:
         """A page of jobs, newest first; pass ``page.next_cursor`` back for the next one.
 
-        Paging never repeats or skips a job while jobs are being added.
+        Paging never repeats or skips a job while jobs are being added. ``tenant`` narrows
+        the listing to one tenant: the host and actors without a tenant may name any, a
+        tenant's actor only its own. ``id_prefix`` keeps the jobs whose id starts with it
+        (hexadecimal, any case): at most ``limit`` of them, on one page.
 
-        :raises InvalidInput: unknown status, limit outside 1..1000, malformed cursor.
+        :raises InvalidInput: unknown status, limit outside 1..1000, malformed cursor,
+            tenant or id prefix, a cursor together with ``id_prefix``.
+        :raises PermissionDenied: a tenant's actor naming another tenant.
         """
         self._check_open()
         statuses = check_statuses(status)
@@ -583,11 +608,20 @@ class JobManager:
             check_kind(kind)
         check_limit(limit)
         before = decode_cursor(cursor)
+        prefix = None if id_prefix is None else check_id_prefix(id_prefix)
+        if prefix is not None and cursor is not None:
+            raise InvalidInput("A listing by id prefix has one page: pass no cursor with id_prefix.")
+        scope = self._scope(actor, tenant)
         self._authorize(actor, Action.READ, None)
         if include_deleted:
             self._authorize(actor, Action.READ_DELETED, None)
+        if prefix is not None:
+            found = await self._with_prefix(
+                prefix, scope, include_deleted, limit, statuses=statuses, kind=kind
+            )
+            return Page(tuple(found), None)
         jobs, next_before = await self._store.list_jobs(
-            tenant=None if actor is None else actor.tenant,
+            tenant=scope,
             statuses=statuses,
             kind=kind,
             include_deleted=include_deleted,
@@ -596,18 +630,93 @@ class JobManager:
         )
         return Page(tuple(jobs), None if next_before is None else encode_cursor(next_before))
 
-    async def counts(self, *, actor: Actor | None = None, kind: str | None = None) -> dict[JobStatus, int]:
-        """How many of the actor's visible jobs (soft-deleted ones left out) have each status,
-        every status included, optionally of one ``kind``.
+    async def resolve(self, id_or_prefix: str, *, actor: Actor | None = None) -> str:
+        """The full id of a job given by its id or by a unique start of it (at least
+        4 hexadecimal characters, any case), among the jobs the actor may see; soft-deleted
+        jobs are left out. Operators type the short ids the console and the CLI show.
 
-        :raises InvalidInput: a malformed kind.
+        :raises JobNotFound: no visible job has that id or prefix.
+        :raises InvalidInput: the prefix is malformed, or starts several jobs' ids.
+        """
+        self._check_open()
+        check_job_id(id_or_prefix)
+        self._check_actor(actor)
+        self._authorize(actor, Action.READ, None)
+        scope = None if actor is None else actor.tenant
+        job = await self._store.get(id_or_prefix)
+        if job is not None and job.deleted_at is None and (scope is None or job.tenant == scope):
+            return job.id
+        prefix = check_id_prefix(id_or_prefix, MIN_ID_PREFIX)
+        found = await self._with_prefix(prefix, scope, False, 6)
+        if not found:
+            raise JobNotFound(id_or_prefix)
+        if len(found) > 1:
+            shown = ", ".join(job.id[: len(prefix) + 4] + "…" for job in found[:5])
+            raise InvalidInput(
+                f"The id prefix {id_or_prefix!r} starts several jobs' ids ({shown}): give more characters."
+            )
+        return found[0].id
+
+    def _scope(self, actor: Actor | None, tenant: str | None) -> str | None:
+        """The tenant a listing or count covers: ``tenant`` when the actor may name it,
+        else the actor's own (None: every tenant)."""
+        self._check_actor(actor)
+        if tenant is None:
+            return None if actor is None else actor.tenant
+        check_tenant(tenant)
+        if actor is not None and actor.tenant is not None and tenant != actor.tenant:
+            raise PermissionDenied(f"Actor {actor.id!r} may only see the jobs of tenant {actor.tenant!r}.")
+        return tenant
+
+    async def _with_prefix(
+        self,
+        prefix: str,
+        tenant: str | None,
+        include_deleted: bool,
+        limit: int,
+        *,
+        statuses: frozenset[JobStatus] | None = None,
+        kind: str | None = None,
+    ) -> builtins.list[Job]:
+        """Up to ``limit`` jobs whose id starts with ``prefix``, newest first, filtered."""
+
+        store = self._store
+        if isinstance(store, PrefixFinder):
+            filtered = statuses is not None or kind is not None
+            found = await store.jobs_with_prefix(
+                prefix, tenant=tenant, include_deleted=include_deleted, limit=1000 if filtered else limit
+            )  # few jobs share a prefix: the filters apply here
+        else:  # page through the store: slower, the same answer
+            found, before = [], None
+            while True:
+                jobs, before = await store.list_jobs(
+                    tenant=tenant,
+                    statuses=statuses,
+                    kind=kind,
+                    include_deleted=include_deleted,
+                    before=before,
+                    limit=1000,
+                )
+                found += [job for job in jobs if job.id.startswith(prefix)]
+                if before is None or len(found) >= limit:
+                    break
+        kept = (job for job in found if statuses is None or job.status in statuses)
+        return [job for job in kept if kind is None or job.kind == kind][:limit]
+
+    async def counts(
+        self, *, actor: Actor | None = None, kind: str | None = None, tenant: str | None = None
+    ) -> dict[JobStatus, int]:
+        """How many of the actor's visible jobs (soft-deleted ones left out) have each status,
+        every status included, optionally of one ``kind`` and one ``tenant`` (as in :meth:`list`).
+
+        :raises InvalidInput: a malformed kind or tenant.
+        :raises PermissionDenied: a tenant's actor naming another tenant.
         """
         self._check_open()
         if kind is not None:
             check_kind(kind)
-        self._check_actor(actor)
+        tenant = self._scope(actor, tenant)
         self._authorize(actor, Action.READ, None)
-        tenant = None if actor is None else actor.tenant
         store = self._store
         if isinstance(store, StatusCounter):
             found = await store.count_jobs(tenant=tenant, kind=kind)

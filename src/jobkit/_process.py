@@ -6,14 +6,23 @@ process can remove what a killed one left at once, instead of waiting for it to 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
+import zlib
 
 __all__ = ["HOST_TAG", "alive", "left_by_dead_process", "process_tag"]
 
+
+def _host_name() -> str:
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket  # pragma: no cover - Windows
+
+    return socket.gethostname()  # pragma: no cover
+
+
 #: Eight hex digits naming this host: a pid is only meaningful on the host that gave it.
-HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+#: (A checksum, not a secure hash: hashlib and socket cost more to import than all of jobkit.)
+HOST_TAG = f"{zlib.crc32(_host_name().encode('utf-8', 'replace')):08x}"
 
 
 def alive(pid: int) -> bool:

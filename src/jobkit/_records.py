@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -36,6 +37,13 @@ __all__ = [
     "replace_job",
     "to_duration",
 ]
+
+
+def new_id(nbytes: int = 16) -> str:
+    """A random id of ``2 * nbytes`` lowercase hex digits (``secrets.token_hex``'s bytes,
+    without importing hashlib through ``secrets``)."""
+    return os.urandom(nbytes).hex()
+
 
 #: One shared, read-only empty mapping for jobs without labels (saves memory per job).
 EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})

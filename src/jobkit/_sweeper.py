@@ -8,13 +8,11 @@ section: every change is still a compare-and-swap.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 import anyio
-import anyio.lowlevel
 import attrs
 
 from . import _machine as machine
@@ -22,7 +20,7 @@ from ._core import Core
 from ._deleter import Deleter
 from ._errors import BackendError, InvalidState, JobkitError, JobNotFound
 from ._log import get_logger
-from ._records import TERMINAL, AuditAction, EventType, Job, JobStatus, Retry, Schedule, SweepReport
+from ._records import TERMINAL, AuditAction, EventType, Job, JobStatus, Retry, Schedule, SweepReport, new_id
 from ._validate import artifact_prefix
 from .abc import Change
 
@@ -185,7 +183,7 @@ class Sweeper:
         following = next_fire(schedule.cron, schedule.timezone, now)
         retry = self._retry_for(schedule.kind)
         job = Job(
-            id=secrets.token_hex(16),
+            id=new_id(),
             kind=schedule.kind,
             status=JobStatus.PENDING,
             payload=schedule.payload,

@@ -32,6 +32,7 @@ from ._log import get_logger
 from ._machine import Outcome, OutcomeKind
 from ._records import Job, JobStatus, replace_job
 from ._token import CancelSource
+from ._version import __version__
 from .abc import JobStore, StatusCounter
 from .telemetry import (
     CANCEL_LATENCY,
@@ -148,7 +149,7 @@ def _instruments(provider: Any) -> _Instruments:
     except TypeError:
         found = _INSTRUMENTS_BY_ID.get(id(provider))
     if found is None:
-        meter = provider.get_meter(INSTRUMENTATION_NAME, _version())
+        meter = provider.get_meter(INSTRUMENTATION_NAME, __version__)
         found = _Instruments(meter)
         try:
             _INSTRUMENTS[provider] = found
@@ -161,15 +162,6 @@ def _meter_configured(provider: object) -> bool:
     """False for the API's stand-in before ``metrics.set_meter_provider`` (a private class,
     so read by name: anything else counts as configured, the safe side)."""
     return type(provider).__name__ != "_ProxyMeterProvider"
-
-
-def _version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("jobkit")
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return None
 
 
 class Tracker:
@@ -202,7 +194,7 @@ class Tracker:
                 if self._auto and isinstance(tracer_provider, trace.ProxyTracerProvider):
                     tracer_provider = None  # no SDK configured: no span to build
             if tracer_provider is not None:
-                self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, _version())
+                self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         if options.metrics:
             meter_provider = options.meter_provider
             if meter_provider is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping
@@ -14,6 +13,7 @@ from ._records import MAX_DURATION, JobStatus, text_problem
 
 __all__ = [
     "MAX_PRIORITY",
+    "MIN_ID_PREFIX",
     "MIN_PRIORITY",
     "artifact_key",
     "check_idempotency_key",
@@ -21,7 +21,9 @@ __all__ = [
     "check_kind",
     "check_name",
     "check_run_at",
+    "check_id_prefix",
     "check_labels",
+    "check_tenant",
     "check_limit",
     "check_max_attempts",
     "check_priority",
@@ -114,6 +116,29 @@ def check_job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
         raise InvalidInput(f"A job id must be a non-empty string, got {job_id!r}.")
     return check_text(job_id, "job id")
+
+
+#: The shortest id prefix :meth:`JobManager.resolve` accepts.
+MIN_ID_PREFIX = 4
+_HEX = frozenset("0123456789abcdef")
+
+
+def check_id_prefix(prefix: object, minimum: int = 1) -> str:
+    """A lowercase id prefix of ``minimum`` to 32 hexadecimal characters (any case given)."""
+    if not isinstance(prefix, str):
+        raise InvalidInput(f"An id prefix must be a string, got {type(prefix).__name__}.")
+    lowered = prefix.lower()
+    if not minimum <= len(lowered) <= 32 or not _HEX.issuperset(lowered):
+        raise InvalidInput(
+            f"An id prefix must be {minimum} to 32 hexadecimal characters (0-9, a-f), got {prefix!r}."
+        )
+    return lowered
+
+
+def check_tenant(tenant: object) -> str:
+    if not isinstance(tenant, str) or not tenant or len(tenant) > 200:
+        raise InvalidInput(f"A tenant must be a non-empty string of at most 200 characters, got {tenant!r}.")
+    return check_text(tenant, "tenant")
 
 
 def check_priority(priority: object) -> int:
@@ -239,6 +264,8 @@ _CURSOR_TAG = "j1."
 
 def encode_cursor(seq: int) -> str:
     raw = f"{_CURSOR_TAG}{seq}".encode()
+    import base64  # paging only: not on `import jobkit`'s path
+
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -249,6 +276,8 @@ def decode_cursor(cursor: object) -> int | None:
     if not isinstance(cursor, str) or not 0 < len(cursor) <= 64:
         raise bad
     try:
+        import base64
+
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (binascii.Error, ValueError):
         raise bad from None

@@ -15,13 +15,11 @@ import functools
 import inspect
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-import anyio.to_thread
-from anyio.abc import TaskGroup
 
 from . import _machine as machine
 from ._context import JobContext, SyncJobContext, remove_scratch
@@ -35,14 +33,21 @@ from ._validate import artifact_key, json_value, safe_text
 from .abc import BatchClaimer, Note, NoteKind
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ._telemetry import RunTelemetry, Tracker
 
-__all__ = ["AsyncHandler", "Handler", "SyncHandler", "WorkerPool", "is_async"]
+__all__ = ["AsyncHandler", "Handler", "Result", "SyncHandler", "WorkerPool", "is_async"]
 
 log = get_logger("jobkit")
 
-AsyncHandler = Callable[[JobContext, Any], Awaitable[Any]]
-SyncHandler = Callable[[SyncJobContext, Any], Any]
+#: What a handler may return: the job's result, stored as JSON. Typing the return this way
+#: lets mypy tell the two handler kinds apart: a coroutine is none of these, so an
+#: ``async def`` taking a :class:`SyncJobContext` is a type error, as is a sync ``def``
+#: taking a :class:`JobContext` or a handler without the context parameter.
+Result = None | bool | int | float | str | Sequence[Any] | Mapping[str, Any]
+AsyncHandler = Callable[[JobContext, Any], Awaitable[Result]]
+SyncHandler = Callable[[SyncJobContext, Any], Result]
 Handler = AsyncHandler | SyncHandler
 
 

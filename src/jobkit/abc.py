@@ -350,6 +350,18 @@ class LeaseReader(Protocol):
 
 
 @runtime_checkable
+class PrefixFinder(Protocol):
+    """Optional :class:`JobStore` member: jobs by the start of their id (short ids typed by
+    operators), without reading every job."""
+
+    async def jobs_with_prefix(
+        self, prefix: str, *, tenant: str | None, include_deleted: bool, limit: int
+    ) -> list[Job]:
+        """Up to ``limit`` jobs whose id starts with ``prefix`` (lowercase hex), newest first,
+        of ``tenant`` (None: all), soft-deleted ones only when ``include_deleted``."""
+
+
+@runtime_checkable
 class BlobStore(Protocol):
     """Byte storage for artifacts under ``/``-separated keys."""
 

@@ -6,10 +6,11 @@ below are plain values, read when a :class:`~jobkit.JobManager` is built and sta
 
 ``JobManager(telemetry=...)`` takes:
 
-- ``None`` (the default): report when ``opentelemetry-api`` is importable and the host
-  configured an SDK by the time the manager starts: spans when a global tracer provider
-  is set (``trace.set_tracer_provider``), measurements when a global meter provider is.
-  With the API alone a started manager drops its telemetry: no cost per job.
+- ``None`` (the default): report when the host configured an SDK by the time the manager
+  starts: spans when a global tracer provider is set (``trace.set_tracer_provider``),
+  measurements when a global meter provider is. Otherwise (OpenTelemetry not installed,
+  or never imported by the application, or the API alone) jobkit imports nothing and the
+  started manager has no telemetry: no cost per job.
 - ``False``: no telemetry, whatever is installed.
 - ``True`` or a :class:`Telemetry`: report, to the given providers or the global ones
   (the API's proxies hand over to an SDK configured later); :class:`~jobkit.InvalidInput`

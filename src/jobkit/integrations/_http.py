@@ -335,7 +335,12 @@ def _integer(name: str, text: str) -> int:
 
 
 def list_arguments(
-    status: Sequence[str], kind: str | None, limit: str | None, cursor: str | None
+    status: Sequence[str],
+    kind: str | None,
+    limit: str | None,
+    cursor: str | None,
+    tenant: str | None = None,
+    id_prefix: str | None = None,
 ) -> dict[str, Any]:
     """The arguments of :meth:`JobManager.list` from the query of ``GET /jobs``.
 
@@ -347,6 +352,8 @@ def list_arguments(
         "kind": kind,
         "limit": 50 if limit is None else _integer("limit", limit),
         "cursor": cursor,
+        "tenant": tenant,
+        "id_prefix": id_prefix,
     }
 
 

@@ -531,6 +531,12 @@ async def _trusted_host() -> Actor | None:
     return None
 
 
+_TENANT_HELP = (
+    "Only jobs of this tenant. The host and actors without a tenant may name any tenant; "
+    "a tenant's actor only its own (403 otherwise)."
+)
+
+
 def job_router(
     manager: JobManager,
     *,
@@ -603,16 +609,33 @@ def job_router(
         kind: Annotated[str | None, Query(description="Only jobs of this kind.")] = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="Most jobs on the page.")] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+        tenant: Annotated[str | None, Query(description=_TENANT_HELP)] = None,
+        id_prefix: Annotated[
+            str | None,
+            Query(
+                description="Only jobs whose id starts with these hexadecimal characters "
+                "(at most `limit` of them, on one page: pass no cursor)."
+            ),
+        ] = None,
     ) -> Response:
-        page = await manager.list(actor=actor, status=status, kind=kind, limit=limit, cursor=cursor)
+        page = await manager.list(
+            actor=actor,
+            status=status,
+            kind=kind,
+            limit=limit,
+            cursor=cursor,
+            tenant=tenant,
+            id_prefix=id_prefix,
+        )
         return _json({"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor})
 
     @router.get("/counts", response_model=Counts, responses=_errors(403, 422, 503), summary="Count jobs")
     async def count_jobs(
         actor: ActorDep,
         kind: Annotated[str | None, Query(description="Only jobs of this kind.")] = None,
+        tenant: Annotated[str | None, Query(description=_TENANT_HELP)] = None,
     ) -> Response:
-        found = await manager.counts(actor=actor, kind=kind)
+        found = await manager.counts(actor=actor, kind=kind, tenant=tenant)
         return _json({"counts": {status.value: count for status, count in found.items()}})
 
     @router.get(

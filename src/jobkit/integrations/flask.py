@@ -282,14 +282,19 @@ def job_blueprint(
     def list_jobs() -> Response:
         args = request.args
         arguments = list_arguments(
-            args.getlist("status"), args.get("kind"), args.get("limit"), args.get("cursor")
+            args.getlist("status"),
+            args.get("kind"),
+            args.get("limit"),
+            args.get("cursor"),
+            args.get("tenant"),
+            args.get("id_prefix"),
         )
         page = manager.list(actor=who(), **arguments)
         return _json({"items": [job_to_json(job) for job in page.items], "next_cursor": page.next_cursor})
 
     @route("/counts", ["GET"])
     def count_jobs() -> Response:
-        found = manager.counts(actor=who(), kind=request.args.get("kind"))
+        found = manager.counts(actor=who(), kind=request.args.get("kind"), tenant=request.args.get("tenant"))
         return _json({"counts": {status.value: count for status, count in found.items()}})
 
     @route("/jobs/<job_id>", ["GET"])

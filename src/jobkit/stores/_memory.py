@@ -262,6 +262,23 @@ class MemoryStore:
             found.append(job)
         return found, None
 
+    async def jobs_with_prefix(
+        self, prefix: str, *, tenant: str | None, include_deleted: bool, limit: int
+    ) -> list[Job]:
+        seq_of = self._seq_of
+        found = sorted(
+            (
+                job
+                for job_id, job in self._jobs.items()
+                if job_id.startswith(prefix)
+                and (tenant is None or job.tenant == tenant)
+                and (include_deleted or job.deleted_at is None)
+            ),
+            key=lambda job: seq_of[job.id],
+            reverse=True,
+        )
+        return found[:limit]
+
     async def position(self, job_id: str) -> int | None:
         key = self._pending.get(job_id)
         if key is None:

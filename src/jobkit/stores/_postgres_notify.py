@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import structlog
 
+from .._log import get_logger
 from .._notify import LocalNotifier
 from .._records import JobEvent, JobStatus
 from ..abc import Note, NoteKind
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresNotifier", "event_payload"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 #: Longest NOTIFY payload sent (PostgreSQL refuses 8,000 bytes and more).
 MAX_PAYLOAD = 7_900

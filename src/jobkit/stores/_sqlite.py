@@ -444,6 +444,7 @@ def job_filter(
     kind: str | None,
     include_deleted: bool = False,
     before: int | None = None,
+    id_prefix: str | None = None,
     mark: str = "?",
 ) -> tuple[str, list[Any]]:
     """The ``WHERE`` clause (empty when nothing filters) and its parameters of a jobs query,
@@ -464,6 +465,10 @@ def job_filter(
     if before is not None:
         where.append(f"seq < {mark}")
         params.append(before)
+    if id_prefix is not None:
+        # The range walks the id index; the exact test keeps any collation honest.
+        where.append(f"id >= {mark} AND id < {mark} AND substr(id, 1, {len(id_prefix)}) = {mark}")
+        params.extend((id_prefix, id_prefix + "g", id_prefix))
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
@@ -878,6 +883,16 @@ class SQLiteStore:
         jobs = [_job(row[1:]) for row in rows[:limit]]
         next_before = rows[limit - 1][0] if len(rows) > limit else None
         return jobs, next_before
+
+    async def jobs_with_prefix(
+        self, prefix: str, *, tenant: str | None, include_deleted: bool, limit: int
+    ) -> list[Job]:
+        where, params = job_filter(
+            tenant=tenant, kind=None, include_deleted=include_deleted, id_prefix=prefix
+        )
+        sql = f"SELECT {_SELECT} FROM jobs{where} ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        return [_job(row) for row in await self._run(_fetch, sql, tuple(params))]
 
     async def position(self, job_id: str) -> int | None:
         return await self._run(_position, job_id)

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
+from .._log import get_logger
 from .._notify import LocalNotifier
 from .._records import EMPTY_MAPPING, EventType, JobEvent, JobStatus
 from ..abc import Note, NoteKind
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteNotifier"]
 
-log = structlog.get_logger("jobkit")
+log = get_logger("jobkit")
 
 #: How long a listener registration lives without a refresh, and how often it is refreshed.
 LISTENER_TTL = 30.0

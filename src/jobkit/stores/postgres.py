@@ -943,6 +943,16 @@ class PostgresStore:
         next_before = rows[limit - 1][0] if len(rows) > limit else None
         return jobs, next_before
 
+    async def jobs_with_prefix(
+        self, prefix: str, *, tenant: str | None, include_deleted: bool, limit: int
+    ) -> list[Job]:
+        where, params = job_filter(
+            tenant=tenant, kind=None, include_deleted=include_deleted, id_prefix=prefix, mark="%s"
+        )
+        sql = f"SELECT {_SELECT} FROM {self._sql.jobs}{where} ORDER BY seq DESC LIMIT %s"
+        params.append(limit)
+        return [_job(row) for row in await self._run(sql, params, _rows)]
+
     async def position(self, job_id: str) -> int | None:
         row = await self._run(self._sql.position, (job_id,), _one)
         return None if row is None else int(row[0])

@@ -677,6 +677,32 @@ class JobStoreSuite(SchedulingSuite):
         }
         assert clean(await count_jobs(tenant="nobody", kind=None)) == {}
 
+    async def test_jobs_with_prefix_finds_jobs_by_the_start_of_their_id(self, store: JobStore) -> None:
+        """jobs_with_prefix() (optional): the jobs whose id starts with the prefix, newest
+        first, of one tenant or all, soft-deleted ones only when asked, at most ``limit``."""
+        jobs_with_prefix = optional(store, "jobs_with_prefix")
+        ids = ["abcd" + "0" * 28, "abcd" + "1" * 28, "abce" + "0" * 28, "0abc" + "0" * 28, "abcc" + "f" * 28]
+        tenants = ["t1", "t2", "t1", "t1", None]
+        for job_id, tenant in zip(ids, tenants, strict=True):
+            await store.insert(make_job(id=job_id, tenant=tenant))
+
+        async def found(prefix: str, **options: Any) -> list[str]:
+            arguments = {"tenant": None, "include_deleted": False, "limit": 10, **options}
+            return [job.id for job in await jobs_with_prefix(prefix, **arguments)]
+
+        assert await found("abc") == [ids[4], ids[2], ids[1], ids[0]]
+        assert await found("abcd") == [ids[1], ids[0]]
+        assert await found("abcd", tenant="t1") == [ids[0]]
+        assert await found("abc", limit=2) == [ids[4], ids[2]]
+        assert await found(ids[3]) == [ids[3]]
+        assert await found("ffff") == []
+        stored = await store.get(ids[2])
+        assert stored is not None
+        gone = attrs.evolve(stored, deleted_at=T0, version=stored.version + 1)
+        assert await store.replace(gone, expected_version=stored.version)
+        assert await found("abce") == []
+        assert await found("abce", include_deleted=True) == [ids[2]]
+
     async def test_leases_lists_who_holds_which_job_until_when(self, store: JobStore) -> None:
         """leases() (optional): running and cancelling jobs with their owner and lease end,
         soonest to expire first; renewals move them; a finished job has none."""
