@@ -121,21 +121,26 @@ class _Instruments:
             description="From a running job's cancel request reaching its run to the job cancelled.",
             **seconds,
         )
-        self.running = meter.create_up_down_counter(
-            RUNNING, unit="{job}", description="Job runs under way in this process."
+        #: The started managers reporting here: each knows its runs and its store's count.
+        self.sources: weakref.WeakSet[Tracker] = weakref.WeakSet()
+        # Observed, not counted up and down: two measurements less per run.
+        meter.create_observable_up_down_counter(
+            RUNNING, callbacks=[self._observe_running], unit="{job}", description="Job runs under way here."
         )
-        #: Trackers reporting the pending gauge: each knows its store's last count.
-        self.pending_sources: weakref.WeakSet[Tracker] = weakref.WeakSet()
         meter.create_observable_gauge(
             PENDING, callbacks=[self._observe_pending], unit="{job}", description="Pending jobs in the store."
         )
 
+    def _observe_running(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Called from the SDK's collection thread: copies, each made under the GIL at once.
+        total: dict[str, int] = {}
+        for tracker in list(self.sources):
+            for kind, count in dict(tracker.running).items():
+                total[kind] = total.get(kind, 0) + count
+        return [Observation(count, {KIND: kind}) for kind, count in total.items()]
+
     def _observe_pending(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(tracker.pending)
-            for tracker in list(self.pending_sources)
-            if tracker.pending is not None
-        ]
+        return [Observation(t.pending) for t in list(self.sources) if t.pending is not None]
 
 
 #: Instruments per meter provider (a host has one, tests a few).
@@ -179,6 +184,8 @@ class Tracker:
         self._outcome_attrs: dict[tuple[str, str], dict[str, str]] = {}
         #: The store's pending jobs at the last count (None: not counted yet).
         self.pending: int | None = None
+        #: Runs under way here, by kind (the kinds that ran stay, at 0).
+        self.running: dict[str, int] = {}
         self._failed_hooks: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -204,6 +211,8 @@ class Tracker:
             if meter_provider is not None:
                 self._m = _instruments(meter_provider)
         self.tracing = self._tracer is not None
+        if self._m is not None:
+            self._m.sources.add(self)
         return self.tracing or self._m is not None
 
     async def count_pending_forever(self, store: JobStore) -> None:
@@ -222,12 +231,10 @@ class Tracker:
             log.warning("could not count the pending jobs for telemetry; retrying later", exc_info=True)
             return
         self.pending = counts.get(JobStatus.PENDING, 0)
-        if self._m is not None:
-            self._m.pending_sources.add(self)
 
     def stop(self) -> None:
         if self._m is not None:
-            self._m.pending_sources.discard(self)
+            self._m.sources.discard(self)
 
     def _hook_failed(self, where: str) -> None:
         if where not in self._failed_hooks:
@@ -305,7 +312,8 @@ class RunTelemetry:
         if m is not None:
             attrs = tracker._kind(job.kind)
             m.started.add(1, attrs)
-            m.running.add(1, attrs)
+            running = tracker.running
+            running[job.kind] = running.get(job.kind, 0) + 1
             if job.attempts == 1 and job.started_at is not None:
                 m.queue_wait.record(max(0.0, (job.started_at - job.created_at).total_seconds()), attrs)
         tracer = tracker._tracer
@@ -369,7 +377,7 @@ class RunTelemetry:
         m = tracker._m
         if m is not None:
             attrs = tracker._kind_outcome(job.kind, name)
-            m.running.add(-1, tracker._kind(job.kind))
+            tracker.running[job.kind] -= 1
             m.finished.add(1, attrs)
             m.duration.record(elapsed, attrs)
             if name == "cancelled" and self._stopped_at is not None:

@@ -59,7 +59,7 @@ DURATION = "jobkit.job.duration"
 QUEUE_WAIT = "jobkit.job.queue_wait"
 #: Histogram (s): from the run learning of a cancel request to the job recorded cancelled.
 CANCEL_LATENCY = "jobkit.job.cancel_latency"
-#: Up-down counter: runs under way in this process, by kind.
+#: Observable up-down counter: runs under way in this process, by kind.
 RUNNING = "jobkit.jobs.running"
 #: Observable gauge: pending jobs in the store (every kind, every tenant).
 PENDING = "jobkit.jobs.pending"
