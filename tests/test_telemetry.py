@@ -21,7 +21,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from jobkit import Actor, InvalidInput, JobContext, JobManager, JobStatus, Retry, SyncJobContext
+from jobkit import (
+    Actor,
+    BlockingJobManager,
+    InvalidInput,
+    JobContext,
+    JobManager,
+    JobStatus,
+    Retry,
+    SyncJobContext,
+)
 from jobkit.stores import MemoryStore, SQLiteStore
 from jobkit.telemetry import (
     CANCEL_LATENCY,
@@ -384,6 +393,24 @@ class TestChoosing:
             JobManager(telemetry="yes")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="pending_interval"):
             Telemetry(pending_interval=0)
+
+
+class TestBlocking:
+    @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+    def test_the_blocking_facade_continues_the_callers_trace(self, otel: Otel, backend: str) -> None:
+        """A submit from a sync thread (a Flask view, say) inside a span: the portal carries
+        the caller's context to the loop, so the job's spans are in the caller's trace."""
+        jobs = BlockingJobManager(sweep_interval=None, telemetry=otel.telemetry, backend=backend)
+        jobs.register("work", lambda ctx, payload: None)
+        with jobs:
+            with otel.tracer.start_as_current_span("view") as view:
+                job = jobs.submit("work")
+            jobs.wait(job.id, timeout=30)
+        trace_id = view.get_span_context().trace_id
+        submit, run = otel.span("submit work"), otel.span("run work")
+        assert submit.parent is not None
+        assert submit.parent.span_id == view.get_span_context().span_id
+        assert {s.context.trace_id for s in (submit, run) if s.context} == {trace_id}
 
 
 class TestProcesses:
