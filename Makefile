@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser postgres lint docs test demo bench clean
+.PHONY: install browser postgres lint docs test demo screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ test: lint browser postgres
 
 demo: install
 	$(VENV)/bin/jobkit demo
+
+# The console screenshots in docs/img, from a seeded demo in Debian's Chromium.
+screenshots: install browser
+	$(PY) docs/img/refresh.py
 
 bench: install postgres
 	$(PY) bench/throughput.py
