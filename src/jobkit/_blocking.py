@@ -6,7 +6,7 @@ import builtins
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -20,7 +20,7 @@ from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Page, Retry,
 from .abc import Authorizer, BlobStore, JobStore
 from .telemetry import Telemetry
 
-__all__ = ["BlockingJobManager"]
+__all__ = ["BlockingJobManager", "PortalLoop"]
 
 H = TypeVar("H", bound=Handler)
 T = TypeVar("T")
@@ -68,10 +68,9 @@ class BlockingJobManager:
             poll_interval=poll_interval,
             telemetry=telemetry,
         )
-        self._backend = backend
-        self._portal: BlockingPortal | None = None
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
-        self._manager_cm: AbstractContextManager[JobManager] | None = None
+        self._loop = PortalLoop(
+            self.manager, backend, "The BlockingJobManager is not started: use it inside `with jobs:`."
+        )
 
     def __repr__(self) -> str:
         return f"Blocking{self.manager!r}"
@@ -89,15 +88,7 @@ class BlockingJobManager:
         self.manager.declare(kind)
 
     def __enter__(self) -> BlockingJobManager:
-        portal_cm = start_blocking_portal(self._backend)
-        portal = portal_cm.__enter__()
-        try:
-            manager_cm = portal.wrap_async_context_manager(self.manager)
-            manager_cm.__enter__()
-        except BaseException as exc:
-            portal_cm.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._portal, self._portal_cm, self._manager_cm = portal, portal_cm, manager_cm
+        self._loop.open()
         return self
 
     def __exit__(
@@ -106,25 +97,10 @@ class BlockingJobManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        portal, portal_cm, manager_cm = self._portal, self._portal_cm, self._manager_cm
-        self._portal = self._portal_cm = self._manager_cm = None
-        if portal is None or portal_cm is None or manager_cm is None:
-            return
-        try:
-            manager_cm.__exit__(exc_type, exc, tb)
-        finally:
-            # Subscriptions still open in other threads hold tasks in the portal; the
-            # manager has ended their streams, so cancel what is left instead of waiting.
-            try:
-                portal.call(portal.stop, True)
-            finally:
-                portal_cm.__exit__(exc_type, exc, tb)
+        self._loop.close(exc_type, exc, tb)
 
     def _call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        portal = self._portal
-        if portal is None:
-            raise JobkitError("The BlockingJobManager is not started: use it inside `with jobs:`.")
-        return portal.call(functools.partial(fn, *args, **kwargs))
+        return self._loop.call(fn, *args, **kwargs)
 
     def submit(
         self,
@@ -327,12 +303,69 @@ class BlockingJobManager:
         self, *, actor: Actor | None = None, job_id: str | None = None, buffer: int = 1000
     ) -> Iterator[Iterator[JobEvent]]:
         """See :meth:`JobManager.subscribe`; iterate the yielded object with a plain ``for``."""
-        portal = self._portal
-        if portal is None:
-            raise JobkitError("The BlockingJobManager is not started: use it inside `with jobs:`.")
-        cm = portal.wrap_async_context_manager(
-            self.manager.subscribe(actor=actor, job_id=job_id, buffer=buffer)
-        )
+        with self._loop.events(self.manager.subscribe(actor=actor, job_id=job_id, buffer=buffer)) as events:
+            yield events
+
+
+class PortalLoop:
+    """An async context manager (a manager, a client) entered on an event loop in a
+    background thread (an anyio blocking portal), and plain calls into that loop: the
+    machinery :class:`BlockingJobManager` and :class:`jobkit.client.BlockingJobClient` share."""
+
+    def __init__(self, target: AbstractAsyncContextManager[Any], backend: str, not_open: str) -> None:
+        self._target = target
+        self._backend = backend
+        self._not_open = not_open  # the error message of a call outside `with`
+        self._portal: BlockingPortal | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._target_cm: AbstractContextManager[Any] | None = None
+
+    def open(self) -> None:
+        portal_cm = start_blocking_portal(self._backend)
+        portal = portal_cm.__enter__()
+        try:
+            target_cm = portal.wrap_async_context_manager(self._target)
+            target_cm.__enter__()
+        except BaseException as exc:
+            portal_cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._portal, self._portal_cm, self._target_cm = portal, portal_cm, target_cm
+
+    def close(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        portal, portal_cm, target_cm = self._portal, self._portal_cm, self._target_cm
+        self._portal = self._portal_cm = self._target_cm = None
+        if portal is None or portal_cm is None or target_cm is None:
+            return
+        try:
+            target_cm.__exit__(exc_type, exc, tb)
+        finally:
+            # Subscriptions still open in other threads hold tasks in the portal; the
+            # target has ended their streams, so cancel what is left instead of waiting.
+            try:
+                portal.call(portal.stop, True)
+            finally:
+                portal_cm.__exit__(exc_type, exc, tb)
+
+    def started(self) -> BlockingPortal:
+        if self._portal is None:
+            raise JobkitError(self._not_open)
+        return self._portal
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return self.started().call(functools.partial(fn, *args, **kwargs))
+
+    @contextmanager
+    def events(
+        self, subscription: AbstractAsyncContextManager[AsyncIterator[JobEvent]]
+    ) -> Iterator[Iterator[JobEvent]]:
+        """Enter ``subscription`` on the loop; its events as a plain iterator."""
+        portal = self.started()
+        cm = portal.wrap_async_context_manager(subscription)
         stream = cm.__enter__()
         try:
             yield _iterate(portal, stream)

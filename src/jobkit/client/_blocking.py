@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import builtins
-import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-
-from .._blocking import _close_quietly, _iterate
-from .._errors import JobkitError
+from .._blocking import PortalLoop
 from .._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Page, Retry, Schedule
 from ._async import DEFAULT_BUFFER, JobClient
 
@@ -39,24 +35,17 @@ class BlockingJobClient:
         backend: str = "asyncio",
     ) -> None:
         self.client = JobClient(base_url, headers=headers, timeout=timeout)
-        self._backend = backend
-        self._portal: BlockingPortal | None = None
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
-        self._client_cm: AbstractContextManager[JobClient] | None = None
+        self._loop = PortalLoop(
+            self.client,
+            backend,
+            "The BlockingJobClient is not open: use it inside `with BlockingJobClient(url):`.",
+        )
 
     def __repr__(self) -> str:
         return f"Blocking{self.client!r}"
 
     def __enter__(self) -> BlockingJobClient:
-        portal_cm = start_blocking_portal(self._backend)
-        portal = portal_cm.__enter__()
-        try:
-            client_cm = portal.wrap_async_context_manager(self.client)
-            client_cm.__enter__()
-        except BaseException as exc:
-            portal_cm.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        self._portal, self._portal_cm, self._client_cm = portal, portal_cm, client_cm
+        self._loop.open()
         return self
 
     def __exit__(
@@ -65,27 +54,10 @@ class BlockingJobClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        portal, portal_cm, client_cm = self._portal, self._portal_cm, self._client_cm
-        self._portal = self._portal_cm = self._client_cm = None
-        if portal is None or portal_cm is None or client_cm is None:
-            return
-        try:
-            client_cm.__exit__(exc_type, exc, tb)
-        finally:
-            try:
-                portal.call(portal.stop, True)  # subscriptions left open in other threads
-            finally:
-                portal_cm.__exit__(exc_type, exc, tb)
-
-    def _started(self) -> BlockingPortal:
-        if self._portal is None:
-            raise JobkitError(
-                "The BlockingJobClient is not open: use it inside `with BlockingJobClient(url):`."
-            )
-        return self._portal
+        self._loop.close(exc_type, exc, tb)
 
     def _call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return self._started().call(functools.partial(fn, *args, **kwargs))
+        return self._loop.call(fn, *args, **kwargs)
 
     def submit(
         self,
@@ -266,13 +238,5 @@ class BlockingJobClient:
         self, *, job_id: str | None = None, buffer: int = DEFAULT_BUFFER
     ) -> Iterator[Iterator[JobEvent]]:
         """See :meth:`JobClient.subscribe`; iterate the yielded object with a plain ``for``."""
-        portal = self._started()
-        cm = portal.wrap_async_context_manager(self.client.subscribe(job_id=job_id, buffer=buffer))
-        stream = cm.__enter__()
-        try:
-            yield _iterate(portal, stream)
-        except BaseException as exc:
-            _close_quietly(cm, exc)
-            raise
-        else:
-            _close_quietly(cm, None)
+        with self._loop.events(self.client.subscribe(job_id=job_id, buffer=buffer)) as events:
+            yield events
