@@ -109,7 +109,8 @@ _lock = threading.Lock()
 _managers: dict[tuple[int, tuple[tuple[str, str], ...]], BlockingJobManager] = {}
 
 
-def _stop_all() -> None:
+def stop_managers() -> None:
+    """Stop this process's managers (done at exit; tests call it between configurations)."""
     with _lock:
         found = [m for (pid, _), m in _managers.items() if pid == os.getpid()]
         _managers.clear()
@@ -118,7 +119,7 @@ def _stop_all() -> None:
             manager.__exit__(None, None, None)
 
 
-atexit.register(_stop_all)
+atexit.register(stop_managers)
 
 
 def manager_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
