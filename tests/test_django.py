@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("django")
 
-import django_support  # noqa: E402
+import django_support
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,8 +73,10 @@ class TestBackend:
         from jobkit.integrations.django import JobkitBackend
 
         assert isinstance(compat.task_backends["default"], JobkitBackend)
-        assert backend.supports_defer and backend.supports_async_task
-        assert backend.supports_get_result and backend.supports_priority
+        assert backend.supports_defer
+        assert backend.supports_async_task
+        assert backend.supports_get_result
+        assert backend.supports_priority
 
     @pytest.mark.parametrize("name", ["add", "async_add"])
     def test_enqueue_task(self, backend: Any, tasks: Any, compat: Any, name: str) -> None:
@@ -82,7 +84,9 @@ class TestBackend:
         task = getattr(tasks, name)
         result = task.enqueue(1, b=3)
         assert result.status == compat.TaskResultStatus.READY
-        assert result.started_at is None and result.finished_at is None and result.enqueued_at is not None
+        assert result.started_at is None
+        assert result.finished_at is None
+        assert result.enqueued_at is not None
         with pytest.raises(ValueError, match="Task has not finished yet"):
             result.return_value  # noqa: B018
         assert result.task == task
@@ -144,7 +148,8 @@ class TestBackend:
         when = datetime.now(UTC) + timedelta(hours=1)
         result = tasks.add.using(run_after=when).enqueue(1, 2)
         job = backend.manager.get(result.id)
-        assert job.status.value == "scheduled" and job.run_at == when
+        assert job.status.value == "scheduled"
+        assert job.run_at == when
         assert backend.get_result(result.id).task.run_after == when
 
 
@@ -217,17 +222,20 @@ class TestWorker:
         ctx = tasks.which_attempt.enqueue("x")
         async with build_worker(backend, ["default"], concurrency=2):
             done = {r.id: await anyio.to_thread.run_sync(backend.wait, r.id, 60) for r in (ok, aok, bad, ctx)}
-        assert done[ok.id].status == compat.TaskResultStatus.SUCCESSFUL and done[ok.id].return_value == 5
+        assert done[ok.id].status == compat.TaskResultStatus.SUCCESSFUL
+        assert done[ok.id].return_value == 5
         assert done[aok.id].return_value == 9
         failed = done[bad.id]
         assert failed.status == compat.TaskResultStatus.FAILED
         [error] = failed.errors
         assert error.exception_class_path == "builtins.ValueError"
-        assert error.exception_class is ValueError and "boom" in error.traceback
+        assert error.exception_class is ValueError
+        assert "boom" in error.traceback
         with pytest.raises(ValueError, match="Task failed"):
             failed.return_value  # noqa: B018
         assert done[ctx.id].return_value == {"attempt": 1, "label": "x", "id": ctx.id}
-        assert done[ok.id].started_at is not None and done[ok.id].finished_at is not None
+        assert done[ok.id].started_at is not None
+        assert done[ok.id].finished_at is not None
         assert done[ok.id].attempts == 1
         ok.refresh()
         assert ok.status == compat.TaskResultStatus.SUCCESSFUL
@@ -284,7 +292,8 @@ class TestRoutes:
 
     def test_console_behind_login(self, backend: Any, client: Any) -> None:
         response = client.get("/api/v1/console/")
-        assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/?next=")
         client.force_login(django_support.make_user("plain"))
         response = client.get("/api/v1/console/")
         assert response.status_code == 200
@@ -293,9 +302,11 @@ class TestRoutes:
 
     def test_framework_errors_are_json(self, backend: Any, staff: Any) -> None:
         response = staff.get("/api/v1/nowhere")
-        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
         response = staff.put("/api/v1/jobs", content_type=JSON)
-        assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+        assert response.status_code == 405
+        assert response.json()["error"]["code"] == "method_not_allowed"
         assert response["Allow"] == "GET, POST"
 
     def test_cancel_retry_delete_by_result_id(self, backend: Any, tasks: Any, compat: Any) -> None:
@@ -307,12 +318,14 @@ class TestRoutes:
         client.force_login(django_support.make_user("staff", staff=True))
         result = tasks.add.enqueue(1, 2)
         response = client.post(f"/api/v1/jobs/{result.id}/cancel", {"reason": "no"}, content_type=JSON)
-        assert response.status_code == 200 and response.json()["status"] == "cancelled"
+        assert response.status_code == 200
+        assert response.json()["status"] == "cancelled"
         cancelled = backend.get_result(result.id)
         assert cancelled.status == compat.TaskResultStatus.FAILED
         assert [e.exception_class_path for e in cancelled.errors] == ["jobkit.JobCancelled"]
         response = client.post(f"/api/v1/jobs/{result.id}/retry", content_type=JSON)
-        assert response.status_code == 200 and backend.get_result(result.id).status == "READY"
+        assert response.status_code == 200
+        assert backend.get_result(result.id).status == "READY"
         assert client.post(f"/api/v1/jobs/{result.id}/cancel").status_code == 422  # no JSON: cross-site?
         client.post(f"/api/v1/jobs/{result.id}/cancel", content_type=JSON)
         assert client.delete(f"/api/v1/jobs/{result.id}").status_code == 204
@@ -324,14 +337,16 @@ class TestRoutes:
         response = staff.post("/api/v1/jobs", json.dumps(body), content_type=JSON)
         assert response.status_code == 201
         result = backend.get_result(response.json()["id"])
-        assert (result.status, result.args, result.task.priority) == (compat.TaskResultStatus.READY, [1, 2], 5)
+        assert result.status == compat.TaskResultStatus.READY
+        assert (result.args, result.task.priority) == ([1, 2], 5)
         listed = staff.get("/api/v1/jobs?kind=djapp.tasks.add").json()["items"]
         assert [item["id"] for item in listed] == [result.id]
 
     def test_unknown_kind_over_rest(self, backend: Any, staff: Any) -> None:
         body = {"kind": "djapp.tasks.nope", "payload": {"args": [], "kwargs": {}}}
         response = staff.post("/api/v1/jobs", json.dumps(body), content_type=JSON)
-        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_input"
         assert stored(backend) == 0
 
     def test_enqueue_from_views(self, backend: Any, client: Any) -> None:
@@ -339,5 +354,6 @@ class TestRoutes:
         first = client.get("/enqueue/add?a=1&b=2").json()
         second = client.get("/enqueue/async-add?a=1&b=2").json()
         assert first["status"] == second["status"] == "READY"
-        assert client.get(f"/result/{first['id']}").json() == {"status": "READY", "args": [1, 2], "kwargs": {}}
+        read = client.get(f"/result/{first['id']}").json()
+        assert read == {"status": "READY", "args": [1, 2], "kwargs": {}}
         assert backend.get_result(second["id"]).kwargs == {"b": 2}
