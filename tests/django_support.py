@@ -7,7 +7,6 @@ store in ``TASKS`` with ``override_settings`` — the rest of the suite never se
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Iterator
@@ -18,9 +17,15 @@ from typing import Any
 PROJECT = Path(__file__).resolve().parent / "djangoproject"
 
 
-@functools.cache
+_configured: list[Path] = []
+
+
 def setup(workdir: Path) -> None:
-    """Configure Django for this process with the test project (its database in ``workdir``)."""
+    """Configure Django for this process with the test project (its database in ``workdir``),
+    once: later calls keep the first configuration."""
+    if _configured:
+        return
+    _configured.append(workdir)
     if str(PROJECT) not in sys.path:
         sys.path.insert(0, str(PROJECT))
     os.environ["DJANGO_SETTINGS_MODULE"] = "djsite.settings"
