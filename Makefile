@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser postgres lint test demo bench clean
+.PHONY: install browser postgres lint test django6 demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,13 @@ lint: install
 test: lint browser postgres
 	@$(PY) -m pytest -n 2 -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
-	exit $$rc
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	sh tests/django6.sh
+
+# The Django tests again under Django 6 (Python 3.12+, found on PATH or through pyenv; skipped
+# with a message when there is none), in their own cached venv.
+django6: postgres
+	sh tests/django6.sh
 
 demo: install
 	$(VENV)/bin/jobkit demo
@@ -60,4 +66,4 @@ bench: install postgres
 	$(PY) bench/s3_delete.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-django6 .pytest_cache .mypy_cache .ruff_cache .hypothesis

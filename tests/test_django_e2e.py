@@ -5,8 +5,11 @@ results through a JobkitBackend of its own on the same store, and manages over H
 
 from __future__ import annotations
 
+import queue
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,12 +35,30 @@ class Deployment:
     server: ServerProcess
     worker: ServerProcess
     http: httpx.Client  # signed in as a staff user
+    events: queue.SimpleQueue[Any]  # every event of the store, from before the worker started
 
-    def wait_for_progress(self, events: Any, result_id: str) -> None:
-        """Wait until the task reported progress (it is running in the worker)."""
-        for event in events:
+    def wait_for_progress(self, result_id: str, timeout: float = 60) -> None:
+        """Wait until the task reported progress (so it is running in the worker)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no progress of {result_id}; worker: {self.worker.output}") from None
             if event.job_id == result_id and event.type.value == "progress":
                 return
+
+
+def _collect(backend: Any, into: queue.SimpleQueue[Any], subscribed: threading.Event) -> None:
+    """Read the store's events for the deployment's whole life (a listener that the worker
+    sees from its start: SQLite carries events to the processes that listened first)."""
+    try:
+        with backend.manager.subscribe() as events:
+            subscribed.set()
+            for event in events:
+                into.put(event)
+    except Exception:  # the manager stopped at the end of the deployment
+        subscribed.set()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -61,6 +82,10 @@ def deployment(
     client.force_login(django_support.make_user("e2e-staff", staff=True))
     cookies = {"sessionid": client.cookies["sessionid"].value}
     project = django_support.PROJECT
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    subscribed = threading.Event()
+    threading.Thread(target=_collect, args=(backend, events, subscribed), daemon=True).start()
+    assert subscribed.wait(60)
     worker = ServerProcess(
         [sys.executable, "manage.py", "jobkit_worker", "--concurrency", "4"],
         ready=r"worker: running .*concurrency=(\d+)",
@@ -79,7 +104,7 @@ def deployment(
         raise
     http = httpx.Client(base_url=f"http://127.0.0.1:{server.port}", cookies=cookies, timeout=30)
     try:
-        yield Deployment(backend, blobs, server, worker, http)
+        yield Deployment(backend, blobs, server, worker, http, events)
     finally:
         http.close()
         server.stop()
@@ -123,9 +148,8 @@ class TestEndToEnd:
         """A cancel through the REST routes stops the task running in the worker process (its
         partial result and artifact kept); a delete then removes the job and its artifacts."""
         backend = deployment.backend
-        with backend.manager.subscribe() as events:
-            result = backend.enqueue(tasks.write_then_wait_for_cancel, ("part.txt",), {})
-            deployment.wait_for_progress(events, result.id)
+        result = backend.enqueue(tasks.write_then_wait_for_cancel, ("part.txt",), {})
+        deployment.wait_for_progress(result.id)
         assert backend.get_result(result.id).status == "RUNNING"
         response = deployment.http.post(f"/api/v1/jobs/{result.id}/cancel", json={"reason": "enough"})
         assert response.status_code == 200, deployment.server.output
@@ -150,9 +174,8 @@ class TestEndToEnd:
     def test_cancel_an_async_task_by_force(self, deployment: Deployment, tasks: Any) -> None:
         """An async task that never looks at its token is cancelled after the cancel grace."""
         backend = deployment.backend
-        with backend.manager.subscribe() as events:
-            result = backend.enqueue(tasks.async_wait_forever, (), {})
-            deployment.wait_for_progress(events, result.id)
+        result = backend.enqueue(tasks.async_wait_forever, (), {})
+        deployment.wait_for_progress(result.id)
         assert deployment.http.post(f"/api/v1/jobs/{result.id}/cancel", headers=JSON).status_code == 200
         done = backend.wait(result.id, timeout=60)
         assert [e.exception_class_path for e in done.errors] == ["jobkit.JobCancelled"]
@@ -179,9 +202,8 @@ class TestEndToEnd:
     def test_worker_stops_on_sigterm(self, deployment: Deployment, tasks: Any) -> None:
         """SIGTERM stops the worker as jobkit worker does: the running task goes back to READY."""
         backend = deployment.backend
-        with backend.manager.subscribe() as events:
-            result = backend.enqueue(tasks.write_then_wait_for_cancel, ("again.txt",), {})
-            deployment.wait_for_progress(events, result.id)
+        result = backend.enqueue(tasks.write_then_wait_for_cancel, ("again.txt",), {})
+        deployment.wait_for_progress(result.id)
         deployment.worker.process.send_signal(signal.SIGTERM)
         deployment.worker.wait_for(r"worker: stopped\.$", timeout=60)
         assert deployment.worker.process.wait(timeout=60) == 0

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 _HERE = Path(tempfile.gettempdir()) / f"jobkit-djangoproject-{os.getpid()}"
+_HERE.mkdir(exist_ok=True)
 
 SECRET_KEY = "jobkit-tests-only"
 DEBUG = False
