@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser postgres lint test django6 demo bench clean
+.PHONY: install browser postgres lint docs test django6 demo screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,bench]'
+	$(PY) -m pip install --quiet -e '.[test,lint,bench,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,10 +31,15 @@ postgres:
 	fi
 
 lint: install
-	$(VENV)/bin/ruff check src tests examples bench
-	$(VENV)/bin/ruff format --check src tests examples bench
+	$(VENV)/bin/ruff check src tests examples bench docs/conf.py docs/_ext
+	$(VENV)/bin/ruff format --check src tests examples bench docs/conf.py docs/_ext
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict tests/typing
+
+# The reference and the Markdown pages, as HTML in docs/_build/html: nitpicky, and every
+# warning is an error. `make test` builds them too (tests/test_docs.py).
+docs: install
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
 
 # pytest exits 5 when it collected nothing: that is a broken suite here, not a pass.
 test: lint browser postgres
@@ -51,6 +56,10 @@ django6: postgres
 demo: install
 	$(VENV)/bin/jobkit demo
 
+# The console screenshots in docs/img, from a seeded demo in Debian's Chromium.
+screenshots: install browser
+	$(PY) docs/img/refresh.py
+
 bench: install postgres
 	$(PY) bench/throughput.py
 	$(PY) bench/cancel_latency.py
@@ -66,4 +75,4 @@ bench: install postgres
 	$(PY) bench/s3_delete.py
 
 clean:
-	rm -rf $(VENV) .venv-django6 .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-django6 .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/_build

@@ -57,7 +57,7 @@ def main() -> None:
         for _ in range(RUNS):
             for name in times:
                 times[name].append(_import_us(name, env))
-        probe = "import sys, jobkit; print(' '.join(m for m in %r if m in sys.modules))" % (DEFERRED,)
+        probe = f"import sys, jobkit; print(' '.join(m for m in {DEFERRED!r} if m in sys.modules))"
         loaded = subprocess.run(
             [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
         ).stdout.split()

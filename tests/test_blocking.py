@@ -9,28 +9,17 @@ import pytest
 
 import jobkit
 from jobkit import BlockingJobManager, JobContext, JobkitError, JobManager, JobNotFound, JobStatus
+from parity import assert_same_api
 
 
 async def _hello(ctx: JobContext, payload: Any) -> str:
     return "hello"
 
 
-def _public(cls: type) -> dict[str, inspect.Signature]:
-    return {
-        name: inspect.signature(member)
-        for name, member in vars(cls).items()
-        if not name.startswith("_") and callable(member)
-    }
-
-
 class TestParity:
     def test_same_public_methods_and_parameters(self) -> None:
         """Every public JobManager method exists on BlockingJobManager with the same parameters."""
-        async_api = _public(JobManager)
-        sync_api = _public(BlockingJobManager)
-        assert set(async_api) == set(sync_api)
-        for name, signature in async_api.items():
-            assert list(signature.parameters.values()) == list(sync_api[name].parameters.values()), name
+        assert_same_api(JobManager, BlockingJobManager)
 
     def test_same_constructor_arguments(self) -> None:
         """BlockingJobManager takes JobManager's arguments (plus the backend of its loop)."""

@@ -1030,3 +1030,32 @@ class TestStatus:
         assert body["leases"] == []
         assert body["listener"]["listener"] == "none"
         assert "Leases: none" in invoke("--store", "memory://", "status").stdout
+
+
+class TestIdPrefixesOnAStore:
+    def test_a_unique_start_of_an_id_works_wherever_an_id_does(self, host: Host) -> None:
+        """show, artifacts, priority, cancel, audit --job: 8 characters (any case) are enough."""
+        done, low = host.ids["done"], host.ids["low"]
+        assert ok_json(host.invoke("jobs", "show", done[:8].upper(), "--json"))["id"] == done
+        assert ok_json(host.invoke("jobs", "artifacts", done[:8], "--json"))["items"]
+        assert ok_json(host.invoke("jobs", "priority", low[:6], "3", "--json"))["job"]["id"] == low
+        assert ok_json(host.invoke("jobs", "cancel", low[:6], "--json"))["status"] == "cancelled"
+        records = ok_json(host.invoke("audit", "--job", low[:6], "--json"))["items"]
+        assert {record["job_id"] for record in records} == {low}
+
+    def test_a_soft_deleted_job_needs_its_whole_id(self, host: Host) -> None:
+        soft = host.ids["soft"]
+        assert_one_line_error(host.invoke("jobs", "show", soft[:8]), 3)
+        assert ok_json(host.invoke("jobs", "show", soft, "--include-deleted", "--json"))["id"] == soft
+
+
+class TestWatchOnAStore:
+    def test_exit_code_tells_the_outcome(self, host: Host) -> None:
+        """A finished job: one line with its outcome; 0 completed, 9 failed."""
+        done = host.invoke("jobs", "watch", host.ids["done"][:8])
+        assert done.exit_code == 0, done.output
+        assert f"Job {host.ids['done']} completed." in done.stdout
+        failed = host.invoke("jobs", "watch", host.ids["failed"])
+        assert failed.exit_code == 9, failed.output
+        assert "the input was bad" in failed.stdout
+        assert ok_json(host.invoke("jobs", "watch", host.ids["done"], "--json"))["status"] == "completed"

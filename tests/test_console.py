@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import signal
 import socket
@@ -43,10 +42,6 @@ LAUNCH_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
-# The README's screenshots are refreshed with JOBKIT_UPDATE_SCREENSHOTS=1; a normal run
-# writes them to a temporary folder so the working tree stays clean.
-UPDATE_SCREENSHOTS = os.environ.get("JOBKIT_UPDATE_SCREENSHOTS") == "1"
 DELETE_SENTENCE = "This will permanently delete the job and its artifacts."
 ALICE = {"X-Actor": "alice", "X-Tenant": "acme"}
 BOB = {"X-Actor": "bob", "X-Tenant": "globex"}
@@ -134,8 +129,14 @@ def open_console(server: str, browser: Browser) -> Iterator[Console]:
     contexts = []
     errors: list[str] = []
 
-    def open_page(query: str = "", *, events_down: bool = False, signed_out: bool = False) -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
+    def open_page(
+        query: str = "",
+        *,
+        events_down: bool = False,
+        signed_out: bool = False,
+        viewport: tuple[int, int] = (1280, 720),
+    ) -> Page:
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
         contexts.append(context)
         if events_down:  # the event stream answers 503 until the test unroutes EVENTS
             context.route(EVENTS, lambda route: route.fulfill(status=503, json=UNAVAILABLE))
@@ -375,14 +376,17 @@ class TestDelete:
         job_id = submit(api, QUICK_REPORT)
         wait_for_status(server, job_id, {"completed"})
         page = open_console()
-        row(page, job_id).locator("[data-action=artifacts]").click()
-        artifact = page.locator(f'tr[data-detail-for="{job_id}"] li[data-artifact="quick.csv"]')
+        row(page, job_id).click()
+        artifact = page.locator(f'#job-dialog[data-job-id="{job_id}"] li[data-artifact="quick.csv"]')
         expect(artifact).to_be_visible()
+        with page.expect_download() as download:
+            artifact.locator("[data-action=download]").click()
+        assert Path(download.value.path()).read_text().startswith("day,region,orders,revenue")
         artifact.locator("[data-action=delete-artifact]").click()
         expect(page.locator("#confirm-message")).to_have_text("This will permanently delete the artifact.")
         page.locator("#confirm-ok").click()
         expect(artifact).to_have_count(0)
-        expect(page.locator(f'tr[data-detail-for="{job_id}"] .artifacts-empty')).to_have_text("No artifacts.")
+        expect(page.locator("#job-dialog .artifacts-empty")).to_have_text("No artifacts.")
         expect(toast(page, "success", "Deleted quick.csv")).to_be_visible()
         assert api.get(f"/jobs/{job_id}/artifacts").json() == {"items": []}
         assert api.get(f"/jobs/{job_id}").json()["status"] == "completed"
@@ -517,6 +521,358 @@ class TestLifecycle:
             api.post("/kinds/report/resume")
 
 
+def expect_count(page: Page, status: str, n: int) -> None:
+    expect(page.locator(f'#counts .chip[data-status="{status}"] .n')).to_have_text(str(n))
+
+
+def detail(page: Page, job_id: str) -> Locator:
+    """The job's detail view (the dialog), once it shows that job."""
+    return page.locator(f'dialog#job-dialog[open][data-job-id="{job_id}"]')
+
+
+def fact(page: Page, name: str) -> Locator:
+    return page.locator(f'#job-dialog dd[data-fact="{name}"]')
+
+
+def failed_job(api: httpx.Client, server: str, headers: dict[str, str] | None = None) -> str:
+    job_id = submit(
+        api, ("transcode", {"file": "broken.avi", "fail": True, "segments": 1, "delay": 0}), headers=headers
+    )
+    wait_for_status(server, job_id, {"failed"})
+    return job_id
+
+
+@needs_chromium
+class TestCounts:
+    def test_counts_per_status_filter_and_follow_the_event_stream(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        """The chips show GET /counts; a click filters the table by that status; a job
+        submitted or cancelled on the server changes the numbers without a reload."""
+        failed = failed_job(api, server)
+        running = submit(api, LONG_THUMBNAIL)
+        page = open_console()
+        expect(row(page, running)).to_have_attribute("data-status", "running")
+        expect_count(page, "failed", 1)
+        expect_count(page, "running", 1)
+        expect_count(page, "pending", 0)
+        expect_count(page, "", 2)
+        pending = submit(api, QUICK_REPORT)  # waits behind the long job (one worker)
+        expect_count(page, "pending", 1)
+        expect_count(page, "", 3)
+
+        page.locator('#counts .chip[data-status="failed"]').click()
+        expect(page.locator('#counts .chip[data-status="failed"]')).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("tr.job-row")).to_have_count(1)
+        expect(row(page, failed)).to_be_visible()
+        assert "status=failed" in page.url
+
+        api.post(f"/jobs/{pending}/cancel")
+        expect_count(page, "pending", 0)
+        expect_count(page, "cancelled", 1)
+        page.locator('#counts .chip[data-status="failed"]').click()  # again: every status
+        expect(page.locator("tr.job-row")).to_have_count(3)
+        for status, n in api.get("/counts").json()["counts"].items():
+            expect_count(page, status, n)
+
+
+@needs_chromium
+class TestSearch:
+    def test_a_full_id_or_a_unique_prefix_opens_the_job(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        """The search box opens a job by its id, or by a prefix only it has."""
+        first = submit(api, QUICK_REPORT)
+        second = submit(api, QUICK_REPORT)
+        wait_for_status(server, second, {"completed"})
+        page = open_console()
+        page.fill("#search-input", first.upper())  # ids are case-insensitive
+        page.locator("#search-button").click()
+        expect(detail(page, first)).to_be_visible()
+        expect(fact(page, "id")).to_have_text(first)
+        page.keyboard.press("Escape")
+        expect(page.locator("#job-dialog")).to_be_hidden()
+        expect(page.locator("#search-button")).to_be_focused()  # focus is back where it was
+        prefix = next(second[:n] for n in range(4, 33) if not first.startswith(second[:n]))
+        page.fill("#search-input", prefix)
+        page.keyboard.press("Enter")
+        expect(detail(page, second)).to_be_visible()
+        assert page.url.endswith(f"#job={second}")
+
+    def test_a_shared_prefix_lists_the_jobs_and_a_bad_one_says_why(
+        self, open_console: Console, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Several jobs starting with the prefix are listed (one click opens one); a prefix
+        shorter than 4 characters or an unknown one gets an error toast."""
+        import jobkit._manager
+
+        real = jobkit._manager.new_id
+        # the server runs in this process: its next three job ids start alike
+        monkeypatch.setattr(jobkit._manager, "new_id", lambda nbytes=16: "beef" + real(nbytes)[4:])
+        jobs = {submit(api, QUICK_REPORT, delay=3600) for _ in range(3)}
+        monkeypatch.undo()
+        other = submit(api, QUICK_REPORT, delay=3600)
+        assert all(job_id.startswith("beef") for job_id in jobs)
+        assert not other.startswith("beef")
+        page = open_console()
+        page.fill("#search-input", "beef")
+        page.locator("#search-button").click()
+        results = page.locator("#search-results li[data-job-id]")
+        expect(results).to_have_count(3)
+        assert {item.get_attribute("data-job-id") for item in results.all()} == jobs
+        chosen = sorted(jobs)[0]
+        page.locator(f'#search-results li[data-job-id="{chosen}"] button').click()
+        expect(detail(page, chosen)).to_be_visible()
+        page.locator("#job-close").click()
+        for text, message in [("bee", "Not a job id"), ("0000", "No job id starts with 0000")]:
+            page.fill("#search-input", text)
+            page.locator("#search-button").click()
+            expect(toast(page, "error", message)).to_be_visible()
+
+
+@needs_chromium
+class TestDetail:
+    def test_clicking_a_row_opens_the_job_with_all_its_fields_and_live_events(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        """A click on the row opens the detail view (its id in the URL): fields, live
+        progress and the events that arrive (here a cancel made on the server); Escape
+        closes it and focus returns to the row."""
+        job_id = submit(
+            api, ("thumbnail", {"image": "cat.jpg", "steps": 600, "delay": 0.05}), labels={"team": "web"}
+        )
+        page = open_console()
+        expect(row(page, job_id)).to_have_attribute("data-status", "running")
+        row(page, job_id).locator(".col-progress").click()
+        view = detail(page, job_id)
+        expect(view).to_be_visible()
+        assert page.url.endswith(f"#job={job_id}")
+        expect(fact(page, "kind")).to_have_text("thumbnail")
+        expect(fact(page, "labels")).to_have_text("team=web")
+        expect(fact(page, "attempts")).to_have_text("1 of 1")
+        expect(view.locator(".job-data")).to_contain_text('"image": "cat.jpg"')
+        expect(view.locator(".job-artifacts")).not_to_contain_text("Loading")
+        expect(view.locator('.event-list li[data-event-type="progress"]')).to_contain_text("%")
+        expect(view.locator(".progress-value")).to_have_text(re.compile(r"^\d+%$"))
+        api.post(f"/jobs/{job_id}/cancel", json={"reason": "seen enough"})
+        expect(view.locator('.event-list li[data-event-type="cancelled"]')).to_have_count(1)
+        expect(view).to_have_attribute("data-status", "cancelled")
+        expect(fact(page, "cancel_reason")).to_have_text("seen enough")
+        page.keyboard.press("Escape")
+        expect(page.locator("#job-dialog")).to_be_hidden()
+        expect(page).not_to_have_url(re.compile("#job="))
+        expect(row(page, job_id)).to_be_focused()
+        page.keyboard.press("Enter")  # the focused row opens again from the keyboard
+        expect(detail(page, job_id)).to_be_visible()
+        page.go_back()  # the browser's Back closes it
+        expect(page.locator("#job-dialog")).to_be_hidden()
+        expect(row(page, job_id)).to_be_focused()
+
+    def test_a_link_with_the_id_opens_the_job(self, open_console: Console, api: httpx.Client) -> None:
+        """#job=<id> in the URL opens that job (here a scheduled one: when it runs); an
+        unknown id says so."""
+        job_id = submit(api, QUICK_REPORT, delay=3600)
+        page = open_console(f"#job={job_id}")
+        expect(detail(page, job_id)).to_be_visible()
+        expect(fact(page, "status")).to_have_text("scheduled")
+        expect(fact(page, "run_at")).to_have_text(re.compile(r"\d"))
+        expect(page.locator("#job-dialog .run-at")).to_contain_text("Runs in")
+        missing = "0" * 32
+        page.evaluate(f"location.hash = 'job={missing}'")
+        expect(toast(page, "error", f"No job {missing}")).to_be_visible()
+        expect(page.locator("#job-dialog")).to_be_hidden()
+
+    def test_retry_cancel_and_delete_from_the_detail_view(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        """The view's actions act on the server: retry a failed job, cancel it, then delete
+        it through the confirmation dialog (focus returns to the button after "Keep it")."""
+        failed = failed_job(api, server)
+        blocker = submit(api, LONG_THUMBNAIL)  # keeps the retried job pending
+        page = open_console(f"#job={failed}")
+        view = detail(page, failed)
+        expect(view).to_be_visible()
+        expect(fact(page, "error")).to_contain_text("exited with status 1")
+        wait_for_status(server, blocker, {"running"})
+        view.locator("[data-action=retry]").click()
+        expect(view).to_have_attribute("data-status", "pending")
+        assert api.get(f"/jobs/{failed}").json()["status"] == "pending"
+        view.locator("[data-action=cancel]").click()
+        expect(view).to_have_attribute("data-status", "cancelled")
+        delete = view.locator("[data-action=delete]")
+        delete.click()
+        expect(page.locator("#confirm-message")).to_have_text(DELETE_SENTENCE)
+        page.get_by_role("button", name="Keep it").click()
+        expect(delete).to_be_focused()
+        delete.click()
+        page.locator("#confirm-ok").click()
+        expect(page.locator("#job-dialog")).to_be_hidden()
+        expect(row(page, failed)).to_have_count(0)
+        expect(page.locator("#search-input")).to_be_focused()  # the row it came from is gone
+        assert api.get(f"/jobs/{failed}").status_code == 404
+
+    def test_an_admin_changes_the_priority_in_the_detail_view(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        blocker = submit(api, LONG_THUMBNAIL)
+        waiting = submit(api, QUICK_REPORT)
+        wait_for_status(server, blocker, {"running"})
+        page = open_console(f"?actor=root&roles=admin#job={waiting}")
+        view = detail(page, waiting)
+        view.locator(".priority-input").fill("9")
+        view.locator("[data-action=set-priority]").click()
+        expect(fact(page, "priority")).to_have_text("9")
+        assert api.get(f"/jobs/{waiting}").json()["priority"] == 9
+        user = open_console(f"?actor=carol#job={waiting}")
+        expect(detail(user, waiting)).to_be_visible()
+        expect(user.locator("#job-dialog .priority-input")).to_have_count(0)
+        expect(user.locator("#job-dialog .job-audit")).to_be_hidden()
+
+    def test_an_admin_sees_the_jobs_audit_trail(self, open_console: Console, api: httpx.Client) -> None:
+        job_id = submit(api, QUICK_REPORT, delay=3600)
+        page = open_console(f"?actor=root&roles=admin#job={job_id}")
+        view = detail(page, job_id)
+        view.locator("[data-action=cancel]").click()
+        expect(view.locator('.job-audit tr[data-audit-action="cancel"]')).to_have_count(1)
+        expect(view.locator(".job-audit")).to_contain_text("root")
+
+
+@needs_chromium
+class TestAdmin:
+    def test_the_tenant_filter_narrows_jobs_and_counts(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        """An admin of no tenant filters by tenant (GET /jobs?tenant=, GET /counts?tenant=);
+        a tenant's admin has no such filter."""
+        acme = submit(api, QUICK_REPORT, headers=ALICE, delay=3600)
+        globex = submit(api, QUICK_REPORT, headers=BOB, delay=3600)
+        page = open_console("?actor=root&roles=admin")
+        expect(row(page, globex)).to_be_visible()
+        expect_count(page, "scheduled", 2)
+        page.fill("#filter-tenant", "acme")
+        page.keyboard.press("Enter")
+        expect(page.locator("tr.job-row")).to_have_count(1)
+        expect(row(page, acme)).to_be_visible()
+        expect_count(page, "scheduled", 1)
+        assert "for_tenant=acme" in page.url
+        elsewhere = submit(api, QUICK_REPORT, headers=BOB, delay=3600)  # another tenant's: not shown
+        acme_live = submit(api, QUICK_REPORT, headers=ALICE, delay=3600)  # its events come after
+        expect(row(page, acme_live)).to_be_visible()
+        expect_count(page, "scheduled", 2)
+        expect(row(page, elsewhere)).to_have_count(0)
+        expect(page.locator("tr.job-row")).to_have_count(2)
+        tenant_admin = open_console("?actor=alice&tenant=acme&roles=admin")
+        expect(tenant_admin.locator("#admin-panels")).to_be_visible()
+        expect(tenant_admin.locator("#tenant-field")).to_be_hidden()
+
+    def test_an_admin_lists_adds_and_removes_schedules(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        page = open_console("?actor=root&roles=admin")
+        page.locator("#schedules-panel summary").click()
+        expect(page.locator("#schedules-empty")).to_be_visible()
+        try:
+            page.fill("#schedule-name", "nightly")
+            page.fill("#schedule-kind", "report")
+            page.fill("#schedule-cron", "0 3 * * *")
+            page.fill("#schedule-payload", '{"name": "nightly"}')
+            page.locator("#schedule-add").click()
+            expect(toast(page, "success", "Scheduled nightly")).to_be_visible()
+            item = page.locator('#schedule-rows tr[data-schedule="nightly"]')
+            expect(item).to_contain_text("0 3 * * * (UTC)")
+            assert [s["name"] for s in api.get("/schedules").json()["items"]] == ["nightly"]
+            item.locator("[data-action=remove-schedule]").click()
+            expect(page.locator("#confirm-title")).to_have_text("Remove schedule?")
+            page.locator("#confirm-ok").click()
+            expect(item).to_have_count(0)
+            assert api.get("/schedules").json()["items"] == []
+        finally:
+            api.delete("/schedules/nightly")
+        user = open_console("?actor=carol")
+        expect(user.locator("#identity")).to_contain_text("carol")
+        expect(user.locator("#schedules-panel")).to_be_hidden()
+
+    def test_an_admin_reads_the_audit_trail(self, open_console: Console, api: httpx.Client) -> None:
+        job_id = submit(api, QUICK_REPORT, delay=3600)
+        page = open_console("?actor=root&roles=admin")
+        page.locator("#audit-panel summary").click()
+        api.post(f"/jobs/{job_id}/cancel", headers={"X-Actor": "ops", "X-Roles": "admin"})
+        # The server is shared with other tests: this job's row is the one with its short id.
+        entry = page.locator('#audit-list tr[data-audit-action="cancel"]').filter(has_text=job_id[:8])
+        expect(entry).to_contain_text("ops")
+        entry.locator("button").click()
+        expect(detail(page, job_id)).to_be_visible()
+
+
+NARROW = (390, 844)
+
+
+INSIDE_VIEWPORT = """selector => {
+    const box = document.querySelector(selector)?.getBoundingClientRect();
+    return box !== undefined && box.width > 0 && box.left >= 0 && box.right <= innerWidth;
+}"""
+
+
+def expect_inside_viewport(page: Page, selector: str) -> None:
+    """Wait until the element is shown and lies within the viewport's width (it may be
+    rebuilt meanwhile by a progress event: the check is one evaluation in the page)."""
+    page.wait_for_function(INSIDE_VIEWPORT, arg=selector)
+
+
+@needs_chromium
+class TestNarrowLayout:
+    def test_at_390px_status_progress_and_actions_fit_without_scrolling(
+        self, open_console: Console, api: httpx.Client, server: str
+    ) -> None:
+        """At 390x844 (a phone) no part of the page scrolls sideways, and each row's status,
+        progress and actions are inside the viewport; so is the detail view."""
+        failed = failed_job(api, server)
+        running = submit(api, LONG_THUMBNAIL, labels={"a-rather-long-label": "with-a-long-value" * 3})
+        pending = submit(api, ("report", {"name": "x" * 200}))
+        page = open_console("?actor=root&roles=admin", viewport=NARROW)
+        expect(row(page, running)).to_have_attribute("data-status", "running")
+        wait_for_progress(page, running, 0.01)
+        assert page.evaluate("innerWidth") == 390
+        for job_id in (failed, running, pending):
+            for part in (".badge", ".col-progress", "[data-action=cancel]", "[data-action=delete]"):
+                expect_inside_viewport(page, f'tr.job-row[data-job-id="{job_id}"] {part}')
+        expect_inside_viewport(page, f'tr.job-row[data-job-id="{failed}"] [data-action=retry]')
+        expect_inside_viewport(page, f'tr.job-row[data-job-id="{running}"] .bar')
+        assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        row(page, running).locator(".job-open").click()
+        view = detail(page, running)
+        expect(view).to_be_visible()
+        expect_inside_viewport(page, "#job-dialog [data-action=cancel]")
+        expect_inside_viewport(page, "#job-dialog .bar")
+        assert view.evaluate("d => d.scrollWidth <= d.clientWidth")
+        assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+
+
+@needs_chromium
+class TestAccessibility:
+    def test_controls_are_buttons_and_inputs_have_labels(
+        self, open_console: Console, api: httpx.Client
+    ) -> None:
+        submit(api, QUICK_REPORT, delay=3600)
+        page = open_console("?actor=root&roles=admin")
+        page.locator("#new-job summary").click()
+        for panel in ("#kinds-panel", "#schedules-panel", "#audit-panel"):
+            page.locator(f"{panel} summary").click()
+        expect(page.locator("tr.job-row")).to_have_count(1)
+        unlabelled = page.evaluate(
+            """() => [...document.querySelectorAll("input, select, textarea")]
+                .filter((e) => e.type !== "hidden" && !e.labels.length && !e.getAttribute("aria-label"))
+                .map((e) => e.outerHTML)"""
+        )
+        assert unlabelled == []
+        not_buttons = page.evaluate(
+            """() => [...document.querySelectorAll("[data-action]")]
+                .filter((e) => e.tagName !== "BUTTON").map((e) => e.outerHTML)"""
+        )
+        assert not_buttons == []
+        assert page.evaluate("document.querySelector('tr.job-row').tabIndex") == 0
+
+
 @needs_chromium
 class TestErrors:
     def test_an_api_error_shows_its_message_in_a_toast(self, open_console: Console) -> None:
@@ -537,8 +893,8 @@ class TestScreenshots:
     def test_the_console_with_jobs_in_every_status(
         self, open_console: Console, api: httpx.Client, server: str, tmp_path: Path
     ) -> None:
-        """Jobs of two tenants in every status render; screenshots console.png and console-delete.png."""
-        SCREENSHOTS = DOCS_IMG if UPDATE_SCREENSHOTS else tmp_path
+        """Jobs of two tenants in every status render and photograph (the docs' own: make screenshots)."""
+        SCREENSHOTS = tmp_path  # the docs' screenshots come from `make screenshots`
         done = submit(api, ("thumbnail", {"image": "holiday.jpg", "steps": 4, "delay": 0}), headers=ALICE)
         failed = submit(
             api, ("transcode", {"file": "broken.avi", "fail": True, "segments": 2, "delay": 0}), headers=BOB

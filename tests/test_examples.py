@@ -50,9 +50,13 @@ def line_with(text: str, *parts: str) -> str:
 class TestEveryExample:
     def test_there_are_examples(self) -> None:
         """The glob finds the examples (an empty glob would silently test nothing)."""
-        assert {"quickstart.py", "gdpr_delete.py", "render_admin.py", "nightly_report.py"} <= {
-            p.name for p in EXAMPLES
-        }
+        assert {
+            "quickstart.py",
+            "gdpr_delete.py",
+            "render_admin.py",
+            "nightly_report.py",
+            "remote_client.py",
+        } <= {p.name for p in EXAMPLES}
 
     @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
     def test_runs_cleanly(self, path: Path) -> None:
@@ -214,3 +218,26 @@ class TestNightlyReport:
         assert "the nightly schedule has made 2 jobs" in text
         assert "next run: Mon 18 Mar 03:00:00 CET" in text
         assert "jobs.counts() -> {'completed': 3}" in text
+
+
+class TestRemoteClient:
+    def test_manages_the_service_over_http(self) -> None:
+        """JobClient submits, follows the events, resolves a short id and waits for the result."""
+        text = output("remote_client.py")
+        assert "Actor(id='ada'" in line_with(text, "signed in as:")
+        line_with(text, "event: progress 50% half way")
+        short = line_with(text, "short id").split()
+        assert short[-1].startswith(short[2])
+        line_with(text, "wait: completed, result {'rows': 42}")
+
+    def test_errors_are_the_managers(self) -> None:
+        """Over HTTP the same errors: InvalidState, Unauthenticated, PermissionDenied."""
+        text = output("remote_client.py")
+        line_with(text, "delete while running: InvalidState:", "Use cancel instead")
+        line_with(text, "no token: Unauthenticated:")
+        line_with(text, "a non-admin pausing a kind: PermissionDenied:")
+
+    def test_blocking_client_reads_the_artifact(self) -> None:
+        text = output("remote_client.py")
+        line_with(text, "blocking client: artifacts ['report.txt'] -> report for 2030-01")
+        line_with(text, "blocking client: counts {'completed': 1}")

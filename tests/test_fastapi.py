@@ -34,7 +34,14 @@ from jobkit.integrations.fastapi import (
     job_router,
     lifespan,
 )
-from web_handlers import HANDLERS, ServerProcess, header_actor, status_in_store, stop_while_watching
+from web_handlers import (
+    HANDLERS,
+    ServerProcess,
+    header_actor,
+    serve_http,
+    status_in_store,
+    stop_while_watching,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -1168,19 +1175,8 @@ def uvicorn_url() -> Iterator[str]:
     app = FastAPI(lifespan=lifespan(jobs))
     install_error_handlers(app)
     app.include_router(job_router(jobs, actor=header_actor), prefix="/api/v1")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)  # connections wait in the backlog until uvicorn accepts them
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", loop="asyncio"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
+    with serve_http(app) as base:
+        yield f"{base}/api/v1"
 
 
 # The server runs its own asyncio loop in a thread; the client side is only a probe (and

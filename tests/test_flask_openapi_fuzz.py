@@ -191,7 +191,8 @@ def test_stateful_runs_follow_the_links_without_server_errors(
 def test_the_flask_fuzzing_covers_every_operation_but_events() -> None:
     labels = {result.ok().label for result in schema.get_all_operations()}
     assert f"GET {API}/events" not in labels
-    assert len(labels) == 18
+    assert len(labels) == 19
+    assert f"GET {API}/audit" in labels
 
 
 def test_the_summary_names_the_run(tmp_path: Path) -> None:

@@ -338,3 +338,32 @@ class TestIdPrefixAndTenantFilters:
         for path in ("/jobs?tenant=globex", "/counts?tenant=globex"):
             assert error_code(web.call("GET", path, headers=ALICE), 403) == "forbidden"
         assert error_code(web.call("GET", "/jobs?tenant=", headers=OPS), 422) == "invalid_input"
+
+
+class TestAuditRoute:
+    def test_admins_read_the_trail_newest_first_and_by_job(self, web: Web) -> None:
+        """GET /audit gives the tenant's records newest first, with the AuditRecord field names;
+        job_id keeps one job's; limit bounds the page."""
+        first = web.post("/jobs", {"kind": "echo"}, ALICE)[1]["id"]
+        second = web.post("/jobs", {"kind": "echo"}, ALICE)[1]["id"]
+        web.post(f"/jobs/{first}/cancel", {"reason": "not needed"}, ALICE)
+        web.post(f"/jobs/{second}/cancel", None, ALICE)
+        web.post("/jobs", {"kind": "echo"}, BOB)
+        items = web.get("/audit", ADMIN)["items"]
+        assert [(item["action"], item["job_id"]) for item in items][:2] == [
+            ("cancel", second),
+            ("cancel", first),
+        ]
+        assert {item["tenant"] for item in items} == {"acme"}
+        assert set(items[0]) == {"id", "at", "action", "actor_id", "tenant", "job_id", "details"}
+        assert items[0]["actor_id"] == "alice"
+        assert datetime.fromisoformat(items[0]["at"]).utcoffset() == timedelta(0)
+        mine = web.get(f"/audit?job_id={first}", ADMIN)["items"]
+        assert {item["job_id"] for item in mine} == {first}
+        assert len(web.get("/audit?limit=1", ADMIN)["items"]) == 1
+        assert {item["tenant"] for item in web.get("/audit", OPS)["items"]} >= {"acme"}
+
+    def test_the_trail_is_for_admins_and_bad_queries_are_422(self, web: Web) -> None:
+        assert error_code(web.call("GET", "/audit", headers=ALICE), 403) == "forbidden"
+        for query in ("limit=0", "limit=1001", "limit=many", "job_id="):
+            assert error_code(web.call("GET", f"/audit?{query}", headers=ADMIN), 422) == "invalid_input"

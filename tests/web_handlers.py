@@ -6,14 +6,18 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import uvicorn
 from fastapi import Header
 
 from jobkit import Actor, BlockingJobManager, JobContext
@@ -61,6 +65,25 @@ async def block(ctx: JobContext, payload: Any) -> None:
 
 
 HANDLERS = {"echo": echo, "steps": steps, "block": block}
+
+
+@contextmanager
+def serve_http(app: Any) -> Iterator[str]:
+    """``app`` (its lifespan on) served by uvicorn in a thread on 127.0.0.1 and a free port:
+    yields ``http://127.0.0.1:PORT``; the server is stopped (and must stop) at the end."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections wait in the backlog until uvicorn accepts them
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", loop="asyncio"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 # -- a web server in its own process, stopped by a signal while a client watches /events -----

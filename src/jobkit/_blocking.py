@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._errors import JobkitError
-from ._events import EventStream
 from ._manager import Handler, JobManager
 from ._policies import DeletePolicy, Retention
 from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Page, Retry, Schedule, SweepReport
@@ -352,7 +351,9 @@ def _close_quietly(cm: AbstractContextManager[Any], exc: BaseException | None) -
         pass
 
 
-def _iterate(portal: BlockingPortal, stream: EventStream) -> Iterator[JobEvent]:
+def _iterate(portal: BlockingPortal, stream: AsyncIterator[JobEvent]) -> Iterator[JobEvent]:
+    """The events of ``stream`` (on the portal's loop) as a plain iterator; shared with
+    :class:`jobkit.client.BlockingJobClient`."""
     while True:
         try:
             event = portal.call(_next, stream)
@@ -364,7 +365,7 @@ def _iterate(portal: BlockingPortal, stream: EventStream) -> Iterator[JobEvent]:
         yield event
 
 
-async def _next(stream: EventStream) -> Any:
+async def _next(stream: AsyncIterator[JobEvent]) -> Any:
     try:
         return await stream.__anext__()
     except StopAsyncIteration:

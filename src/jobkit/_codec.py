@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._records import Job, JobEvent, Schedule
+from ._records import AuditRecord, Job, JobEvent, Schedule
 
 __all__ = ["dumps", "event_to_json", "job_to_json", "schedule_to_json"]
 
@@ -82,6 +82,19 @@ def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
         "priority": schedule.priority,
         "next_run_at": _iso(schedule.next_run_at),
         "created_at": _iso(schedule.created_at),
+    }
+
+
+def audit_to_json(record: AuditRecord) -> dict[str, Any]:
+    """An :class:`~jobkit.AuditRecord` as a JSON object with its field names (``at`` ISO 8601 UTC)."""
+    return {
+        "id": record.id,
+        "at": _iso(record.at),
+        "action": record.action.value,
+        "actor_id": record.actor_id,
+        "tenant": record.tenant,
+        "job_id": record.job_id,
+        "details": dict(record.details),
     }
 
 

@@ -9,7 +9,6 @@ a store with transactions writes both or neither.
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -180,6 +179,8 @@ class Core:
                 return job, change
             conflicts += 1
             if conflicts > 2:  # a busy writer elsewhere: step aside a little, at random
+                import random
+
                 await anyio.sleep(random.uniform(0, 0.001 * 2 ** min(conflicts, 8)))
             job = reread(await store.get(job.id), job.id)
 

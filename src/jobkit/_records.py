@@ -250,11 +250,17 @@ class Retry:
         factor outside 1..100, a jitter outside 0..1, ``on`` not exception classes.
     """
 
+    #: The most starts the job gets (1-1000); sets its ``max_attempts``.
     attempts: int = attrs.field(default=3, validator=_check_attempts)
+    #: The wait after the first failure, in seconds (or a timedelta).
     backoff: float = attrs.field(default=1.0, converter=_backoff_seconds)
+    #: Each further wait is this many times the one before (1-100; 1: a constant wait).
     factor: float = attrs.field(default=2.0, converter=_factor_number, validator=_check_factor)
+    #: No wait is longer, in seconds (or a timedelta).
     max_backoff: float = attrs.field(default=3600.0, converter=_max_backoff_seconds)
+    #: Each wait is spread by this fraction either way (0-1), so failures do not come back together.
     jitter: float = attrs.field(default=0.1, converter=_jitter_number, validator=_check_jitter)
+    #: The exception classes that are retried (matched through the class hierarchy).
     on: tuple[type[BaseException], ...] = attrs.field(
         default=(Exception,), converter=_to_exception_classes, eq=False
     )
@@ -336,27 +342,49 @@ class Job:
     ``version`` grows by one on every change; stores use it for compare-and-swap.
     """
 
+    #: The job's id (32 hexadecimal characters for the jobs the manager makes).
     id: str
+    #: The handler kind that runs it.
     kind: str
+    #: Where it is in its lifecycle.
     status: JobStatus = attrs.field(converter=_to_status)
+    #: The JSON value given to ``submit`` (each handler gets a private copy).
     payload: Any = attrs.field(default=None, repr=False)
+    #: The tenant of the actor that submitted it; None for the host's jobs.
     tenant: str | None = None
+    #: Higher runs first (-1,000,000 to 1,000,000).
     priority: int = 0
+    #: 0..1 as the handler last reported it; None before any report, 1.0 once completed.
     progress: float | None = None
+    #: The message of the last progress report.
     progress_message: str | None = None
+    #: What the handler returned (JSON), or the partial result it stored with ``set_result``.
     result: Any = attrs.field(default=None, repr=False)
+    #: ``"<ExceptionType>: <message>"`` of the last failure; cleared when an attempt completes.
     error: str | None = None
+    #: The reason given to ``cancel``.
     cancel_reason: str | None = None
+    #: When it was submitted (UTC).
     created_at: datetime
+    #: When its last attempt started.
     started_at: datetime | None = None
+    #: When it reached a terminal status.
     finished_at: datetime | None = None
+    #: When the sweeper removes it (set when it finishes, from ``ttl`` or the Retention).
     expires_at: datetime | None = None
+    #: When it was soft-deleted.
     deleted_at: datetime | None = None
+    #: Grows by one on every change; stores use it for compare-and-swap.
     version: int = 1
+    #: How often it has started.
     attempts: int = 0
+    #: How often it may start (for any reason: a retry, a lost worker).
     max_attempts: int = 1
+    #: How long it is kept once finished (None: the manager's Retention decides).
     ttl: timedelta | None = None
+    #: How long each attempt may run.
     timeout: timedelta | None = None
+    #: Free-form ``str -> str`` labels given at submit.
     labels: Mapping[str, str] = attrs.field(default=EMPTY_MAPPING, converter=_to_labels)
     #: When a ``scheduled`` job becomes due (None in every other status).
     run_at: datetime | None = None
@@ -452,8 +480,11 @@ class Actor:
     :raises InvalidInput: ``id`` (or ``tenant``) is not a non-empty string of valid text.
     """
 
+    #: Who it is (the audit trail's ``actor_id``).
     id: str = attrs.field(validator=_storable_name)
+    #: The one tenant it sees; None: every tenant.
     tenant: str | None = attrs.field(default=None, validator=_storable_name)
+    #: Any iterable of strings; ``"admin"`` allows the admin actions.
     roles: frozenset[str] = attrs.field(default=frozenset(), converter=_to_roles)
 
     @property
@@ -466,11 +497,17 @@ class Actor:
 class JobEvent:
     """Something happened to a job. Published only after the store accepted the change."""
 
+    #: What happened.
     type: EventType
+    #: The job it happened to (``""`` for an ``overflow`` event).
     job_id: str
+    #: The job's tenant.
     tenant: str | None
+    #: The job's status after the change (None for ``overflow``).
     status: JobStatus | None
+    #: When it happened (UTC).
     at: datetime
+    #: Details per event type (see the live events in managing.md).
     data: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=_to_mapping)
 
 
@@ -478,13 +515,19 @@ class JobEvent:
 class AuditRecord:
     """Who did what to which job, and when. Never holds the payload; outlives the job."""
 
+    #: The record's id.
     id: str
+    #: When the action was taken (UTC).
     at: datetime
+    #: What was done.
     action: AuditAction
+    #: Who did it: the actor's id, None for the host, :data:`jobkit.SWEEPER` for the sweeper.
     actor_id: str | None
+    #: The tenant of the job (or of the actor, for an action on a kind or a schedule).
     tenant: str | None
     #: None for an action on a kind or a schedule (pause, resume, schedule, unschedule).
     job_id: str | None
+    #: What the action changed, per action (see the audit trail in managing.md).
     details: Mapping[str, Any] = attrs.field(default=EMPTY_MAPPING, converter=_to_mapping)
 
 
@@ -492,7 +535,9 @@ class AuditRecord:
 class Page:
     """One page of :meth:`JobManager.list`: the jobs, newest first, and the next page's cursor."""
 
+    #: The jobs of this page, newest first.
     items: tuple[Job, ...]
+    #: Pass it back as ``cursor`` for the next page; None on the last page.
     next_cursor: str | None = None
 
     def __iter__(self) -> Iterator[Job]:
@@ -531,13 +576,21 @@ class Schedule:
     however many processes run; fire times missed while nothing ran make one job.
     """
 
+    #: Unique per tenant (1-200 printable characters).
     name: str
+    #: The kind of the jobs it submits.
     kind: str
+    #: The payload of every job it submits.
     payload: Any = attrs.field(default=None, repr=False)
+    #: Five fields: minute, hour, day of month, month, day of week.
     cron: str
+    #: The IANA time zone the expression is read in.
     timezone: str = "UTC"
+    #: The tenant it belongs to, and the jobs it fires too.
     tenant: str | None = None
+    #: The priority of the jobs it submits.
     priority: int = 0
     #: The next fire time (UTC).
     next_run_at: datetime
+    #: When it was created (or last replaced).
     created_at: datetime

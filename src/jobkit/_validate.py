@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping
@@ -265,6 +264,8 @@ _CURSOR_TAG = "j1."
 
 def encode_cursor(seq: int) -> str:
     raw = f"{_CURSOR_TAG}{seq}".encode()
+    import base64  # paging only: not on `import jobkit`'s path
+
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -275,6 +276,8 @@ def decode_cursor(cursor: object) -> int | None:
     if not isinstance(cursor, str) or not 0 < len(cursor) <= 64:
         raise bad
     try:
+        import base64
+
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (binascii.Error, ValueError):
         raise bad from None

@@ -2,7 +2,7 @@
 
 A store is dumb persistence with compare-and-swap: it never decides a status change on
 its own, except :meth:`JobStore.claim`, which applies exactly what
-:func:`jobkit._machine.start` would.
+``jobkit._machine.start()`` would.
 
 Besides the required :class:`JobStore` members, a store may offer **optional** ones, each
 described by its own small protocol below; the manager uses them when they are there and
@@ -16,7 +16,16 @@ falls back to the required members when they are not:
   (fallback: always granted);
 - :class:`SignalingStore` ``notifier()``: a :class:`Notifier` that carries wake-ups, cancel
   notes, job changes and events between processes sharing the store (fallback: the
-  in-process notifier, and polling every ``poll_interval``).
+  in-process notifier, and polling every ``poll_interval``);
+- :class:`StatusCounter` ``count_jobs()``: jobs per status in one query, for ``counts()``
+  and ``jobkit status`` (fallback: paging through ``list_jobs()``);
+- :class:`LeaseReader` ``leases()``: who holds which running job, until when, for
+  ``jobkit status`` (fallback: not shown);
+- :class:`PrefixFinder` ``jobs_with_prefix()``: jobs by the start of their id, for
+  ``resolve()`` (fallback: paging through ``list_jobs()``).
+
+A blob store may add :class:`ManyDeleter` ``delete_many()``: delete keys it already
+listed (fallback: ``delete_prefix()``).
 """
 
 from __future__ import annotations
@@ -41,10 +50,15 @@ __all__ = [
     "Change",
     "ExclusiveSections",
     "JobStore",
+    "Lease",
+    "LeaseReader",
+    "ManyDeleter",
     "Note",
     "NoteKind",
     "Notifier",
+    "PrefixFinder",
     "SignalingStore",
+    "StatusCounter",
 ]
 
 
@@ -98,7 +112,7 @@ class JobStore(Protocol):
         """Atomically take the next pending job, start it and lease it to ``worker_id``.
 
         The next job is the one with the highest priority, then the oldest, of a kind that
-        is not paused (:meth:`set_paused`). It is stored as :func:`jobkit._machine.start`
+        is not paused (:meth:`set_paused`). It is stored as ``jobkit._machine.start()``
         returns it. Concurrent claimers never get the same job.
         """
 
@@ -142,7 +156,7 @@ class JobStore(Protocol):
 
     async def promote_due(self, now: datetime, limit: int) -> list[Job]:
         """Make up to ``limit`` scheduled jobs with ``run_at <= now`` pending, earliest first,
-        as :func:`jobkit._machine.due` does (atomically per job: a job changed meanwhile is
+        as ``jobkit._machine.due()`` does (atomically per job: a job changed meanwhile is
         left alone); return them as stored.
 
         Must cost O(due jobs), not O(scheduled jobs) (an index ordered by ``run_at``).

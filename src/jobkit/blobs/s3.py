@@ -306,7 +306,7 @@ class S3BlobStore:
         """Delete every blob under ``prefix``; return how many were deleted.
 
         Pages of up to 1,000 keys, each removed with one ``DeleteObjects`` while the next
-        page is listed (at most :data:`DELETES_IN_FLIGHT` at a time).
+        page is listed (at most ``DELETES_IN_FLIGHT`` (2) at a time).
 
         :raises DeletePrefixError: S3 refused some keys (the others were deleted).
         :raises BackendError: a request failed (after boto3's retries); what was deleted
@@ -340,7 +340,7 @@ class S3BlobStore:
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         """Delete ``keys`` (as listed before) in ``DeleteObjects`` of up to 1,000 keys, at
-        most :data:`DELETES_IN_FLIGHT` at a time; return how many were deleted.
+        most ``DELETES_IN_FLIGHT`` (2) at a time; return how many were deleted.
 
         :raises DeletePrefixError: S3 refused some keys (the others were deleted).
         :raises BackendError: a request failed (after boto3's retries).

@@ -1,10 +1,13 @@
-"""The ``jobkit`` command: manage jobs in a store, run a worker, start the demo.
+"""The ``jobkit`` command: manage jobs in a store (or a service's, with ``--url``), run a
+worker, start the demo.
 
 Needs the ``cli`` extra (``pip install 'jobkit[cli]'``: typer and rich, plus uvicorn and
-FastAPI for ``jobkit demo``). They are imported only when the command runs.
+FastAPI for ``jobkit demo`` and httpx for ``--url``). They are imported only when the
+command runs.
 
 Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 job not found, 4 invalid state,
-5 permission denied, 6 invalid input, 7 backend error. Errors are one line on stderr.
+5 permission denied (or not signed in), 6 invalid input, 7 backend error, 8 not confirmed;
+``jobs watch``: 9 the job failed, 10 it was cancelled. Errors are one line on stderr.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ as the trusted host (no actor), do one thing and close it. The CLI cannot know t
 policies: deletes are hard unless ``--soft``, and ``sweep`` removes audit records only
 when given ``--audit-retention`` (audit trails are often kept on purpose). Having no
 handlers, ``jobs submit`` and ``schedules add`` declare their kind: workers elsewhere run it.
+
+With ``--url`` the same commands run through :class:`jobkit.client.JobClient` against a
+service's REST API instead: the service decides who is asking (from ``--header``) and
+applies its own policies.
 """
 
 from __future__ import annotations
@@ -12,23 +16,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeAlias, TypeVar
 
 import anyio
 import anyio.to_thread
 import attrs
 import typer
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand
 
 from .._errors import (
     BackendError,
@@ -37,14 +43,21 @@ from .._errors import (
     JobkitError,
     JobNotFound,
     PermissionDenied,
+    Unauthenticated,
 )
 from .._manager import JobManager
 from .._policies import DeleteMode, DeletePolicy
-from .._records import Job, JobStatus, Retry, Schedule
+from .._records import AuditRecord, EventType, Job, JobEvent, JobStatus, Retry, Schedule
 from ..abc import BlobStore, JobStore
 from . import _render as render
 
+if TYPE_CHECKING:
+    from ..client import JobClient
+
 __all__ = ["EXIT_CODES", "Settings", "app"]
+
+#: What a command's action runs against: a manager on the store, or a client of a service.
+Jobs: TypeAlias = "JobManager | JobClient"
 
 T = TypeVar("T")
 
@@ -54,6 +67,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (JobNotFound, 3),
     (InvalidState, 4),
     (PermissionDenied, 5),
+    (Unauthenticated, 5),  # over --url: the service found no identity in the headers
     (InvalidInput, 6),
     (BackendError, 7),
     (JobkitError, 7),
@@ -64,15 +78,28 @@ EXIT_USAGE = 2
 EXIT_INVALID_INPUT = 6
 #: The user answered "no" at a confirmation prompt: nothing was done.
 EXIT_ABORTED = 8
+#: ``jobs watch``: the job failed, or was cancelled (0: it completed).
+EXIT_JOB_FAILED = 9
+EXIT_JOB_CANCELLED = 10
 
 _STORE_HELP = "Where jobs live: sqlite:///jobs.db (relative), sqlite:////abs/jobs.db, memory://."
+_ID_HELP = "The job id, or a unique start of it (4 or more characters, as the console shows 8)."
+_URL_HELP = (
+    "Manage the jobs of a running service through its REST API instead of a store: where its job "
+    "router is mounted, e.g. https://example.com/api/v1 (not together with --store)."
+)
+_HEADER_HELP = (
+    "A header for every request to --url, e.g. 'Authorization: Bearer TOKEN' (repeatable). "
+    "JOBKIT_HEADERS may hold more: one per line, or a JSON object."
+)
 _BLOBS_HELP = (
     "Where artifacts live: file:///abs/folder, file://folder, memory://, "
     "s3://bucket/prefix?endpoint_url=...&region=... (jobkit[s3]). For commands that touch artifacts."
 )
 _EPILOG = (
-    "Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 job not found, 4 invalid state, "
-    "5 permission denied, 6 invalid input, 7 backend error."
+    "Exit codes: 0 ok, 1 unexpected error, 2 usage error (also what --url cannot do), 3 job not "
+    "found, 4 invalid state, 5 permission denied or not signed in, 6 invalid input, 7 backend "
+    "error, 8 not confirmed; jobs watch: 9 the job failed, 10 it was cancelled."
 )
 
 
@@ -84,6 +111,8 @@ class Settings:
     blobs: str | None = None
     json: bool = False
     traceback: bool = False
+    url: str | None = None
+    headers: tuple[str, ...] = ()
 
 
 app = typer.Typer(
@@ -92,14 +121,18 @@ app = typer.Typer(
     "pause kinds, keep cron schedules; run a worker or the demo.",
     epilog=_EPILOG,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's help: no <bool> after flags, the metavars given below
 )
-jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and manage jobs.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
-kinds_app = typer.Typer(help="List job kinds; pause or resume them in every process.", no_args_is_help=True)
+kinds_app = typer.Typer(
+    help="List job kinds; pause or resume them in every process.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(kinds_app, name="kinds")
-schedules_app = typer.Typer(help="Cron schedules that submit jobs (jobkit[cron]).", no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="Cron schedules that submit jobs (jobkit[cron]).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(schedules_app, name="schedules")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -115,6 +148,14 @@ IncludeDeletedOption = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"jobkit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     ctx: typer.Context,
@@ -124,12 +165,29 @@ def _options(
     blobs: Annotated[
         str | None, typer.Option("--blobs", envvar="JOBKIT_BLOBS", metavar="URL", help=_BLOBS_HELP)
     ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", envvar="JOBKIT_URL", metavar="URL", help=_URL_HELP)
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", metavar="'NAME: VALUE'", help=_HEADER_HELP)
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
     show_traceback: Annotated[
         bool, typer.Option("--traceback", help="Show the traceback of unexpected errors.")
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print jobkit's version and exit."),
+    ] = False,
 ) -> None:
-    ctx.obj = Settings(store=store, blobs=blobs, json=json_output, traceback=show_traceback)
+    ctx.obj = Settings(
+        store=store,
+        blobs=blobs,
+        json=json_output,
+        traceback=show_traceback,
+        url=url or None,
+        headers=tuple(header or ()),
+    )
 
 
 # -- plumbing ------------------------------------------------------------------------
@@ -152,6 +210,8 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _exit_code(exc: BaseException) -> int:
+    if getattr(exc, "code", None) == "not_supported":  # jobkit.client.NotSupported: not over --url
+        return EXIT_USAGE
     for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
             return code
@@ -274,20 +334,57 @@ def _open_blobs(settings: Settings, command: str, needs_blobs: bool) -> BlobStor
     return MemoryBlobStore()
 
 
+def _headers(settings: Settings) -> dict[str, str]:
+    """The headers of ``JOBKIT_HEADERS`` (lines of ``Name: value``, or a JSON object), then
+    of each ``--header`` (which wins for a name given twice)."""
+    lines: list[str] = []
+    found: dict[str, str] = {}
+    env = os.environ.get("JOBKIT_HEADERS", "").strip()
+    if env.startswith("{"):
+        try:
+            value = json.loads(env)
+        except json.JSONDecodeError as exc:
+            fail(settings, f"JOBKIT_HEADERS is not a JSON object ({exc.msg}).", EXIT_USAGE)
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            fail(settings, 'JOBKIT_HEADERS must be a JSON object of strings: {"Name": "value"}.', EXIT_USAGE)
+        found.update(value)
+    elif env:
+        lines += env.splitlines()
+    lines += settings.headers
+    for line in lines:
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name or not _TOKEN.fullmatch(name):
+            fail(settings, f"A header must read 'Name: value', got {line!r}.", EXIT_USAGE)
+        found[name] = value.strip()
+    return found
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def _manage(
     settings: Settings,
     command: str,
-    action: Callable[[JobManager], Awaitable[T]],
+    action: Callable[[Jobs], Awaitable[T]],
     *,
     needs_blobs: bool = False,
     soft: bool = False,
     audit_retention: float | None = None,
 ) -> T:
-    """Run ``action`` with a manager that only manages (no workers, no sweeper), as the host.
+    """Run ``action`` with a manager that only manages (no workers, no sweeper), as the host;
+    with ``--url``, with a :class:`~jobkit.client.JobClient` of that service instead.
 
     ``audit_retention`` is in days; None keeps every audit record.
     """
     _quiet_logs("WARNING")
+    if settings.url is not None:
+        _not_both(settings)
+        if soft:
+            fail(settings, "--soft needs --store: over --url the service's DeletePolicy decides.", EXIT_USAGE)
+        return _remote(settings, action)
 
     async def session() -> T:
         store = _open_store(settings)
@@ -304,6 +401,52 @@ def _manage(
             return await action(jobs)
 
     return _guarded(settings, lambda: anyio.run(session))
+
+
+def _not_both(settings: Settings) -> None:
+    if settings.store:
+        fail(settings, "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too).", EXIT_USAGE)
+    if settings.blobs:
+        fail(settings, "--blobs goes with --store: over --url the service has its own artifacts.", EXIT_USAGE)
+
+
+def _remote(settings: Settings, action: Callable[[JobClient], Awaitable[T]]) -> T:
+    """Run ``action`` with a client of ``--url`` (its headers from --header / JOBKIT_HEADERS)."""
+    try:
+        from ..client import JobClient
+    except ImportError as exc:
+        fail(settings, str(exc), EXIT_USAGE, "missing_dependency")
+    assert settings.url is not None
+    headers = _headers(settings)
+    url = settings.url
+
+    async def session() -> T:
+        async with JobClient(url, headers=headers) as client:
+            return await action(client)
+
+    return _guarded(settings, lambda: anyio.run(session))
+
+
+def _store_only(settings: Settings, command: str, why: str) -> None:
+    """Refuse ``--url`` for a command that needs the store itself."""
+    if settings.url is not None:
+        fail(settings, f"`jobkit {command}` needs --store, not --url: {why}", EXIT_USAGE)
+
+
+async def _resolve(jobs: Jobs, given: str, *, include_deleted: bool = False) -> str:
+    """The whole id of the job ``given`` names: its id, or a unique start of it (the console
+    and the tables show 8 characters). A soft-deleted job needs its whole id."""
+    if not _PREFIX.fullmatch(given):  # no id prefix: the command looks it up as a whole id
+        return given
+    try:
+        return await jobs.resolve(given)
+    except JobNotFound:
+        if include_deleted:
+            return given
+        raise
+
+
+_PREFIX = re.compile(r"[0-9a-fA-F]{4,32}")
 
 
 def _out(value: Any) -> None:
@@ -333,10 +476,14 @@ def list_jobs(
             "scheduled, pending, running, cancelling, completed, failed, cancelled.",
         ),
     ] = None,
-    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only jobs of this kind.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many jobs (1-1000).")] = 50,
+    kind: Annotated[
+        str | None, typer.Option("--kind", "-k", metavar="KIND", help="Only jobs of this kind.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", help="At most this many jobs (1-1000).")
+    ] = 50,
     cursor: Annotated[
-        str | None, typer.Option("--cursor", help="The next_cursor of a previous page.")
+        str | None, typer.Option("--cursor", metavar="CURSOR", help="The next_cursor of a previous page.")
     ] = None,
     include_deleted: IncludeDeletedOption = False,
     json_output: JsonOption = False,
@@ -379,18 +526,21 @@ def list_jobs(
 @jobs_app.command("show")
 def show_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     include_deleted: IncludeDeletedOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Show every field of one job."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> tuple[Job, int | None]:
-        job = await jobs.get(job_id, include_deleted=include_deleted)
-        if job.deleted_at is not None:
+    async def action(jobs: Jobs) -> tuple[Job, int | None]:
+        found = await _resolve(jobs, job_id, include_deleted=include_deleted)
+        job = await jobs.get(found, include_deleted=include_deleted)
+        if job.deleted_at is not None or job.status is not JobStatus.PENDING:
             return job, None
-        return job, await jobs.position(job_id)
+        if not isinstance(jobs, JobManager):
+            return job, None  # the REST API has no route for a job's place in the queue
+        return job, await jobs.position(found)
 
     job, position = _manage(settings, "jobs show", action)
     if settings.json:
@@ -402,13 +552,19 @@ def show_job(
 @jobs_app.command("cancel")
 def cancel_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
-    reason: Annotated[str | None, typer.Option("--reason", "-r", help="Why; kept on the job.")] = None,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
+    reason: Annotated[
+        str | None, typer.Option("--reason", "-r", metavar="REASON", help="Why; kept on the job.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Cancel a job: a pending one at once, a running one at its next checkpoint."""
     settings = _settings(ctx, json_output)
-    job = _manage(settings, "jobs cancel", lambda jobs: jobs.cancel(job_id, reason=reason))
+
+    async def action(jobs: Jobs) -> Job:
+        return await jobs.cancel(await _resolve(jobs, job_id), reason=reason)
+
+    job = _manage(settings, "jobs cancel", action)
     if settings.json:
         _out(render.job_json(job))
         return
@@ -426,7 +582,7 @@ def cancel_job(
 @jobs_app.command("delete")
 def delete_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     soft: SoftOption = False,
     json_output: JsonOption = False,
@@ -435,10 +591,11 @@ def delete_job(
     settings = _settings(ctx, json_output)
     ask = not (yes or settings.json)
 
-    async def action(jobs: JobManager) -> bool:
+    async def action(jobs: Jobs) -> str | None:
+        found = await _resolve(jobs, job_id)
         if ask:
-            job = await jobs.get(job_id)
-            count = len(await jobs.artifacts(job_id))
+            job = await jobs.get(found)
+            count = len(await jobs.artifacts(found))
             what = (
                 "This will mark the job deleted and keep it and its artifacts for audit."
                 if soft
@@ -449,17 +606,17 @@ def delete_job(
                 f"{'' if count == 1 else 's'})? {what}"
             )
             if not await anyio.to_thread.run_sync(_confirm, question):
-                return False
-        await jobs.delete(job_id)
-        return True
+                return None
+        await jobs.delete(found)
+        return found
 
-    deleted = _manage(settings, "jobs delete", action, needs_blobs=True, soft=soft)
-    if not deleted:
+    deleted = _manage(settings, "jobs delete", action, needs_blobs=settings.url is None, soft=soft)
+    if deleted is None:
         fail(settings, "Not confirmed: the job was not deleted.", EXIT_ABORTED, "aborted")
     if settings.json:
-        _out({"deleted": job_id})
+        _out({"deleted": deleted})
         return
-    render.make_console().print(f"Deleted job {job_id}.")
+    render.make_console().print(f"Deleted job {deleted}.")
 
 
 def _confirm(question: str) -> bool:
@@ -473,7 +630,7 @@ def _confirm(question: str) -> bool:
 @jobs_app.command("priority", context_settings={"ignore_unknown_options": True})
 def set_priority(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     priority: Annotated[
         int, typer.Argument(metavar="PRIORITY", help="The new priority; higher runs first (may be negative).")
     ],
@@ -481,7 +638,11 @@ def set_priority(
 ) -> None:
     """Change a pending job's priority and print its new place in the queue."""
     settings = _settings(ctx, json_output)
-    job, position = _manage(settings, "jobs priority", lambda jobs: jobs.set_priority(job_id, priority))
+
+    async def action(jobs: Jobs) -> tuple[Job, int]:
+        return await jobs.set_priority(await _resolve(jobs, job_id), priority)
+
+    job, position = _manage(settings, "jobs priority", action)
     if settings.json:
         _out({"job": render.job_json(job), "position": position})
         return
@@ -493,12 +654,16 @@ def set_priority(
 @jobs_app.command("artifacts")
 def list_artifacts(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     json_output: JsonOption = False,
 ) -> None:
     """List the artifacts a job wrote."""
     settings = _settings(ctx, json_output)
-    names = _manage(settings, "jobs artifacts", lambda jobs: jobs.artifacts(job_id), needs_blobs=True)
+
+    async def action(jobs: Jobs) -> list[str]:
+        return await jobs.artifacts(await _resolve(jobs, job_id))
+
+    names = _manage(settings, "jobs artifacts", action, needs_blobs=settings.url is None)
     if settings.json:
         _out({"items": names})
         return
@@ -507,6 +672,72 @@ def list_artifacts(
         console.print(f"Job {job_id} has no artifacts.")
         return
     console.print(render.names_table(names))
+
+
+@jobs_app.command("watch")
+def watch_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
+    json_output: JsonOption = False,
+) -> None:
+    """Follow a job live until it finishes: a progress bar with its status and message.
+
+    Driven by the job's events (no polling). Exit code 0 when the job completed, 9 when it
+    failed, 10 when it was cancelled; with --json, the finished job is printed."""
+    settings = _settings(ctx, json_output)
+    console = render.make_console()
+
+    async def action(jobs: Jobs) -> Job:
+        found = await _resolve(jobs, job_id)
+        async with jobs.subscribe(job_id=found) as events:
+            job = await jobs.get(found)  # after subscribing: a finish now is not missed
+            if job.is_terminal or settings.json:
+                return job if job.is_terminal else await _finished(jobs, found, events)
+            with render.watch_progress(console) as bar:
+                task = bar.add_task(
+                    render.plain(f"{job.kind} {job.id[:8]}").plain, total=1.0, status="", message=""
+                )
+                render.show_progress(bar, task, job)
+                return await _finished(jobs, found, events, lambda job: render.show_progress(bar, task, job))
+
+    job = _manage(settings, "jobs watch", action)
+    if settings.json:
+        _out(render.job_json(job))
+    else:
+        line = Text.assemble(f"Job {job.id} ", render.status_text(job.status))
+        if job.error:
+            line.append(": ")
+            line.append(render.plain(job.error))
+        elif job.cancel_reason:
+            line.append(": ")
+            line.append(render.plain(job.cancel_reason))
+        console.print(line, end=".\n")
+    if job.status is JobStatus.FAILED:
+        raise typer.Exit(EXIT_JOB_FAILED)
+    if job.status is JobStatus.CANCELLED:
+        raise typer.Exit(EXIT_JOB_CANCELLED)
+
+
+async def _finished(
+    jobs: Jobs, job_id: str, events: AsyncIterator[JobEvent], shown: Callable[[Job], None] | None = None
+) -> Job:
+    """Read ``events`` until the job has finished; ``shown`` is told of every change (a
+    progress event carries the new progress; any other event has the job read again)."""
+    job: Job | None = None
+    async for event in events:
+        if event.type is EventType.DELETED:
+            raise JobNotFound(job_id, f"Job {job_id!r} was deleted while watching it.")
+        if event.type is EventType.PROGRESS and job is not None and event.status is job.status:
+            progress = event.data.get("progress")
+            message = event.data.get("message")
+            job = attrs.evolve(job, progress=progress, progress_message=message)
+        else:
+            job = await jobs.get(job_id)
+        if shown is not None:
+            shown(job)
+        if job.is_terminal:
+            return job
+    return await jobs.get(job_id)  # the stream ended (the manager or the server stopped)
 
 
 # -- submit, retry -------------------------------------------------------------------
@@ -595,7 +826,7 @@ def submit_job(
         ),
     ] = None,
     priority: Annotated[
-        int, typer.Option("--priority", "-p", help="Higher runs first (may be negative).")
+        int, typer.Option("--priority", "-p", metavar="N", help="Higher runs first (may be negative).")
     ] = 0,
     idempotency_key: Annotated[
         str | None,
@@ -618,11 +849,12 @@ def submit_job(
     """Submit a job of KIND, for the workers that run it (this command runs nothing)."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> tuple[Job, bool, bool]:
+    async def action(jobs: Jobs) -> tuple[Job, bool, bool]:
         value = _payload(payload)
         when = _run_at(run_at)
         retry = None if retry_attempts is None else Retry(attempts=retry_attempts)
-        jobs.declare(kind)  # its handler lives in the workers, not here
+        if isinstance(jobs, JobManager):
+            jobs.declare(kind)  # its handler lives in the workers, not here
         job, created = await jobs.submit_once(
             kind,
             value,
@@ -667,7 +899,7 @@ def submit_job(
 @jobs_app.command("retry")
 def retry_job(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP)],
     run_at: Annotated[
         str | None,
         typer.Option("--run-at", metavar="ISO", help="Run it again at this time (with a UTC offset)."),
@@ -676,7 +908,12 @@ def retry_job(
 ) -> None:
     """Give a failed or cancelled job one more attempt: now, or at --run-at."""
     settings = _settings(ctx, json_output)
-    job = _manage(settings, "jobs retry", lambda jobs: jobs.retry(job_id, run_at=_run_at(run_at)))
+
+    async def action(jobs: Jobs) -> Job:
+        when = _run_at(run_at)
+        return await jobs.retry(await _resolve(jobs, job_id), run_at=when)
+
+    job = _manage(settings, "jobs retry", action)
     if settings.json:
         _out(render.job_json(job))
         return
@@ -695,7 +932,10 @@ def list_kinds(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """The kinds of the jobs in the store (the newest 10,000) and the paused kinds."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> tuple[list[str], frozenset[str], bool]:
+    async def action(jobs: Jobs) -> tuple[list[str], frozenset[str], bool]:
+        if not isinstance(jobs, JobManager):  # the service knows its kinds (GET /kinds)
+            known = await jobs.known_kinds()
+            return sorted(known), frozenset(kind for kind, paused in known.items() if paused), False
         paused = await jobs.paused()
         seen: set[str] = set()
         cursor, scanned = None, 0
@@ -726,7 +966,7 @@ def _set_paused(ctx: typer.Context, kind: str, pause: bool, json_output: bool) -
     settings = _settings(ctx, json_output)
     command = "kinds pause" if pause else "kinds resume"
 
-    async def action(jobs: JobManager) -> bool:
+    async def action(jobs: Jobs) -> bool:
         before = kind in await jobs.paused()
         await (jobs.pause(kind) if pause else jobs.resume(kind))
         return before != pause
@@ -810,16 +1050,17 @@ def add_schedule(
     ] = "UTC",
     payload: PayloadOption = None,
     priority: Annotated[
-        int, typer.Option("--priority", "-p", help="The priority of the jobs it submits.")
+        int, typer.Option("--priority", "-p", metavar="N", help="The priority of the jobs it submits.")
     ] = 0,
     json_output: JsonOption = False,
 ) -> None:
     """Submit a job of KIND at every fire time of --cron (the sweeper fires it, once per time)."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> Schedule:
+    async def action(jobs: Jobs) -> Schedule:
         value = _payload(payload)
-        jobs.declare(kind)  # its handler lives in the workers, not here
+        if isinstance(jobs, JobManager):
+            jobs.declare(kind)  # its handler lives in the workers, not here
         return await jobs.schedule(name, kind, value, cron=cron, timezone=timezone, priority=priority)
 
     item = _manage(settings, "schedules add", action)
@@ -876,7 +1117,10 @@ def sweep(
     """Delete expired jobs, retry deferred artifact deletes, recover lost jobs (and trim the audit)."""
     settings = _settings(ctx, json_output)
 
-    async def action(jobs: JobManager) -> Any:
+    _store_only(settings, "sweep", "a service sweeps its own store.")
+
+    async def action(jobs: Jobs) -> Any:
+        assert isinstance(jobs, JobManager)
         if settings.json:
             return await jobs.sweep()
         with render.make_console(stderr=True).status("Sweeping…", spinner="dots"):
@@ -893,14 +1137,23 @@ def sweep(
 def audit(
     ctx: typer.Context,
     job_id: Annotated[
-        str | None, typer.Option("--job", metavar="ID", help="Only this job's records.")
+        str | None,
+        typer.Option("--job", metavar="ID", help="Only this job's records (its id or a unique start)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many records (1-1000).")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", help="At most this many records (1-1000).")
+    ] = 100,
     json_output: JsonOption = False,
 ) -> None:
     """Show the audit trail, newest first: who cancelled, deleted, expired what."""
     settings = _settings(ctx, json_output)
-    records = _manage(settings, "audit", lambda jobs: jobs.audit(job_id=job_id, limit=limit))
+
+    async def action(jobs: Jobs) -> list[AuditRecord]:
+        # The records of a job outlive it: an id that names no job now is taken as it is.
+        found = None if job_id is None else await _resolve(jobs, job_id, include_deleted=True)
+        return await jobs.audit(job_id=found, limit=limit)
+
+    records = _manage(settings, "audit", action)
     if settings.json:
         _out({"items": [render.audit_to_json(record) for record in records]})
         return
@@ -918,11 +1171,20 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     Unfinished jobs by status, the oldest pending one, when the next scheduled job is due and
     the next schedule fires, the paused kinds, who holds which lease until when, and whether
     the store's cross-process listener connects."""
-    from ._status import SCAN_LIMIT, status_report
+    from ._status import SCAN_LIMIT, remote_status_report, status_report
 
     settings = _settings(ctx, json_output)
     _quiet_logs("WARNING")
-    report = _guarded(settings, lambda: anyio.run(status_report, _open_store(settings)))
+    if settings.url is not None:
+        if settings.store:
+            fail(
+                settings,
+                "Give --store or --url, not both (JOBKIT_STORE and JOBKIT_URL count too).",
+                EXIT_USAGE,
+            )
+        report = _remote(settings, remote_status_report)
+    else:
+        report = _guarded(settings, lambda: anyio.run(status_report, _open_store(settings)))
     if settings.json:
         _out(report.to_json())
         return
@@ -945,7 +1207,13 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
         console.print("Paused kinds: none")
     listener = report.listener
     console.print(f"Listener: {listener['listener']} ({listener['detail']})", highlight=False)
-    if report.leases is None:
+    if report.running is not None:
+        if not report.running:
+            console.print("Running: none.")
+        else:
+            console.print("Running (the REST API serves no leases or owners):")
+            console.print(render.jobs_table(report.running, now))
+    elif report.leases is None:
         console.print("Leases: this store does not list them.")
     elif not report.leases:
         console.print("Leases: none (no job is running).")
@@ -996,10 +1264,16 @@ def worker(
 def demo(
     ctx: typer.Context,
     port: Annotated[
-        int, typer.Option("--port", "-p", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")
+        int,
+        typer.Option(
+            "--port", "-p", metavar="PORT", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."
+        ),
     ] = 8000,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where the demo keeps its SQLite database and artifacts.")
+        Path,
+        typer.Option(
+            "--data-dir", metavar="FOLDER", help="Where the demo keeps its SQLite database and artifacts."
+        ),
     ] = Path(".jobkit-demo"),
     seed: Annotated[bool, typer.Option("--seed/--no-seed", help="Submit some jobs on startup.")] = True,
 ) -> None:
@@ -1062,3 +1336,34 @@ def _signals_recorded() -> Iterator[None]:
 
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     """A signal raised again by uvicorn after its graceful stop: already handled."""
+
+
+# -- help that reads like words ------------------------------------------------------
+
+
+class _WordArgument(TyperArgument):
+    """An argument shown by its metavar alone: ``ID  The job id.``, not ``ID <str>``, and
+    ``ID`` in the usage line rather than ``{ID}``."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar else super().display_type_rich(ctx)
+
+    def _usage_display_name(self) -> str:
+        name = str(self.metavar or self.name or "").upper()
+        return name if self.required else f"[{name}]"
+
+
+class _Command(TyperCommand):
+    """A command whose arguments are :class:`_WordArgument`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _WordArgument
+
+
+for _typer in (app, jobs_app, kinds_app, schedules_app):
+    for _info in _typer.registered_commands:
+        if _info.cls in (None, TyperCommand):
+            _info.cls = _Command

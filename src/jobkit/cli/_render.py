@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -346,6 +347,26 @@ def audit_table(records: Sequence[AuditRecord]) -> Table:
             plain(_details(record.details)),
         )
     return table
+
+
+def watch_progress(console: Console) -> Progress:
+    """The live bar of ``jobkit jobs watch``: the job, its progress, status and message
+    (every text column shown as is, never as markup)."""
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}", markup=False),
+        TextColumn("{task.fields[message]}", markup=False),
+        console=console,
+    )
+
+
+def show_progress(bar: Progress, task: TaskID, job: Job) -> None:
+    """Put ``job``'s progress (all of it once completed), status and message on the bar."""
+    done = 1.0 if job.status is JobStatus.COMPLETED else (job.progress or 0.0)
+    message = plain(job.progress_message or "").plain
+    bar.update(task, completed=done, status=job.status.value, message=message)
 
 
 def make_console(*, stderr: bool = False) -> Console:

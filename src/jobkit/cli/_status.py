@@ -6,15 +6,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
-from .._records import JobStatus
+from .._records import Job, JobStatus
 from ..abc import JobStore, Lease, LeaseReader, Note, SignalingStore, StatusCounter
 
-__all__ = ["LISTENER_WAIT", "SCAN_LIMIT", "StatusReport", "status_report"]
+if TYPE_CHECKING:
+    from ..client import JobClient
+
+__all__ = ["LISTENER_WAIT", "SCAN_LIMIT", "StatusReport", "remote_status_report", "status_report"]
 
 #: Jobs listed per status at the most: the count of a store without count_jobs() stops
 #: there (shown as "10000+"), and the oldest pending job is looked for among them.
@@ -45,6 +48,8 @@ class StatusReport:
     next_due: datetime | None = None
     #: The earliest fire time of the schedules.
     next_schedule: datetime | None = None
+    #: Over ``--url``: the running and cancelling jobs (the REST API serves no leases).
+    running: Sequence[Job] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +73,19 @@ class StatusReport:
             "paused": sorted(self.paused),
             "next_due": None if self.next_due is None else self.next_due.isoformat(),
             "next_schedule": None if self.next_schedule is None else self.next_schedule.isoformat(),
+            "running": None
+            if self.running is None
+            else [
+                {
+                    "job_id": job.id,
+                    "kind": job.kind,
+                    "status": job.status.value,
+                    "started_at": None if job.started_at is None else job.started_at.isoformat(),
+                    "attempts": job.attempts,
+                    "progress": job.progress,
+                }
+                for job in self.running
+            ],
         }
 
 
@@ -158,3 +176,45 @@ async def _listener(store: JobStore) -> dict[str, Any]:
         return {"listener": "not connected", "detail": f"no connection within {LISTENER_WAIT:g} s"}
     took = (time.perf_counter() - started) * 1000
     return {"listener": "connected", "detail": f"{type(notifier).__name__} listening after {took:.0f} ms"}
+
+
+#: The listener line of a report made over ``--url``.
+_REMOTE_LISTENER = {"listener": "not shown", "detail": "the REST API does not report the service's listener"}
+
+
+async def remote_status_report(client: JobClient) -> StatusReport:
+    """The report of :func:`status_report` from a service's REST API: exact counts
+    (``GET /counts``), the oldest pending job and the next due one (among the newest
+    :data:`SCAN_LIMIT` of each), the running jobs, the paused kinds and the next schedule.
+    The REST API serves no leases (who runs a job until when) and no listener health."""
+    found = await client.counts()
+    counts = {status.value: found[status] for status in _ACTIVE}
+    pending = await _scan(client, JobStatus.PENDING)
+    scheduled = await _scan(client, JobStatus.SCHEDULED)
+    due = [job.run_at for job in scheduled if job.run_at is not None]
+    running = await client.list(status=[JobStatus.RUNNING, JobStatus.CANCELLING], limit=LEASES_SHOWN)
+    schedules = await client.schedules()
+    return StatusReport(
+        counts=counts,
+        capped=frozenset(),
+        oldest_pending=min((job.created_at for job in pending), default=None),
+        leases=None,
+        listener=dict(_REMOTE_LISTENER),
+        paused=await client.paused(),
+        next_due=min(due, default=None),
+        next_schedule=min((item.next_run_at for item in schedules), default=None),
+        running=running.items,
+    )
+
+
+async def _scan(client: JobClient, status: JobStatus) -> list[Job]:
+    """The newest jobs of ``status``, at most SCAN_LIMIT."""
+    found: list[Job] = []
+    cursor = None
+    while len(found) < SCAN_LIMIT:
+        page = await client.list(status=status, limit=min(1000, SCAN_LIMIT - len(found)), cursor=cursor)
+        found += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return found

@@ -1,9 +1,15 @@
 """The console: one self-contained web page over the job routes, served by FastAPI.
 
 The page (``static/console.html``: HTML, CSS and JavaScript inline, nothing fetched from
-elsewhere) lists jobs with live status and progress from ``GET /events``, filters them
-by status and kind, cancels, deletes (after a confirmation dialog), lists and deletes
-artifacts, changes priorities (shown to admins only) and reports every outcome in a toast.
+elsewhere) lists jobs with live status and progress from ``GET /events``, with counts per
+status (``GET /counts``) that filter the table, filters by status and kind, finds a job by
+its id or an id prefix (``GET /jobs?id_prefix=``), and opens a job's detail view (its
+fields, live events, artifacts, audit trail; ``#job=<id>`` links to it) from its row. It
+cancels, retries, deletes (after a confirmation dialog) and deletes artifacts; for admins it
+changes priorities, pauses and resumes kinds, lists, adds and removes schedules, reads the
+audit trail (``GET /audit``) and filters by tenant. Every outcome is reported in a toast.
+Under 640 px wide each job is a card (status, progress and actions without sideways
+scrolling).
 
 It calls the job API at ``api_prefix`` with the browser's own credentials (cookies) and
 the ``headers`` the host gives :func:`console_router` (fixed, or computed for each page

@@ -86,17 +86,18 @@ _ENCODER = (
 
 
 def _identity(request: Request, header: str, query: str) -> str | None:
-    value = request.headers.get(header)
-    if value is None:
-        value = request.query_params.get(query)
+    # All from the headers when X-Actor is there, else all from the query (a download link
+    # carries no headers): so a `tenant` filter in the query never rebinds a signed-in admin.
+    source = request.headers if "x-actor" in request.headers else request.query_params
+    value = source.get(header if source is request.headers else query)
     value = value.strip() if value is not None else None
     return value or None
 
 
 async def demo_actor(request: Request) -> object:
     """The demo's (insecure) actor dependency: ``X-Actor``/``X-Tenant``/``X-Roles`` headers,
-    else the ``actor``/``tenant``/``roles`` query parameters; no actor id = the trusted host
-    (an insecure demo says so explicitly: :data:`AS_HOST`)."""
+    else (no ``X-Actor`` header) the ``actor``/``tenant``/``roles`` query parameters; no
+    actor id = the trusted host (an insecure demo says so explicitly: :data:`AS_HOST`)."""
     actor_id = _identity(request, "x-actor", "actor")
     if actor_id is None:
         return AS_HOST

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from .._codec import dumps, event_to_json, job_to_json, schedule_to_json
+from .._codec import audit_to_json, dumps, event_to_json, job_to_json, schedule_to_json
 from .._errors import (
     BackendError,
     InvalidInput,
@@ -30,6 +30,8 @@ from .._validate import check_statuses
 __all__ = [
     "AS_HOST",
     "BODY_LIMITS",
+    "audit_arguments",
+    "audit_to_json",
     "HTTP_ERROR_CODES",
     "PayloadTooLarge",
     "http_error_body",
@@ -355,6 +357,11 @@ def list_arguments(
         "tenant": tenant,
         "id_prefix": id_prefix,
     }
+
+
+def audit_arguments(job_id: str | None, limit: str | None) -> dict[str, Any]:
+    """The arguments of :meth:`JobManager.audit` from the query of ``GET /audit``."""
+    return {"job_id": job_id, "limit": 100 if limit is None else _integer("limit", limit)}
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:

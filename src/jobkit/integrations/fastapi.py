@@ -72,6 +72,7 @@ from ._http import (
     SSE_HEARTBEAT,
     SSE_OPEN,
     PayloadTooLarge,
+    audit_to_json,
     check_body_size,
     check_not_cross_site,
     dumps,
@@ -295,6 +296,24 @@ class ScheduleList(BaseModel):
     """The schedules of the caller's tenant (the host: every tenant's), by name."""
 
     items: list[Schedule]
+
+
+class AuditEntry(BaseModel):
+    """Who did what to which job (or kind, or schedule), and when."""
+
+    id: str
+    at: datetime
+    action: str
+    actor_id: str | None
+    tenant: str | None
+    job_id: str | None
+    details: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    """Audit records, newest first."""
+
+    items: list[AuditEntry]
 
 
 class ArtifactList(BaseModel):
@@ -791,6 +810,19 @@ def job_router(
     async def delete_schedule(name: str, actor: ActorDep) -> Response:
         await manager.unschedule(name, actor=actor)
         return Response(status_code=204)
+
+    @router.get(
+        "/audit", response_model=AuditList, responses=_errors(403, 422, 503), summary="The audit trail"
+    )
+    async def audit(
+        actor: ActorDep,
+        job_id: Annotated[
+            str | None, Query(description="Only the records of this job (which may be long deleted).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Most records, newest first.")] = 100,
+    ) -> Response:
+        records = await manager.audit(job_id, limit, actor=actor)
+        return _json({"items": [audit_to_json(record) for record in records]})
 
     @router.get("/me", responses=_errors(422), summary="Who the server thinks is asking")
     async def me(actor: ActorDep) -> Response:

@@ -58,6 +58,8 @@ from ._http import (
     SSE_HEARTBEAT,
     SSE_OPEN,
     PayloadTooLarge,
+    audit_arguments,
+    audit_to_json,
     cancel_reason,
     check_body_size,
     check_not_cross_site,
@@ -366,6 +368,12 @@ def job_blueprint(
     def delete_schedule(name: str) -> Response:
         manager.unschedule(name, actor=who())
         return _no_content()
+
+    @route("/audit", ["GET"])
+    def audit() -> Response:
+        arguments = audit_arguments(request.args.get("job_id"), request.args.get("limit"))
+        records = manager.audit(actor=who(), **arguments)
+        return _json({"items": [audit_to_json(record) for record in records]})
 
     @route("/me", ["GET"])
     def me() -> Response:

@@ -207,6 +207,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX schedules_next ON {s}.schedules (next_run_at)
     """,
 )
+#: The schema version this jobkit writes: the number of forward migrations.
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
