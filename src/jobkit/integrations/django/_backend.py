@@ -226,8 +226,8 @@ class JobkitBackend(BaseTaskBackend):  # type: ignore[misc]
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Store ``task`` with its arguments as a jobkit job; its TaskResult is ``READY``.
 
-        :raises InvalidTask: the task is not valid for this backend (its priority, queue,
-            ``run_after``, or a function that cannot be found by its path).
+        :raises django.tasks.exceptions.InvalidTask: the task is not valid for this backend
+            (its priority, queue, ``run_after``, or a function not found by its path).
         :raises TypeError: an argument is not JSON serialisable (nothing is stored).
         """
         self.validate_task(task)
@@ -261,8 +261,8 @@ class JobkitBackend(BaseTaskBackend):  # type: ignore[misc]
     def get_result(self, result_id: str) -> Any:
         """The TaskResult of the job ``result_id``.
 
-        :raises TaskResultDoesNotExist: no such job (or deleted), or a job that is not a
-            Django task.
+        :raises django.tasks.exceptions.TaskResultDoesNotExist: no such job (or deleted), or
+            a job that is not a Django task.
         """
         return self.to_result(self._job(result_id))
 
@@ -277,7 +277,7 @@ class JobkitBackend(BaseTaskBackend):  # type: ignore[misc]
     def wait(self, result_id: str, timeout: float | None = None) -> Any:
         """The TaskResult of ``result_id`` once it has finished (any process may run it).
 
-        :raises TaskResultDoesNotExist: no such task.
+        :raises django.tasks.exceptions.TaskResultDoesNotExist: no such task.
         :raises TimeoutError: it did not finish within ``timeout`` seconds.
         """
         try:
@@ -319,7 +319,7 @@ class JobkitBackend(BaseTaskBackend):  # type: ignore[misc]
     def to_result(self, job: Job, task: Any = None) -> Any:
         """The TaskResult of ``job``.
 
-        :raises TaskResultDoesNotExist: the job's kind is not a Django task's.
+        :raises django.tasks.exceptions.TaskResultDoesNotExist: the job's kind is not a Django task's.
         """
         path, queue = split_kind(job.kind)
         if task is None:

@@ -153,7 +153,7 @@ def _async_handler(backend: JobkitBackend, path: str) -> Callable[[JobContext, A
 def build_worker(
     backend: JobkitBackend, queues: Iterable[str], *, concurrency: int | None = None
 ) -> JobManager:
-    """A JobManager running every known task (see :func:`known_tasks`) of ``queues``.
+    """A JobManager running every task of ``backend`` this process has imported, on ``queues``.
 
     Import the modules defining the tasks first (``jobkit_worker`` imports every installed
     app's ``tasks`` module).
