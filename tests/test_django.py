@@ -349,6 +349,20 @@ class TestRoutes:
         assert response.json()["error"]["code"] == "invalid_input"
         assert stored(backend) == 0
 
+    def test_event_stream(self, backend: Any, staff: Any) -> None:
+        """GET /events streams server-sent events through a WSGI request (a sync iterator)."""
+        response = staff.get("/api/v1/events")
+        assert response.status_code == 200
+        assert response["Content-Type"] == "text/event-stream"
+        assert response["Cache-Control"] == "no-cache"
+        chunks = iter(response.streaming_content)
+        assert next(chunks).startswith(b"retry: 3000")
+        body = {"kind": "djapp.tasks.add", "payload": {"args": [1, 2], "kwargs": {}}}
+        job = staff.post("/api/v1/jobs", json.dumps(body), content_type=JSON).json()
+        frame = next(chunk for chunk in chunks if job["id"].encode() in chunk)
+        assert frame.startswith(b"event: submitted\n")
+        response.close()
+
     def test_enqueue_from_views(self, backend: Any, client: Any) -> None:
         """A sync and an async view enqueue; a view reads the result back."""
         first = client.get("/enqueue/add?a=1&b=2").json()

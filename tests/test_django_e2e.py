@@ -180,6 +180,18 @@ class TestEndToEnd:
         done = backend.wait(result.id, timeout=60)
         assert [e.exception_class_path for e in done.errors] == ["jobkit.JobCancelled"]
 
+    def test_event_stream_over_asgi(self, deployment: Deployment) -> None:
+        """GET /events streams server-sent events through Django's ASGI handler (an async iterator)."""
+        with deployment.http.stream("GET", "/api/v1/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith(":")) == ": connected"
+            body = {"kind": "djapp.tasks.add", "payload": {"args": [5, 6], "kwargs": {}}}
+            submitted = deployment.http.post("/api/v1/jobs", json=body).json()
+            data = next(line for line in lines if line.startswith("data:") and submitted["id"] in line)
+            assert '"type":"submitted"' in data
+
     def test_sweep_and_cli_commands(self, deployment: Deployment) -> None:
         """manage.py jobkit_sweep and manage.py jobkit (the jobkit CLI on the backend's store)."""
         import os
