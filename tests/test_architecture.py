@@ -33,12 +33,15 @@ ALLOWED: dict[str, set[str]] = {
     "_deleter": {"_core", "_errors", "_machine", "_policies", "_records", "_validate", "abc"},
     "_cron": {"_errors"},
     "_sweeper": {"_core", "_cron", "_deleter", "_errors", "_machine", "_records", "_validate", "abc"},
+    "telemetry": set(),
+    "_telemetry": {"_machine", "_records", "_token", "_version", "abc", "telemetry"},
     "_worker": {
         "_context",
         "_core",
         "_errors",
         "_machine",
         "_records",
+        "_telemetry",
         "_token",
         "_validate",
         "abc",
@@ -55,13 +58,15 @@ ALLOWED: dict[str, set[str]] = {
         "_policies",
         "_records",
         "_sweeper",
+        "_telemetry",
         "_validate",
         "_worker",
         "abc",
         "stores",
         "blobs",
+        "telemetry",
     },
-    "_blocking": {"_errors", "_events", "_manager", "_policies", "_records", "abc"},
+    "_blocking": {"_errors", "_events", "_manager", "_policies", "_records", "abc", "telemetry"},
 }
 #: Backends know the interfaces and the records, never the manager or its roles.
 BACKEND_ALLOWED = {"_errors", "_log", "_process", "_records", "_machine", "_notify", "abc", "_validate"}

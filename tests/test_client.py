@@ -184,6 +184,19 @@ class TestJobs:
             await admin.get(job.id)
         assert raised.value.job_id == job.id
 
+    async def test_position_is_the_place_in_the_queue_and_none_once_not_pending(
+        self, admin: JobClient
+    ) -> None:
+        """position() reads GET /jobs/{id}/position: the manager's answer, None for a job that is
+        not pending; another tenant's job is JobNotFound."""
+        first = await admin.submit("parked", priority=-1000)
+        second = await admin.submit("parked", priority=-1000)
+        assert await admin.position(second.id) == (await admin.position(first.id) or 0) + 1
+        await admin.cancel(first.id)
+        assert await admin.position(first.id) is None
+        with pytest.raises(JobNotFound):
+            await admin.position("0" * 32)
+
     async def test_set_priority_returns_the_position(self, admin: JobClient) -> None:
         job = await admin.submit("parked", priority=0)
         changed, position = await admin.set_priority(job.id, 50)
@@ -375,8 +388,6 @@ class TestErrors:
             await admin.list(include_deleted=True)
         with pytest.raises(NotSupported):
             await admin.artifacts(job.id, include_deleted=True)
-        with pytest.raises(NotSupported):
-            await admin.position(job.id)
         with pytest.raises(NotSupported, match="Exception"):
             await admin.submit("parked", retry=Retry(attempts=2, on=(OSError,)))
         with pytest.raises(NotSupported):

@@ -233,5 +233,5 @@ def test_events_is_left_out_of_the_fuzzing() -> None:
     labels = {result.ok().label for result in schema.get_all_operations()}
     assert f"GET {API}/events" not in labels
     assert f"GET {API}/jobs/{{job_id}}" in labels
-    assert len(labels) == 19
+    assert len(labels) == 20
     assert f"GET {API}/audit" in labels

@@ -367,3 +367,17 @@ class TestAuditRoute:
         assert error_code(web.call("GET", "/audit", headers=ALICE), 403) == "forbidden"
         for query in ("limit=0", "limit=1001", "limit=many", "job_id="):
             assert error_code(web.call("GET", f"/audit?{query}", headers=ADMIN), 422) == "invalid_input"
+
+
+class TestPositionRoute:
+    def test_position_of_pending_jobs_and_none_after(self, web: Web) -> None:
+        """GET /jobs/{id}/position: the 1-based place among pending jobs; null once not pending;
+        another tenant's job is 404."""
+        first = web.post("/jobs", {"kind": "echo"}, ALICE)[1]["id"]
+        second = web.post("/jobs", {"kind": "echo"}, ALICE)[1]["id"]
+        assert web.get(f"/jobs/{first}/position", ALICE) == {"position": 1}
+        assert web.get(f"/jobs/{second}/position", ALICE) == {"position": 2}
+        web.post(f"/jobs/{first}/cancel", None, ALICE)
+        assert web.get(f"/jobs/{first}/position", ALICE) == {"position": None}
+        assert web.get(f"/jobs/{second}/position", ALICE) == {"position": 1}
+        assert error_code(web.call("GET", f"/jobs/{second}/position", headers=BOB), 404) == "job_not_found"

@@ -18,6 +18,7 @@ from ._manager import Handler, JobManager
 from ._policies import DeletePolicy, Retention
 from ._records import Actor, AuditRecord, Job, JobEvent, JobStatus, Page, Retry, Schedule, SweepReport
 from .abc import Authorizer, BlobStore, JobStore
+from .telemetry import Telemetry
 
 __all__ = ["BlockingJobManager"]
 
@@ -49,6 +50,7 @@ class BlockingJobManager:
         clock: Callable[[], datetime] | None = None,
         lease_duration: timedelta | float = 60.0,
         poll_interval: timedelta | float = 1.0,
+        telemetry: Telemetry | bool | None = None,
         backend: str = "asyncio",
     ) -> None:
         self.manager = JobManager(
@@ -64,6 +66,7 @@ class BlockingJobManager:
             clock=clock,
             lease_duration=lease_duration,
             poll_interval=poll_interval,
+            telemetry=telemetry,
         )
         self._backend = backend
         self._portal: BlockingPortal | None = None

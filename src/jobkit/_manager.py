@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,10 @@ from .abc import (
     SignalingStore,
     StatusCounter,
 )
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from ._telemetry import Tracker
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -117,6 +122,28 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _tracker(option: object) -> Tracker | None:
+    """The telemetry of a manager (see :mod:`jobkit.telemetry`): for None, called at start,
+    and only when the host has imported OpenTelemetry (else it cannot have configured an
+    SDK, and jobkit imports nothing)."""
+    if option is False:
+        return None
+    if option is not None and option is not True and not isinstance(option, Telemetry):
+        raise InvalidInput("telemetry must be None, a bool or a jobkit.telemetry.Telemetry.")
+    loaded = sys.modules
+    if option is None and "opentelemetry.trace" not in loaded and "opentelemetry.metrics" not in loaded:
+        return None
+    try:
+        from ._telemetry import Tracker
+    except ImportError:
+        if option is None:
+            return None  # not installed: nothing imported, nothing to pay
+        raise InvalidInput(
+            "telemetry needs opentelemetry-api: install the extra, pip install 'jobkit[otel]'."
+        ) from None
+    return Tracker(option if isinstance(option, Telemetry) else Telemetry(), auto=option is None)
+
+
 class JobManager:
     """Runs jobs and manages them: cancel, delete, sweep, prioritise, audit, events.
 
@@ -138,6 +165,10 @@ class JobManager:
     :param lease_duration: how long a worker's claim on a job lasts without a heartbeat.
     :param poll_interval: how often idle workers and waiters re-check a store shared with
         other processes.
+    :param telemetry: OpenTelemetry spans and metrics (``jobkit[otel]``): None to report
+        them when ``opentelemetry-api`` is installed and an SDK is configured when the
+        manager starts, False never, True or a :class:`~jobkit.telemetry.Telemetry` always
+        (docs/telemetry.md).
     """
 
     def __init__(
@@ -155,6 +186,7 @@ class JobManager:
         clock: Callable[[], datetime] | None = None,
         lease_duration: timedelta | float = 60.0,
         poll_interval: timedelta | float = 1.0,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
         from .blobs import MemoryBlobStore
         from .stores import MemoryStore
@@ -180,6 +212,8 @@ class JobManager:
         if lease is None or lease <= timedelta(0) or poll is None or poll <= timedelta(0):
             raise InvalidInput("lease_duration and poll_interval must be positive.")
         self._poll = poll.total_seconds()
+        self._telemetry_option = telemetry
+        self._telemetry = None if telemetry is None else _tracker(telemetry)
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._retries: dict[str, Retry] = {}
         self._declared: set[str] = set()
@@ -207,6 +241,7 @@ class JobManager:
             poll=self._poll,
             cancel_grace=None if grace is None else grace.total_seconds(),
             retries=self._retries,
+            telemetry=self._telemetry,
         )
         self._deleter = Deleter(core)
         self._sweeper = Sweeper(
@@ -299,6 +334,14 @@ class JobManager:
             tg.start_soon(notifier.run)
             tg.start_soon(self._tick)
             tg.start_soon(self._sweeper.run_timers, self._poll)
+            if self._telemetry_option is None:
+                self._telemetry = self._pool.telemetry = _tracker(None)
+            if (tracker := self._telemetry) is not None:
+                if tracker.start():
+                    stack.callback(tracker.stop)
+                    tg.start_soon(tracker.count_pending_forever, self._store)
+                else:  # nothing to report to: no cost per job
+                    self._telemetry = self._pool.telemetry = None
             self._pool.start(tg)
             if self._sweep_interval is not None:
                 tg.start_soon(self._sweeper.run_forever, self._sweep_interval.total_seconds(), self._is_open)
@@ -497,7 +540,10 @@ class JobManager:
             idempotency_key=idempotency_key,
             retry=retry,
         )
-        holder = await self._store.insert(job)
+        if self._telemetry is None:
+            holder = await self._store.insert(job)
+        else:  # in a submit span, whose trace context the job carries
+            job, holder = await self._telemetry.insert(self._store, job)
         if holder is not None:
             if holder.kind != job.kind or holder.payload != job.payload:
                 what = "kind" if holder.kind != job.kind else "payload"
@@ -716,6 +762,8 @@ class JobManager:
         assert change.audit is not None
         core.log_audit(change.audit, job.kind)
         core.announce(change.job, machine.event_for(change.job), {"reason": reason})
+        if self._telemetry is not None and change.job.status is JobStatus.CANCELLED:
+            self._telemetry.cancelled_waiting(change.job)
         return change.job
 
     async def delete(self, job_id: str, *, actor: Actor | None = None) -> None:

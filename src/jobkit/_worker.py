@@ -35,6 +35,8 @@ from .abc import BatchClaimer, Note, NoteKind
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from ._telemetry import RunTelemetry, Tracker
+
 __all__ = ["AsyncHandler", "Handler", "Result", "SyncHandler", "WorkerPool", "is_async"]
 
 log = get_logger("jobkit")
@@ -91,6 +93,7 @@ class _Run:
         "lost",
         "pool",
         "scope",
+        "telemetry",
         "token",
         "watchers",
     )
@@ -106,6 +109,7 @@ class _Run:
         self.force_scope: anyio.CancelScope | None = None
         self.lost = False  # the job is no longer this run's: nothing more may be written
         self.context = JobContext(self)
+        self.telemetry: RunTelemetry | None = None
 
     def reread(self, job: Job | None, job_id: str) -> Job:
         """The re-read rule of the run's own writes: the job must still be active, same attempt.
@@ -177,8 +181,10 @@ class WorkerPool:
         poll: float,
         cancel_grace: float | None,
         retries: dict[str, Retry] | None = None,
+        telemetry: Tracker | None = None,
     ) -> None:
         self.core = core
+        self.telemetry = telemetry
         self._handlers = handlers
         self._retries = {} if retries is None else retries
         self._concurrency = concurrency
@@ -373,12 +379,16 @@ class WorkerPool:
             del self._early_cancels[job.id]
             self._recheck.set()  # a cancel note came before the run started: re-read it
         self.core.publish(EventType.STARTED, job)
+        if self.telemetry is not None:
+            run.telemetry = self.telemetry.run_started(job)
         try:
             outcome = await self._call_handler(run)
         except BaseException:
             # The manager itself is being torn down: put the job back, then re-raise.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._conclude(run, machine.INTERRUPTED_OUTCOME)
+            if run.telemetry is not None:
+                run.telemetry.end(run.job, machine.INTERRUPTED_OUTCOME, run.lost)
             raise
         finally:
             self.running.pop(job.id, None)
@@ -390,6 +400,8 @@ class WorkerPool:
             if scratch is not None:
                 await anyio.to_thread.run_sync(remove_scratch, scratch)
         await self._conclude(run, outcome)
+        if run.telemetry is not None:
+            run.telemetry.end(run.job, outcome, run.lost)
 
     async def _call_handler(self, run: _Run) -> Outcome:
         job = run.job
@@ -438,6 +450,8 @@ class WorkerPool:
         """A failure, with the wait before the next attempt when a Retry covers it (the job's,
         else the handler's here); the machine decides whether attempts remain."""
         job = run.job
+        if run.telemetry is not None:
+            run.telemetry.failed(exc)
         retry, bound = job.retry, None
         if retry is None:
             retry = self._retries.get(job.kind)
@@ -509,6 +523,8 @@ class WorkerPool:
         """Set the run's token; force an async handler after ``cancel_grace``."""
         if not run.token._set(reason, source):
             return
+        if run.telemetry is not None:
+            run.telemetry.stopping(reason, source)
         if run.is_async and self._cancel_grace is not None and self._tg is not None:
             scope = anyio.CancelScope()
             run.force_scope = scope

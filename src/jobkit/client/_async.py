@@ -124,7 +124,7 @@ class JobClient:
         stream waits for events as long as it is open).
 
     What the REST API does not offer raises :class:`NotSupported` before anything is sent:
-    ``include_deleted=True``, :meth:`position`, a :class:`~jobkit.Retry` with ``on``
+    ``include_deleted=True``, a :class:`~jobkit.Retry` with ``on``
     classes, a ``buffer`` for :meth:`subscribe`.
     """
 
@@ -373,15 +373,10 @@ class JobClient:
         return job_from_json(body["job"]), int(body["position"])
 
     async def position(self, job_id: str) -> int | None:
-        """Not available: the REST API has no route for a job's place in the queue
-        (:meth:`set_priority` answers with it).
-
-        :raises NotSupported: always, before anything is sent.
-        """
-        raise NotSupported(
-            "position() is not available over HTTP: the REST API has no route for a job's place in "
-            "the queue (PATCH /jobs/{id}/priority answers with it)."
-        )
+        """See :meth:`~jobkit.JobManager.position` (``GET /jobs/{id}/position``)."""
+        body = await self._json("GET", self._job_path(job_id, "position"), job_id=job_id)
+        position = body["position"]
+        return None if position is None else int(position)
 
     async def wait(self, job_id: str, *, timeout: timedelta | float | None = None) -> Job:
         """See :meth:`~jobkit.JobManager.wait`: follows the job's event stream (no polling) and reads

@@ -194,7 +194,7 @@ class BlockingJobClient:
         return result
 
     def position(self, job_id: str) -> int | None:
-        """See :meth:`JobClient.position` (not available over HTTP)."""
+        """See :meth:`JobClient.position`."""
         position: int | None = self._call(self.client.position, job_id)
         return position
 

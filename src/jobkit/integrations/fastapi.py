@@ -258,6 +258,12 @@ class Counts(BaseModel):
     counts: dict[JobStatus, int]
 
 
+class Position(BaseModel):
+    """A job's 1-based place among the pending jobs (1 runs next); null when it is not pending."""
+
+    position: int | None
+
+
 class PriorityChange(BaseModel):
     """The job after a priority change and its 1-based place in the queue (1 runs next)."""
 
@@ -710,6 +716,15 @@ def job_router(
     async def set_priority(job_id: str, body: SetPriority, actor: ActorDep) -> Response:
         job, position = await manager.set_priority(job_id, body.priority, actor=actor)
         return _json({"job": job_to_json(job), "position": position})
+
+    @router.get(
+        "/jobs/{job_id}/position",
+        response_model=Position,
+        responses=_errors(403, 404, 422, 503),
+        summary="A job's place in the queue",
+    )
+    async def position(job_id: str, actor: ActorDep) -> Response:
+        return _json({"position": await manager.position(job_id, actor=actor)})
 
     @router.get(
         "/jobs/{job_id}/artifacts",

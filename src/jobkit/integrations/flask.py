@@ -324,6 +324,10 @@ def job_blueprint(
         job, position = manager.set_priority(job_id, priority, actor=who())
         return _json({"job": job_to_json(job), "position": position})
 
+    @route("/jobs/<job_id>/position", ["GET"])
+    def position(job_id: str) -> Response:
+        return _json({"position": manager.position(job_id, actor=who())})
+
     @route("/jobs/<job_id>/artifacts", ["GET"])
     def list_artifacts(job_id: str) -> Response:
         return _json({"items": manager.artifacts(job_id, actor=who())})
