@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -300,6 +301,26 @@ class TestRoutes:
         assert "default-src 'none'" in response["Content-Security-Policy"]
         assert '"apiPrefix": "/api/v1"' in response.content.decode()
 
+    def test_the_routes_of_the_fastapi_router(self, backend: Any, client: Any) -> None:
+        """Every route of the FastAPI router exists here too, with its method (an anonymous
+        request is refused by the route, never by the catch-all's 404 or a 405)."""
+        from fastapi.routing import APIRoute
+
+        from jobkit import JobManager
+        from jobkit.integrations.fastapi import job_router
+
+        samples = {"job_id": "0" * 32, "name": "a/b.txt", "kind": "k"}
+        checked = 0
+        for route in job_router(JobManager()).routes:
+            assert isinstance(route, APIRoute)
+            url = re.sub(r"\{(\w+)(:\w+)?\}", lambda found: samples[found[1]], route.path)
+            for method in route.methods:
+                response = client.generic(method, f"/api/v1{url}", "{}", content_type=JSON)
+                code = response.json()["error"]["code"]
+                assert code in ("unauthenticated", "invalid_input"), (method, route.path, code)
+                checked += 1
+        assert checked >= 20
+
     def test_framework_errors_are_json(self, backend: Any, staff: Any) -> None:
         response = staff.get("/api/v1/nowhere")
         assert response.status_code == 404
@@ -327,8 +348,11 @@ class TestRoutes:
         assert response.status_code == 200
         assert backend.get_result(result.id).status == "READY"
         assert client.post(f"/api/v1/jobs/{result.id}/cancel").status_code == 422  # no JSON: cross-site?
+        assert client.get(f"/api/v1/jobs/{result.id}/position").json() == {"position": 1}
         client.post(f"/api/v1/jobs/{result.id}/cancel", content_type=JSON)
         assert client.delete(f"/api/v1/jobs/{result.id}").status_code == 204
+        audit = client.get(f"/api/v1/audit?job_id={result.id}").json()["items"]
+        assert [record["action"] for record in audit] == ["delete", "cancel", "retry", "cancel"]
         with pytest.raises(compat.TaskResultDoesNotExist):
             backend.get_result(result.id)
 

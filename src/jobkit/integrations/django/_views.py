@@ -37,6 +37,8 @@ from .._http import (
     SSE_HEARTBEAT,
     SSE_OPEN,
     PayloadTooLarge,
+    audit_arguments,
+    audit_to_json,
     cancel_reason,
     check_body_size,
     check_not_cross_site,
@@ -281,6 +283,14 @@ def jobkit_urls(
         job, position = manager().set_priority(job_id, priority, actor=who(request))
         return _json({"job": job_to_json(job), "position": position})
 
+    def position(request: HttpRequest, job_id: str) -> HttpResponse:
+        return _json({"position": manager().position(job_id, actor=who(request))})
+
+    def audit(request: HttpRequest) -> HttpResponse:
+        arguments = audit_arguments(request.GET.get("job_id"), request.GET.get("limit"))
+        records = manager().audit(actor=who(request), **arguments)
+        return _json({"items": [audit_to_json(record) for record in records]})
+
     def list_artifacts(request: HttpRequest, job_id: str) -> HttpResponse:
         return _json({"items": manager().artifacts(job_id, actor=who(request))})
 
@@ -359,6 +369,7 @@ def jobkit_urls(
         path("jobs/<str:job_id>/cancel", route({"POST": cancel_job}), name="jobkit-cancel"),
         path("jobs/<str:job_id>/retry", route({"POST": retry_job}), name="jobkit-retry"),
         path("jobs/<str:job_id>/priority", route({"PATCH": set_priority}), name="jobkit-priority"),
+        path("jobs/<str:job_id>/position", route({"GET": position}), name="jobkit-position"),
         path("jobs/<str:job_id>/artifacts", route({"GET": list_artifacts}), name="jobkit-artifacts"),
         re_path(
             r"^jobs/(?P<job_id>[^/]+)/artifacts/(?P<name>(?s:.*))\Z",
@@ -373,6 +384,7 @@ def jobkit_urls(
         re_path(
             r"^schedules/(?P<name>(?s:.+))\Z", route({"DELETE": delete_schedule}), name="jobkit-schedule"
         ),
+        path("audit", route({"GET": audit}), name="jobkit-audit"),
         path("me", route({"GET": me}), name="jobkit-me"),
         path("events", route({"GET": events}), name="jobkit-events"),
     ]
