@@ -200,8 +200,17 @@ class JobkitBackend(BaseTaskBackend):  # type: ignore[misc]
 
     @property
     def manager(self) -> BlockingJobManager:
-        """This process's manager for this backend's store (started on first use)."""
+        """This process's manager for this backend's store, started on first use (which
+        imports every installed app's ``tasks`` module, so that the REST routes know every
+        task of the project)."""
         key = (os.getpid(), self._key)
+        found = _managers.get(key)
+        if found is not None:
+            return found
+        # Every app's tasks module, so that the REST routes can submit any task of the project.
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules("tasks")
         with _lock:
             found = _managers.get(key)
             if found is None:
