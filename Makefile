@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser postgres lint docs test demo screenshots bench clean
+.PHONY: install browser postgres lint docs test django6 demo screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,13 @@ docs: install
 test: lint browser postgres
 	@$(PY) -m pytest -n 2 -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
-	exit $$rc
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	sh tests/django6.sh
+
+# The Django tests again under Django 6 (Python 3.12+, found on PATH or through pyenv; skipped
+# with a message when there is none), in their own cached venv.
+django6: postgres
+	sh tests/django6.sh
 
 demo: install
 	$(VENV)/bin/jobkit demo
@@ -69,4 +75,4 @@ bench: install postgres
 	$(PY) bench/s3_delete.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/_build
+	rm -rf $(VENV) .venv-django6 .pytest_cache .mypy_cache .ruff_cache .hypothesis docs/_build

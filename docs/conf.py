@@ -6,7 +6,7 @@ builds it in ``make test``.
 
 No intersphinx: the build must pass offline (and give the same result with or without a
 network), so references to the standard library and to anyio, attrs, structlog, FastAPI,
-Flask, psycopg and boto3 are shown as plain names (``nitpick_ignore_regex`` below).
+Flask, Django, psycopg and boto3 are shown as plain names (``nitpick_ignore_regex`` below).
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ _EXTERNAL = (
     "psycopg_pool",
     "boto3",
     "botocore",
+    "django",
+    "django_tasks",
+    "asgiref",
     "mypy_boto3_s3",
     "pytest",
     "_pytest",

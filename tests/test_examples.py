@@ -241,3 +241,16 @@ class TestRemoteClient:
         text = output("remote_client.py")
         line_with(text, "blocking client: artifacts ['report.txt'] -> report for 2030-01")
         line_with(text, "blocking client: counts {'completed': 1}")
+
+
+class TestDjangoReports:
+    def test_the_tasks_api_on_jobkit(self) -> None:
+        """Django's Tasks API end to end: READY, SUCCESSFUL with the return value, cancel, delete."""
+        text = output("django_reports.py")
+        line_with(text, "enqueued export: status READY")
+        line_with(text, "export: SUCCESSFUL, return value 'export.csv', attempts 1")
+        line_with(text, "total: 6")
+        line_with(text, "artifacts of the export: ['export.csv']")
+        line_with(text, "deferred task cancelled: FAILED, errors ['jobkit.JobCancelled']")
+        line_with(text, "after delete, artifact files left: []")
+        line_with(text, "get_result after delete: TaskResultDoesNotExist")

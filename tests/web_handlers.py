@@ -93,7 +93,13 @@ class ServerProcess:
     """A server started by ``argv`` that prints ``port N`` (or a URL with the port) once it
     listens; its output is read by a thread, line by line, so a test can wait on it."""
 
-    def __init__(self, argv: list[str], ready: str = r"port (\d+)", cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        ready: str = r"port (\d+)",
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
@@ -102,7 +108,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -1,0 +1,1 @@
+"""The management commands of jobkit's Django app."""

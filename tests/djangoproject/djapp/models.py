@@ -1,0 +1,1 @@
+"""No models: jobkit keeps its tables in its own store, Django's database is untouched."""
