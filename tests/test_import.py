@@ -56,3 +56,15 @@ def test_every_public_name_resolves_and_unknown_names_raise() -> None:
     assert jobkit.BlockingJobManager.__module__ == "jobkit._blocking"
     with pytest.raises(AttributeError, match="no_such_name"):
         jobkit.no_such_name  # noqa: B018
+
+
+def test_the_console_page_renders_without_fastapi() -> None:
+    """The Django integration serves the console: its renderer imports no web framework."""
+    code = (
+        "import sys\n"
+        "sys.modules['fastapi'] = None  # any import of it now raises ImportError\n"
+        "from jobkit.integrations._console_page import render_console\n"
+        "page, policy = render_console(api_prefix='/jobs/api')\n"
+        "print('/jobs/api' in page, \"script-src 'sha256-\" in policy)\n"
+    )
+    assert _run(code).split() == ["True", "True"]

@@ -349,7 +349,7 @@ def jobkit_urls(
             who(request)
         except Unauthenticated:
             return redirect_to_login(request.get_full_path())
-        from .._console import render_console
+        from .._console_page import render_console
 
         api_prefix = request.path[: -len("console/")].rstrip("/")
         page, policy = render_console(api_prefix=api_prefix, title=console_title)
