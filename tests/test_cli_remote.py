@@ -107,9 +107,12 @@ class TestOptions:
         assert result.exit_code == 0
         assert result.stdout.strip() == f"jobkit {jobkit.__version__}"
 
-    def test_shell_completion(self) -> None:
+    def test_shell_completion(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """typer's completion options: --show-completion prints the script for a shell."""
         assert "--install-completion" in invoke("--help").stdout
+        # Name the shell instead of detecting it: under `make`, the parent shell is sh, which
+        # typer cannot complete for.
+        monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
         result = invoke("--show-completion", "bash")
         assert result.exit_code == 0, result.output
         assert "_JOBKIT_COMPLETE" in result.stdout

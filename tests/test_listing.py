@@ -694,7 +694,8 @@ class TestCounts:
 
 
 class CraftedIds:
-    """Job ids chosen by the test (submit draws them from ``new_id()``)."""
+    """Job ids chosen by the test (submit draws them from ``new_id()``); once they are used
+    up, random ids that start with ``9``, so that none shares a chosen id's prefix."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, chosen: Iterable[str]) -> None:
         import jobkit._manager
@@ -703,7 +704,9 @@ class CraftedIds:
         real = jobkit._manager.new_id
 
         def new_id(nbytes: int = 16) -> str:
-            return self._chosen.pop(0) if nbytes == 16 and self._chosen else real(nbytes)
+            if nbytes != 16:
+                return real(nbytes)
+            return self._chosen.pop(0) if self._chosen else "9" + real(nbytes)[1:]
 
         monkeypatch.setattr("jobkit._manager.new_id", new_id)
 
