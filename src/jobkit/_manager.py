@@ -81,6 +81,7 @@ from .abc import (
     SignalingStore,
     StatusCounter,
 )
+
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import binascii
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,8 +39,21 @@ MAX_NAME_LENGTH = 1024
 #: The longest cancel reason or progress message, in characters.
 MAX_TEXT_LENGTH = 10_000
 
-_dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
-_loads = json.loads
+_json: tuple[Callable[[Any], str], Callable[[str], Any]] | None = None
+
+
+def _json_codec() -> tuple[Callable[[Any], str], Callable[[str], Any]]:
+    """The compact, NaN-refusing JSON encoder and the decoder, made on first use (json is
+    left out of `import jobkit`)."""
+    global _json
+    if _json is None:
+        import json
+
+        _json = (
+            json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode,
+            json.loads,
+        )
+    return _json
 
 
 def json_value(value: Any, what: str = "payload") -> Any:
@@ -53,15 +65,16 @@ def json_value(value: Any, what: str = "payload") -> Any:
     """
     if value is None or value.__class__ is bool:
         return value
+    dumps, loads = _json or _json_codec()
     try:
-        text = _dumps(value)
+        text = dumps(value)
         text.encode("utf-8")  # lone surrogates cannot be stored as JSON text
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"The {what} must be JSON-serialisable: {exc}.") from None
     if value.__class__ in (str, int, float):
         return value
     _check_keys(value, what)
-    return _loads(text)
+    return loads(text)
 
 
 def _check_keys(value: Any, what: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
@@ -460,6 +459,8 @@ class WorkerPool:
             bound = retry.attempts  # submitted where the handler's Retry was not known
         if not retry.covers(exc):
             return Outcome.failed(error)
+        import random  # a retry's jitter: not on `import jobkit`'s path
+
         return Outcome.failed(error, retry.delay(job.attempts, random.random()), bound)
 
     async def _conclude(self, run: _Run, outcome: Outcome) -> None:
