@@ -61,7 +61,9 @@ screenshots: install browser
 	$(PY) docs/img/refresh.py
 
 bench: install postgres
+	$(PY) bench/import_time.py
 	$(PY) bench/throughput.py
+	$(PY) bench/telemetry.py
 	$(PY) bench/cancel_latency.py
 	$(PY) bench/sweep_scaling.py
 	$(PY) bench/schedule_scaling.py
