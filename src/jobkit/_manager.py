@@ -81,7 +81,6 @@ from .abc import (
     SignalingStore,
     StatusCounter,
 )
-
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
