@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 from rich.text import Text
 
-from .._codec import job_to_json, schedule_to_json
+from .._codec import audit_to_json, job_to_json, schedule_to_json
 from .._records import AuditRecord, Job, JobStatus, Page, Retry, Schedule, SweepReport
 from ..abc import Lease
 
@@ -68,19 +68,6 @@ job_json = job_to_json
 def page_to_json(page: Page) -> dict[str, Any]:
     """A page of jobs as ``GET /jobs`` returns it."""
     return {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
-
-
-def audit_to_json(record: AuditRecord) -> dict[str, Any]:
-    """An audit record with its field names; ``at`` in ISO 8601 UTC."""
-    return {
-        "id": record.id,
-        "at": record.at.astimezone(UTC).isoformat(),
-        "action": record.action.value,
-        "actor_id": record.actor_id,
-        "tenant": record.tenant,
-        "job_id": record.job_id,
-        "details": dict(record.details),
-    }
 
 
 def report_to_json(report: SweepReport) -> dict[str, int]:
