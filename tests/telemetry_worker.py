@@ -1,9 +1,9 @@
 """A worker process for the cross-process telemetry test (run as a script, not collected).
 
-usage: telemetry_worker.py DB_PATH SPANS_FILE
+usage: telemetry_worker.py DB_PATH SPANS_FILE JOB_ID...
 Runs the "traced" jobs of the SQLite file with the OpenTelemetry SDK (an in-memory
-exporter) until none is pending or running, each handler starting a span of its own, then
-writes every finished span to SPANS_FILE as one JSON object per line.
+exporter), each handler starting a span of its own, waits for the given jobs to finish,
+then writes every finished span to SPANS_FILE as one JSON object per line.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from jobkit.stores import SQLiteStore
 from jobkit.telemetry import Telemetry
 
 
-async def main(db: str, out: str) -> None:
+async def main(db: str, out: str, job_ids: list[str]) -> None:
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -43,11 +43,8 @@ async def main(db: str, out: str) -> None:
             pass
 
     async with jobs:
-        while True:
-            page = await jobs.list(status=["pending", "running", "cancelling"], limit=1)
-            if not page.items:
-                break
-            await anyio.sleep(0.05)
+        for job_id in job_ids:
+            await jobs.wait(job_id, timeout=60)
     lines = []
     for span in exporter.get_finished_spans():
         context = span.get_span_context()
@@ -67,4 +64,4 @@ async def main(db: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], sys.argv[2])
+    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3:])
