@@ -8,7 +8,7 @@ import builtins
 import enum
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -639,15 +639,12 @@ class JobManager:
         :raises InvalidInput: the prefix is malformed, or starts several jobs' ids.
         """
         self._check_open()
-        check_job_id(id_or_prefix)
-        self._check_actor(actor)
+        self._check_ids(id_or_prefix, actor)
         self._authorize(actor, Action.READ, None)
-        scope = None if actor is None else actor.tenant
-        job = await self._store.get(id_or_prefix)
-        if job is not None and job.deleted_at is None and (scope is None or job.tenant == scope):
-            return job.id
+        with suppress(JobNotFound):  # a whole id: itself, under the usual visibility rules
+            return self._visible(await self._store.get(id_or_prefix), id_or_prefix, actor, False).id
         prefix = check_id_prefix(id_or_prefix, MIN_ID_PREFIX)
-        found = await self._with_prefix(prefix, scope, False, 6)
+        found = await self._with_prefix(prefix, None if actor is None else actor.tenant, False, 6)
         if not found:
             raise JobNotFound(id_or_prefix)
         if len(found) > 1:
