@@ -9,8 +9,11 @@ The FastAPI router and the Flask blueprint only wire these to their framework.
 from __future__ import annotations
 
 import json
+import queue
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -24,12 +27,14 @@ from .._errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from .._log import get_logger
 from .._records import Actor, JobEvent, Retry
 from .._validate import check_statuses
 
 __all__ = [
     "AS_HOST",
     "BODY_LIMITS",
+    "EventFrames",
     "audit_arguments",
     "audit_to_json",
     "HTTP_ERROR_CODES",
@@ -139,6 +144,80 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def sse_frame(event: JobEvent) -> bytes:
     """One server-sent event: ``event: <type>`` and ``data: <event JSON>`` (one line)."""
     return b"event: " + event.type.value.encode() + b"\ndata: " + dumps(event_to_json(event)) + b"\n\n"
+
+
+_END = object()
+
+
+class EventFrames:
+    """One subscription's server-sent event frames for a synchronous server (Flask under
+    WSGI, Django): ``next_frame()`` gives ``SSE_OPEN`` first, then a frame per event, a
+    heartbeat comment when no event came for ``heartbeat`` seconds (that is also how the
+    server learns that the client went away), and None once the stream has ended.
+
+    A helper thread, started by the first call, reads the subscription into a queue.
+    ``close()`` (the server's, when the client went away) ends the subscription.
+    """
+
+    def __init__(
+        self,
+        subscription: AbstractContextManager[Iterator[JobEvent]],
+        events: Iterator[JobEvent],
+        heartbeat: float,
+    ) -> None:
+        self._subscription = subscription
+        self._events = events
+        self._heartbeat = heartbeat
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._subscribed = True
+        self._closed = False
+
+    def next_frame(self) -> bytes | None:
+        """The next frame to send, or None at the end."""
+        if self._closed:
+            return None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._pump, name="jobkit-sse", daemon=True)
+            self._thread.start()
+            return SSE_OPEN
+        try:
+            item = self._queue.get(timeout=self._heartbeat)
+        except queue.Empty:
+            return SSE_HEARTBEAT
+        if item is _END:  # the manager closed
+            self.close()
+            return None
+        assert isinstance(item, JobEvent)
+        return sse_frame(item)
+
+    def _pump(self) -> None:
+        try:
+            for event in self._events:
+                self._queue.put(event)
+        except Exception as exc:  # the manager's loop is gone: the stream just ends
+            get_logger("jobkit").debug("event stream ended", error=repr(exc))
+        finally:
+            # The stream ended (the manager closed, or close() below): leave the
+            # subscription at once, while the manager's event loop still takes calls.
+            self._unsubscribe()
+            self._queue.put(_END)
+
+    def _unsubscribe(self) -> None:
+        with self._lock:
+            if not self._subscribed:
+                return
+            self._subscribed = False
+        try:
+            self._subscription.__exit__(None, None, None)
+        except RuntimeError as exc:  # the manager's portal already stopped
+            get_logger("jobkit").debug("event subscription closed late", error=repr(exc))
+
+    def close(self) -> None:
+        """End the stream and its subscription (safe to call twice)."""
+        self._closed = True
+        self._unsubscribe()
 
 
 def parse_json(raw: bytes, *, required: bool) -> Any:

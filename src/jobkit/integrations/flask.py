@@ -28,12 +28,10 @@ events from a generator (one extra thread per open stream).
 from __future__ import annotations
 
 import functools
-import queue
 import signal
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from types import FrameType
 from typing import Any
 
@@ -49,14 +47,13 @@ except ImportError as exc:
 from .._blocking import BlockingJobManager
 from .._errors import InvalidInput, JobkitError
 from .._log import get_logger
-from .._records import Actor, JobEvent
+from .._records import Actor
 from ._http import (
     AS_HOST,
     BODY_LIMITS,
     IDEMPOTENCY_HEADER,
     SSE_HEADERS,
-    SSE_HEARTBEAT,
-    SSE_OPEN,
+    EventFrames,
     PayloadTooLarge,
     audit_arguments,
     audit_to_json,
@@ -77,7 +74,6 @@ from ._http import (
     retry_run_at,
     schedule_arguments,
     schedule_to_json,
-    sse_frame,
     submit_arguments,
 )
 
@@ -87,7 +83,6 @@ log = get_logger("jobkit")
 
 #: Seconds without an event after which the event stream sends a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
-_END = object()
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -157,78 +152,24 @@ def _answer_under_prefix(state: BlueprintSetupState) -> None:
 
 
 class _EventStream:
-    """The body of ``GET /events``: a WSGI iterable over one subscription.
+    """The body of ``GET /events``: a WSGI iterable over the frames of one subscription.
+    ``close()`` — called by the server when the client disconnects or the stream ends —
+    ends the subscription."""
 
-    A helper thread reads the subscription into a queue, so the iterator can send a
-    heartbeat comment when no event came for ``heartbeat`` seconds (that is also how a
-    WSGI server learns that the client went away). ``close()`` — called by the server
-    when the client disconnects or the stream ends — ends the subscription.
-    """
-
-    def __init__(
-        self,
-        subscription: AbstractContextManager[Iterator[JobEvent]],
-        events: Iterator[JobEvent],
-        heartbeat: float,
-    ) -> None:
-        self._subscription = subscription
-        self._events = events
-        self._heartbeat = heartbeat
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._subscribed = True
-        self._closed = False
+    def __init__(self, frames: EventFrames) -> None:
+        self._frames = frames
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        if self._closed:
+        frame = self._frames.next_frame()
+        if frame is None:
             raise StopIteration
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._pump, name="jobkit-sse", daemon=True)
-            self._thread.start()
-            return SSE_OPEN
-        try:
-            item = self._queue.get(timeout=self._heartbeat)
-        except queue.Empty:
-            return SSE_HEARTBEAT
-        if item is _END:  # the manager closed
-            self.close()
-            raise StopIteration
-        assert isinstance(item, JobEvent)
-        return sse_frame(item)
-
-    def _pump(self) -> None:
-        try:
-            for event in self._events:
-                self._queue.put(event)
-        except Exception as exc:  # the manager's loop is gone: the stream just ends
-            log.debug("event stream ended", error=repr(exc))
-        finally:
-            # The stream ended (the manager closed, or close() below): leave the
-            # subscription at once, while the manager's event loop still takes calls.
-            self._unsubscribe()
-            self._queue.put(_END)
-
-    def _unsubscribe(self) -> None:
-        with self._lock:
-            if self._subscribed is False:
-                return
-            self._subscribed = False
-        try:
-            self._subscription.__exit__(None, None, None)
-        except RuntimeError as exc:  # the manager's portal already stopped
-            log.debug("event subscription closed late", error=repr(exc))
+        return frame
 
     def close(self) -> None:
-        """End the stream: called by the WSGI server when the client went away or the
-        stream ended."""
-        self._closed = True
-        self._unsubscribe()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        self._frames.close()
 
 
 def job_blueprint(
@@ -387,7 +328,7 @@ def job_blueprint(
     def events() -> Response:
         subscription = manager.subscribe(actor=who(), job_id=request.args.get("job_id"))
         stream = subscription.__enter__()
-        body = _EventStream(subscription, stream, heartbeat)
+        body = _EventStream(EventFrames(subscription, stream, heartbeat))
         return Response(body, mimetype="text/event-stream", headers=dict(SSE_HEADERS))
 
     return bp

@@ -16,10 +16,7 @@ a CORS preflight — the defence of the FastAPI and Flask routes: a POST must sa
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -29,13 +26,12 @@ from django.views.decorators.csrf import csrf_exempt
 from ..._blocking import BlockingJobManager
 from ..._errors import JobkitError, Unauthenticated
 from ..._log import get_logger
-from ..._records import Actor, JobEvent
+from ..._records import Actor
 from .._http import (
     BODY_LIMITS,
     IDEMPOTENCY_HEADER,
     SSE_HEADERS,
-    SSE_HEARTBEAT,
-    SSE_OPEN,
+    EventFrames,
     PayloadTooLarge,
     audit_arguments,
     audit_to_json,
@@ -56,7 +52,6 @@ from .._http import (
     retry_run_at,
     schedule_arguments,
     schedule_to_json,
-    sse_frame,
     submit_arguments,
 )
 from ._compat import task_backends
@@ -69,7 +64,6 @@ log = get_logger("jobkit")
 ADMIN_ROLE = "admin"
 #: Seconds without an event after which ``GET /events`` sends a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
-_END = object()
 
 View = Callable[..., HttpResponse]
 
@@ -107,83 +101,25 @@ def _body(request: HttpRequest, route: str) -> bytes:
     return data
 
 
-class _EventStream:
-    """The body of ``GET /events``: a helper thread reads the subscription into a queue, so
-    the stream can send a heartbeat when no event came for a while (which is also how the
-    server learns that the client went away). ``close()`` ends the subscription."""
+def _frames(frames: EventFrames) -> Iterator[bytes]:
+    """The body of ``GET /events`` under WSGI."""
+    try:
+        while (frame := frames.next_frame()) is not None:
+            yield frame
+    finally:
+        frames.close()
 
-    def __init__(
-        self,
-        subscription: AbstractContextManager[Iterator[JobEvent]],
-        events: Iterator[JobEvent],
-        heartbeat: float,
-    ) -> None:
-        self._subscription = subscription
-        self._events = events
-        self._heartbeat = heartbeat
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._subscribed = True
-        self._closed = False
-        self._thread = threading.Thread(target=self._pump, name="jobkit-django-sse", daemon=True)
-        self._thread.start()
 
-    def _pump(self) -> None:
-        try:
-            for event in self._events:
-                self._queue.put(event)
-        except Exception as exc:  # the manager's loop is gone: the stream just ends
-            log.debug("event stream ended", error=repr(exc))
-        finally:
-            self._unsubscribe()
-            self._queue.put(_END)
+async def _aframes(frames: EventFrames) -> AsyncIterator[bytes]:
+    """The body of ``GET /events`` under ASGI: each wait for a frame in a thread of its own."""
+    from asgiref.sync import sync_to_async
 
-    def _unsubscribe(self) -> None:
-        with self._lock:
-            if not self._subscribed:
-                return
-            self._subscribed = False
-        try:
-            self._subscription.__exit__(None, None, None)
-        except RuntimeError as exc:  # the manager's portal already stopped
-            log.debug("event subscription closed late", error=repr(exc))
-
-    def next_frame(self) -> bytes | None:
-        """The next frame to send, or None at the end."""
-        if self._closed:
-            return None
-        try:
-            item = self._queue.get(timeout=self._heartbeat)
-        except queue.Empty:
-            return SSE_HEARTBEAT
-        if item is _END:
-            self.close()
-            return None
-        assert isinstance(item, JobEvent)
-        return sse_frame(item)
-
-    def frames(self) -> Iterator[bytes]:
-        try:
-            yield SSE_OPEN
-            while (frame := self.next_frame()) is not None:
-                yield frame
-        finally:
-            self.close()
-
-    async def aframes(self) -> AsyncIterator[bytes]:
-        from asgiref.sync import sync_to_async
-
-        following = sync_to_async(self.next_frame, thread_sensitive=False)
-        try:
-            yield SSE_OPEN
-            while (frame := await following()) is not None:
-                yield frame
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._closed = True
-        self._unsubscribe()
+    following = sync_to_async(frames.next_frame, thread_sensitive=False)
+    try:
+        while (frame := await following()) is not None:
+            yield frame
+    finally:
+        frames.close()
 
 
 def jobkit_urls(
@@ -333,10 +269,10 @@ def jobkit_urls(
 
     def events(request: HttpRequest) -> HttpResponse:
         subscription = manager().subscribe(actor=who(request), job_id=request.GET.get("job_id"))
-        stream = _EventStream(subscription, subscription.__enter__(), heartbeat)
+        frames = EventFrames(subscription, subscription.__enter__(), heartbeat)
         asynchronous = type(request).__name__ == "ASGIRequest"
         response = StreamingHttpResponse(
-            stream.aframes() if asynchronous else stream.frames(), content_type="text/event-stream"
+            _aframes(frames) if asynchronous else _frames(frames), content_type="text/event-stream"
         )
         for name, value in SSE_HEADERS.items():
             response[name] = value
