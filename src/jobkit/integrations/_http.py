@@ -12,7 +12,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,7 @@ __all__ = [
     "AS_HOST",
     "BODY_LIMITS",
     "EventFrames",
+    "read_body",
     "audit_arguments",
     "audit_to_json",
     "HTTP_ERROR_CODES",
@@ -144,6 +145,20 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def sse_frame(event: JobEvent) -> bytes:
     """One server-sent event: ``event: <type>`` and ``data: <event JSON>`` (one line)."""
     return b"event: " + event.type.value.encode() + b"\ndata: " + dumps(event_to_json(event)) + b"\n\n"
+
+
+def read_body(read: Callable[[int], bytes], content_length: str | None, route: str) -> bytes:
+    """A request body read through ``read(n)``, up to the route's limit: a larger one is
+    refused (by its ``Content-Length`` before anything is read, else after one byte more).
+
+    :raises PayloadTooLarge: the body is larger than the route takes.
+    """
+    limit = BODY_LIMITS[route]
+    check_body_size(content_length, limit)
+    data = read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
+    return data
 
 
 _END = object()

@@ -50,15 +50,12 @@ from .._log import get_logger
 from .._records import Actor
 from ._http import (
     AS_HOST,
-    BODY_LIMITS,
     IDEMPOTENCY_HEADER,
     SSE_HEADERS,
     EventFrames,
-    PayloadTooLarge,
     audit_arguments,
     audit_to_json,
     cancel_reason,
-    check_body_size,
     check_not_cross_site,
     dumps,
     error_body,
@@ -70,6 +67,7 @@ from ._http import (
     me_to_json,
     parse_json,
     priority_value,
+    read_body,
     resolve_actor,
     retry_run_at,
     schedule_arguments,
@@ -336,12 +334,7 @@ def job_blueprint(
 
 def _body(route: str) -> bytes:
     """The request body, read up to the route's limit (a larger one is refused, unread)."""
-    limit = BODY_LIMITS[route]
-    check_body_size(request.headers.get("Content-Length"), limit)
-    data = request.stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
-    return data
+    return read_body(request.stream.read, request.headers.get("Content-Length"), route)
 
 
 # -- the manager's life in a Flask process ------------------------------------------------

@@ -28,15 +28,12 @@ from ..._errors import JobkitError, Unauthenticated
 from ..._log import get_logger
 from ..._records import Actor
 from .._http import (
-    BODY_LIMITS,
     IDEMPOTENCY_HEADER,
     SSE_HEADERS,
     EventFrames,
-    PayloadTooLarge,
     audit_arguments,
     audit_to_json,
     cancel_reason,
-    check_body_size,
     check_not_cross_site,
     dumps,
     error_body,
@@ -48,6 +45,7 @@ from .._http import (
     me_to_json,
     parse_json,
     priority_value,
+    read_body,
     resolve_actor,
     retry_run_at,
     schedule_arguments,
@@ -93,12 +91,7 @@ def _no_content() -> HttpResponse:
 
 def _body(request: HttpRequest, route: str) -> bytes:
     """The request body, read up to the route's limit (a larger one is refused, unread)."""
-    limit = BODY_LIMITS[route]
-    check_body_size(request.headers.get("Content-Length"), limit)
-    data: bytes = request.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The request body is larger than this route takes ({limit} bytes).")
-    return data
+    return read_body(request.read, request.headers.get("Content-Length"), route)
 
 
 def _frames(frames: EventFrames) -> Iterator[bytes]:
