@@ -424,7 +424,9 @@ class TestProcesses:
             with otel.tracer.start_as_current_span("request") as request:
                 job = await jobs.submit("traced")
         out = tmp_path / "spans.jsonl"
-        worker = subprocess.Popen([sys.executable, str(WORKER), str(db), str(out), job.id], env=dict(os.environ))
+        worker = subprocess.Popen(
+            [sys.executable, str(WORKER), str(db), str(out), job.id], env=dict(os.environ)
+        )
         assert await anyio.to_thread.run_sync(lambda: worker.wait(120)) == 0
         spans = {s["name"]: s for s in map(json.loads, out.read_text().split("\n")[:-1])}
         submit = otel.span("submit traced")
